@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The nvqos kernel/user ABI: every key, value, event and constant that both
+ * the BPF programs (bpf/) and user space (agent/, tools/, tests/) see.
+ *
+ * Rules: include nothing but <linux/types.h>; fixed-width __u8..__u64 only;
+ * explicit padding so both compilers lay the structs out identically. The C++
+ * side pins sizes and offsets with static_assert (agent/abi_check.cpp) and a
+ * test compares them with the BTF of the compiled objects.
+ */
+#ifndef NVQOS_ABI_H
+#define NVQOS_ABI_H
+
+#include <linux/types.h>
+
+/* Tenant 0 is the built-in "default" tenant: unmatched NVMe/TCP traffic. */
+#define NVQOS_TENANT_DEFAULT 0u
+/* Returned by the classifier when traffic is not NVMe/TCP or no tenant applies. */
+#define NVQOS_TENANT_NONE 0xffffffffu
+
+/* Map sizes. Those marked "resizable" are set by the agent before load. */
+#define NVQOS_MAX_TENANTS 16384u       /* tenant_stats / tenant_config entries */
+#define NVQOS_MAX_TENANT_RULES 65536u  /* tenant_rules LPM entries */
+#define NVQOS_MAX_NVME_PORTS 64u       /* nvme_ports entries */
+#define NVQOS_DEFAULT_MAX_FLOWS 131072u /* flow_table, resizable */
+
+/* Well-known NVMe/TCP ports (NVMe-oF TCP transport binding, IANA). */
+#define NVQOS_PORT_NVME_IO 4420
+#define NVQOS_PORT_NVME_DISCOVERY 8009
+
+enum nvqos_direction {
+	NVQOS_DIR_INGRESS = 0,
+	NVQOS_DIR_EGRESS = 1,
+	NVQOS_DIR_MAX = 2,
+};
+
+/* Which end of the NVMe/TCP connection this host is. */
+enum nvqos_role {
+	NVQOS_ROLE_INITIATOR = 0, /* remote port is an NVMe/TCP port */
+	NVQOS_ROLE_TARGET = 1,    /* local port is an NVMe/TCP port */
+	NVQOS_ROLE_MAX = 2,
+};
+
+/* nvme_ports value: what a listening NVMe/TCP port serves. */
+enum nvqos_port_kind {
+	NVQOS_PORT_KIND_IO = 1,
+	NVQOS_PORT_KIND_DISCOVERY = 2,
+};
+
+/* Address family tags used in keys (not AF_* so the header stays libc-free). */
+enum nvqos_family {
+	NVQOS_FAMILY_IPV4 = 4,
+	NVQOS_FAMILY_IPV6 = 6,
+};
+
+/*
+ * tenant_rules: LPM trie. Data is the NVMe/TCP service port followed by the
+ * remote address; IPv4 addresses are stored v4-mapped (::ffff:a.b.c.d) so one
+ * trie serves both families. A rule without a port is stored with port 0, so
+ * the classifier looks up (port, addr) first and (0, addr) second.
+ * prefixlen counts bits of port + address: 16 + address prefix length.
+ */
+struct nvqos_tenant_rule_key {
+	__u32 prefixlen;
+	__u16 port;     /* network byte order; 0 = any port */
+	__u8 addr[16];  /* network byte order, v4-mapped for IPv4 */
+	__u8 pad[2];    /* not part of the matched data: prefixlen <= 144 */
+};
+#define NVQOS_RULE_PORT_BITS 16u
+#define NVQOS_RULE_ADDR_BITS 128u
+
+struct nvqos_tenant_rule_value {
+	__u32 tenant_id;
+};
+
+/* tenant_config: array indexed by tenant id; written by the agent. */
+#define NVQOS_TENANT_F_ACTIVE (1u << 0)      /* slot holds a configured tenant */
+#define NVQOS_TENANT_F_DROP_INGRESS (1u << 1) /* XDP drops the tenant's ingress */
+struct nvqos_tenant_config {
+	__u32 flags;
+	__u32 pad;
+};
+
+/* nvme_ports: hash keyed by a TCP port in host byte order. */
+struct nvqos_port_value {
+	__u32 kind; /* enum nvqos_port_kind */
+};
+
+/*
+ * flow_table: LRU hash of NVMe/TCP connections, keyed from this host's point of
+ * view (local = ours) so both directions of a connection share one entry.
+ */
+struct nvqos_flow_key {
+	__u8 local_addr[16];  /* v4-mapped for IPv4 */
+	__u8 remote_addr[16];
+	__u16 local_port;     /* network byte order */
+	__u16 remote_port;    /* network byte order */
+	__u32 ifindex;        /* the same 5-tuple may exist in two netns' veths */
+};
+
+#define NVQOS_FLOW_F_CLOSED (1u << 0) /* FIN or RST seen */
+struct nvqos_flow_value {
+	__u32 tenant_id;
+	__u8 role;   /* enum nvqos_role */
+	__u8 family; /* enum nvqos_family */
+	__u16 flags; /* NVQOS_FLOW_F_* */
+	__u64 first_seen_ns; /* bpf_ktime_get_ns() */
+	__u64 last_seen_ns;
+	__u64 bytes[NVQOS_DIR_MAX];
+	__u64 packets[NVQOS_DIR_MAX];
+};
+
+/* tenant_stats: per-CPU array indexed by tenant id; user space sums CPUs. */
+struct nvqos_tenant_stats {
+	__u64 bytes[NVQOS_DIR_MAX];   /* L3 bytes (IP header onwards) */
+	__u64 packets[NVQOS_DIR_MAX];
+	__u64 flows_opened;           /* flow_table inserts */
+	__u64 flows_closed;           /* first FIN/RST of a flow */
+	__u64 dropped_bytes;          /* dropped by policy (XDP) */
+	__u64 dropped_packets;
+};
+
+/* datapath_stats: per-CPU array, one entry, health of the data path itself. */
+struct nvqos_datapath_stats {
+	__u64 packets_seen;       /* every packet a program ran on */
+	__u64 packets_nvme;       /* NVMe/TCP packets accounted */
+	__u64 parse_errors;       /* truncated/malformed headers, passed untouched */
+	__u64 flow_insert_failed; /* flow_table update errors */
+	__u64 unclassified;       /* NVMe/TCP but no tenant (default tenant off) */
+};
+
+/* settings: array of one entry, written by the agent. */
+#define NVQOS_SETTINGS_F_DEFAULT_TENANT (1u << 0) /* account unmatched flows */
+struct nvqos_settings {
+	__u32 flags;
+	__u32 pad;
+};
+
+#endif /* NVQOS_ABI_H */
