@@ -112,8 +112,9 @@ struct nvqos_flow_value {
 
 /* tenant_stats: per-CPU array indexed by tenant id; user space sums CPUs. */
 struct nvqos_tenant_stats {
-	__u64 bytes[NVQOS_DIR_MAX];   /* L3 bytes (IP header onwards) */
-	__u64 packets[NVQOS_DIR_MAX];
+	__u64 bytes[NVQOS_DIR_MAX];         /* IP bytes on the wire (GSO/GRO: per segment) */
+	__u64 payload_bytes[NVQOS_DIR_MAX]; /* TCP payload bytes */
+	__u64 packets[NVQOS_DIR_MAX];       /* wire packets (GSO/GRO: segment count) */
 	__u64 flows_opened;           /* flow_table inserts */
 	__u64 flows_closed;           /* first FIN/RST of a flow */
 	__u64 dropped_bytes;          /* dropped by policy (XDP) */
