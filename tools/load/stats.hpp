@@ -1,0 +1,63 @@
+// Per-job, per-operation measurements of nvqos-load and their reports.
+#pragma once
+
+#include <nvqos/histogram.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <ostream>
+#include <string>
+#include <vector>
+
+#include "options.hpp"
+
+namespace nvqos::load {
+
+enum class Op : uint8_t { kRead = 0, kWrite = 1 };
+inline constexpr int kOpCount = 2;
+inline const char* op_name(Op op) { return op == Op::kRead ? "read" : "write"; }
+
+struct OpStats {
+  uint64_t ios = 0;    // completed, successful or not
+  uint64_t bytes = 0;  // of successful I/Os
+  // Send (capsule handed to the socket) to completion parsed.
+  LogLinearHistogram latency;
+  // Scheduled send time to completion: the open-loop latency when --rate-iops
+  // paces the job (includes time spent waiting for a free queue slot).
+  LogLinearHistogram intended_latency;
+  // Failures by name: NVMe status names, "transport error", "verify mismatch".
+  std::map<std::string, uint64_t> errors;
+
+  uint64_t error_count() const {
+    uint64_t n = 0;
+    for (const auto& [_, c] : errors) n += c;
+    return n;
+  }
+};
+
+struct JobStats {
+  OpStats ops[kOpCount];
+  uint64_t verified_blocks = 0;   // 512-byte chunks whose pattern matched
+  uint64_t unwritten_blocks = 0;  // chunks read in verify mode that hold no pattern yet
+  std::chrono::nanoseconds elapsed{0};
+  std::string fatal_error;  // set when the job could not run (e.g. Connect rejected)
+
+  OpStats& op(Op o) { return ops[static_cast<int>(o)]; }
+  const OpStats& op(Op o) const { return ops[static_cast<int>(o)]; }
+  uint64_t total_ios() const { return ops[0].ios + ops[1].ios; }
+  uint64_t total_bytes() const { return ops[0].bytes + ops[1].bytes; }
+  uint64_t total_errors() const { return ops[0].error_count() + ops[1].error_count(); }
+};
+
+struct JobReport {
+  const JobSpec* spec;
+  const JobStats* stats;
+};
+
+// Text table: one row per job x op; latency in microseconds, throughput in
+// MiB/s (2^20 bytes per second).
+void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs);
+void print_json_report(std::ostream& out, const std::vector<JobReport>& jobs);
+
+}  // namespace nvqos::load
