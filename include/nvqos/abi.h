@@ -24,6 +24,13 @@
 #define NVQOS_MAX_NVME_PORTS 64u       /* nvme_ports entries */
 #define NVQOS_DEFAULT_MAX_FLOWS 131072u /* flow_table, resizable */
 
+/*
+ * Header parsing limits of the data path: packets with more VLAN tags or more
+ * IPv6 extension headers before TCP pass unparsed and unaccounted.
+ */
+#define NVQOS_PARSE_MAX_VLANS 2u    /* 802.1Q / 802.1ad tags (QinQ) */
+#define NVQOS_PARSE_MAX_IPV6_EXT 4u /* hop-by-hop, routing, dest. options, fragment */
+
 /* Well-known NVMe/TCP ports (NVMe-oF TCP transport binding, IANA). */
 #define NVQOS_PORT_NVME_IO 4420
 #define NVQOS_PORT_NVME_DISCOVERY 8009

@@ -1,0 +1,76 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The maps of nvqos_datapath.bpf.o. Names, keys and values are the ABI the agent loads. */
+#ifndef NVQOS_BPF_MAPS_H
+#define NVQOS_BPF_MAPS_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "nvqos/abi.h"
+
+// Which tenant owns traffic of (NVMe/TCP service port, remote address prefix).
+// Written by the agent from the policy; read by tc and XDP on a flow miss.
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, NVQOS_MAX_TENANT_RULES);
+	__type(key, struct nvqos_tenant_rule_key);
+	__type(value, struct nvqos_tenant_rule_value);
+} tenant_rules SEC(".maps");
+
+// Per-tenant switches (active, drop ingress), indexed by tenant id.
+// Written by the agent; read by XDP.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NVQOS_MAX_TENANTS);
+	__type(key, __u32);
+	__type(value, struct nvqos_tenant_config);
+} tenant_config SEC(".maps");
+
+// TCP ports (host byte order) that NVMe/TCP targets listen on.
+// Written by the agent; read by tc and XDP to tell NVMe/TCP from other TCP.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NVQOS_MAX_NVME_PORTS);
+	__type(key, __u16);
+	__type(value, struct nvqos_port_value);
+} nvme_ports SEC(".maps");
+
+// One entry per NVMe/TCP connection seen from this host: tenant, role, byte
+// and packet counts per direction. Inserted and updated by tc; read by XDP
+// (lookup only) and by the agent, which may delete entries and resize the map
+// before load.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NVQOS_DEFAULT_MAX_FLOWS);
+	__type(key, struct nvqos_flow_key);
+	__type(value, struct nvqos_flow_value);
+} flow_table SEC(".maps");
+
+// Per-CPU traffic counters per tenant id. Written by tc (traffic, flows) and
+// XDP (drops only); the agent sums the CPUs.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NVQOS_MAX_TENANTS);
+	__type(key, __u32);
+	__type(value, struct nvqos_tenant_stats);
+} tenant_stats SEC(".maps");
+
+// Per-CPU health counters of the data path itself (one entry). Written by tc
+// only, so a packet that crosses XDP and tc is counted once; read by the agent.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nvqos_datapath_stats);
+} datapath_stats SEC(".maps");
+
+// Global switches of the data path (one entry). Written by the agent.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nvqos_settings);
+} settings SEC(".maps");
+
+#endif /* NVQOS_BPF_MAPS_H */
