@@ -1,0 +1,295 @@
+#include "config.hpp"
+
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <set>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "nvqos/abi.h"
+
+namespace nvqos::agent {
+namespace {
+
+using json = nlohmann::json;
+
+constexpr std::uint32_t kMinFlows = 1024;
+constexpr std::uint32_t kMaxFlows = 16u << 20;
+constexpr std::size_t kMaxTenantNameLength = 63;
+
+std::string ptr(const std::string& base, const std::string& key) { return base + "/" + key; }
+std::string ptr(const std::string& base, std::size_t index) {
+  return base + "/" + std::to_string(index);
+}
+
+void reject_unknown_keys(const json& obj, const std::string& where,
+                         std::initializer_list<std::string_view> known) {
+  for (const auto& [key, value] : obj.items()) {
+    if (std::find(known.begin(), known.end(), key) == known.end()) {
+      std::string list;
+      for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
+      throw ConfigError(ptr(where, key), "unknown field (known here: " + list + ")");
+    }
+  }
+}
+
+const json& require_object(const json& j, const std::string& where) {
+  if (!j.is_object()) throw ConfigError(where, "must be an object");
+  return j;
+}
+
+bool get_bool(const json& j, const std::string& where) {
+  if (!j.is_boolean()) throw ConfigError(where, "must be true or false");
+  return j.get<bool>();
+}
+
+std::uint64_t get_uint(const json& j, const std::string& where, std::uint64_t lo, std::uint64_t hi) {
+  if (!j.is_number_integer() || (!j.is_number_unsigned() && j.get<std::int64_t>() < 0))
+    throw ConfigError(where, "must be a whole number from " + std::to_string(lo) + " to " + std::to_string(hi));
+  auto v = j.get<std::uint64_t>();
+  if (v < lo || v > hi)
+    throw ConfigError(where, std::to_string(v) + " is out of range " + std::to_string(lo) + ".." +
+                                 std::to_string(hi));
+  return v;
+}
+
+std::vector<std::uint16_t> get_ports(const json& j, const std::string& where) {
+  if (!j.is_array()) throw ConfigError(where, "must be a list of TCP ports");
+  std::vector<std::uint16_t> ports;
+  for (std::size_t i = 0; i < j.size(); ++i) {
+    auto p = static_cast<std::uint16_t>(get_uint(j[i], ptr(where, i), 1, 65535));
+    if (std::find(ports.begin(), ports.end(), p) != ports.end())
+      throw ConfigError(ptr(where, i), "port " + std::to_string(p) + " is listed twice");
+    ports.push_back(p);
+  }
+  return ports;
+}
+
+bool valid_tenant_name(const std::string& name) {
+  if (name.empty() || name.size() > kMaxTenantNameLength) return false;
+  return std::all_of(name.begin(), name.end(), [](unsigned char c) {
+    return std::isalnum(c) || c == '_' || c == '-' || c == '.';
+  });
+}
+
+MatchRule parse_match_rule(const json& j, const std::string& where) {
+  require_object(j, where);
+  reject_unknown_keys(j, where, {"remote", "port"});
+  MatchRule rule;
+  if (j.contains("remote")) {
+    const auto& r = j["remote"];
+    if (!r.is_string()) throw ConfigError(ptr(where, "remote"), "must be an address or prefix string");
+    std::string why;
+    auto prefix = parse_prefix(r.get<std::string>(), &why);
+    if (!prefix) throw ConfigError(ptr(where, "remote"), why);
+    rule.remote = *prefix;
+  }
+  if (j.contains("port"))
+    rule.port = static_cast<std::uint16_t>(get_uint(j["port"], ptr(where, "port"), 1, 65535));
+  if (!rule.remote && rule.port == 0)
+    throw ConfigError(where, "a match rule needs \"remote\", \"port\" or both "
+                             "(unmatched traffic goes to the default tenant)");
+  return rule;
+}
+
+TenantSpec parse_tenant(const json& j, const std::string& where) {
+  require_object(j, where);
+  reject_unknown_keys(j, where, {"name", "match", "quarantine"});
+  TenantSpec t;
+  if (!j.contains("name") || !j["name"].is_string())
+    throw ConfigError(ptr(where, "name"), "required: the tenant's name (string)");
+  t.name = j["name"].get<std::string>();
+  if (!valid_tenant_name(t.name))
+    throw ConfigError(ptr(where, "name"), "\"" + t.name + "\" is not a valid tenant name (1-63 of A-Z a-z 0-9 _ - .)");
+  if (t.name == kDefaultTenantName)
+    throw ConfigError(ptr(where, "name"), "\"default\" is the built-in tenant of unmatched traffic; "
+                                          "configure it under /default_tenant");
+  if (!j.contains("match") || !j["match"].is_array() || j["match"].empty())
+    throw ConfigError(ptr(where, "match"), "required: a non-empty list of match rules");
+  for (std::size_t i = 0; i < j["match"].size(); ++i)
+    t.match.push_back(parse_match_rule(j["match"][i], ptr(ptr(where, "match"), i)));
+  if (j.contains("quarantine")) t.quarantine = get_bool(j["quarantine"], ptr(where, "quarantine"));
+  return t;
+}
+
+std::string describe_rule(const MatchRule& r) {
+  std::string s = r.remote ? r.remote->text : "any address";
+  if (r.port) s += " port " + std::to_string(r.port);
+  return s;
+}
+
+void check_cross_references(const Policy& p) {
+  for (auto port : p.io_ports)
+    if (std::find(p.discovery_ports.begin(), p.discovery_ports.end(), port) != p.discovery_ports.end())
+      throw ConfigError("/nvme_ports/discovery", "port " + std::to_string(port) +
+                                                     " is also listed under /nvme_ports/io");
+  if (p.io_ports.size() + p.discovery_ports.size() > NVQOS_MAX_NVME_PORTS)
+    throw ConfigError("/nvme_ports", "at most " + std::to_string(NVQOS_MAX_NVME_PORTS) + " ports in all");
+  if (p.tenants.size() + 1 > NVQOS_MAX_TENANTS)
+    throw ConfigError("/tenants", "at most " + std::to_string(NVQOS_MAX_TENANTS - 1) + " tenants");
+
+  std::map<std::string, std::size_t> names;
+  // A (prefix, port) pair may belong to one tenant only, or attribution would
+  // depend on insertion order.
+  std::map<std::pair<std::array<std::uint8_t, 17>, std::uint16_t>, std::string> owners;
+  std::size_t rule_count = 0;
+  for (std::size_t i = 0; i < p.tenants.size(); ++i) {
+    const auto& t = p.tenants[i];
+    std::string where = ptr("/tenants", i);
+    if (auto [it, fresh] = names.emplace(t.name, i); !fresh)
+      throw ConfigError(ptr(where, "name"), "tenant \"" + t.name + "\" is already defined at /tenants/" +
+                                                std::to_string(it->second));
+    for (std::size_t r = 0; r < t.match.size(); ++r) {
+      const auto& rule = t.match[r];
+      std::array<std::uint8_t, 17> k{};
+      if (rule.remote) {
+        std::copy(rule.remote->addr.begin(), rule.remote->addr.end(), k.begin());
+        k[16] = static_cast<std::uint8_t>(rule.remote->length);
+      }
+      auto [it, fresh] = owners.emplace(std::make_pair(k, rule.port), t.name);
+      if (!fresh)
+        throw ConfigError(ptr(ptr(where, "match"), r),
+                          describe_rule(rule) + " already belongs to tenant \"" + it->second + "\"");
+      if (rule.port && std::find(p.io_ports.begin(), p.io_ports.end(), rule.port) == p.io_ports.end() &&
+          std::find(p.discovery_ports.begin(), p.discovery_ports.end(), rule.port) == p.discovery_ports.end())
+        throw ConfigError(ptr(ptr(ptr(where, "match"), r), "port"),
+                          "port " + std::to_string(rule.port) + " is not an NVMe/TCP port under /nvme_ports");
+      ++rule_count;
+    }
+  }
+  if (rule_count > NVQOS_MAX_TENANT_RULES)
+    throw ConfigError("/tenants", "at most " + std::to_string(NVQOS_MAX_TENANT_RULES) + " match rules in all");
+}
+
+std::string line_column(std::string_view text, std::size_t byte) {
+  std::size_t line = 1, col = 1;
+  for (std::size_t i = 0; i < byte && i < text.size(); ++i) {
+    if (text[i] == '\n') {
+      ++line;
+      col = 1;
+    } else {
+      ++col;
+    }
+  }
+  return "line " + std::to_string(line) + ", column " + std::to_string(col);
+}
+
+}  // namespace
+
+std::optional<Prefix> parse_prefix(std::string_view text, std::string* why) {
+  auto fail = [&](std::string reason) -> std::optional<Prefix> {
+    if (why) *why = std::move(reason);
+    return std::nullopt;
+  };
+  std::string s(text);
+  std::string addr_part = s;
+  std::optional<unsigned> length;
+  if (auto slash = s.find('/'); slash != std::string::npos) {
+    addr_part = s.substr(0, slash);
+    std::string len_part = s.substr(slash + 1);
+    if (len_part.empty() || len_part.size() > 3 ||
+        !std::all_of(len_part.begin(), len_part.end(), [](unsigned char c) { return std::isdigit(c); }))
+      return fail("\"" + s + "\": prefix length after '/' must be a number");
+    length = static_cast<unsigned>(std::stoul(len_part));
+  }
+  Prefix p;
+  in_addr v4{};
+  in6_addr v6{};
+  unsigned max_len;
+  if (inet_pton(AF_INET, addr_part.c_str(), &v4) == 1) {
+    p.ipv4 = true;
+    max_len = 32;
+    p.addr[10] = 0xff;
+    p.addr[11] = 0xff;
+    std::memcpy(&p.addr[12], &v4, 4);
+  } else if (inet_pton(AF_INET6, addr_part.c_str(), &v6) == 1) {
+    max_len = 128;
+    std::memcpy(p.addr.data(), &v6, 16);
+  } else {
+    return fail("\"" + s + "\" is not an IPv4 or IPv6 address or prefix");
+  }
+  unsigned len = length.value_or(max_len);
+  if (len > max_len)
+    return fail("\"" + s + "\": prefix length " + std::to_string(len) + " exceeds " + std::to_string(max_len));
+  p.length = p.ipv4 ? 96 + len : len;
+  for (unsigned bit = p.length; bit < 128; ++bit) p.addr[bit / 8] &= static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
+  char buf[INET6_ADDRSTRLEN];
+  if (p.ipv4) {
+    std::memcpy(&v4, &p.addr[12], 4);
+    inet_ntop(AF_INET, &v4, buf, sizeof buf);
+  } else {
+    std::memcpy(&v6, p.addr.data(), 16);
+    inet_ntop(AF_INET6, &v6, buf, sizeof buf);
+  }
+  p.text = std::string(buf) + "/" + std::to_string(len);
+  return p;
+}
+
+Policy default_policy() { return Policy{}; }
+
+Policy parse_policy(std::string_view text) {
+  json root;
+  try {
+    root = json::parse(text.begin(), text.end());
+  } catch (const json::parse_error& e) {
+    std::string msg = e.what();
+    if (auto pos = msg.find(": "); pos != std::string::npos) msg = msg.substr(pos + 2);
+    throw ConfigError("", "not valid JSON at " + line_column(text, e.byte ? e.byte - 1 : 0) + ": " + msg);
+  }
+  require_object(root, "");
+  reject_unknown_keys(root, "", {"version", "nvme_ports", "default_tenant", "tenants", "limits"});
+
+  Policy p;
+  if (root.contains("version")) {
+    p.version = static_cast<unsigned>(get_uint(root["version"], "/version", 0, 1u << 30));
+    if (p.version != kConfigVersion)
+      throw ConfigError("/version", "unsupported config version " + std::to_string(p.version) +
+                                        "; this agent understands version " + std::to_string(kConfigVersion));
+  }
+  if (root.contains("nvme_ports")) {
+    const auto& ports = require_object(root["nvme_ports"], "/nvme_ports");
+    reject_unknown_keys(ports, "/nvme_ports", {"io", "discovery"});
+    if (ports.contains("io")) p.io_ports = get_ports(ports["io"], "/nvme_ports/io");
+    if (ports.contains("discovery")) p.discovery_ports = get_ports(ports["discovery"], "/nvme_ports/discovery");
+    if (p.io_ports.empty() && p.discovery_ports.empty())
+      throw ConfigError("/nvme_ports", "no NVMe/TCP ports: nothing would be accounted");
+  }
+  if (root.contains("default_tenant")) {
+    const auto& d = require_object(root["default_tenant"], "/default_tenant");
+    reject_unknown_keys(d, "/default_tenant", {"enabled"});
+    if (d.contains("enabled")) p.default_tenant_enabled = get_bool(d["enabled"], "/default_tenant/enabled");
+  }
+  if (root.contains("tenants")) {
+    if (!root["tenants"].is_array()) throw ConfigError("/tenants", "must be a list of tenants");
+    for (std::size_t i = 0; i < root["tenants"].size(); ++i)
+      p.tenants.push_back(parse_tenant(root["tenants"][i], ptr("/tenants", i)));
+  }
+  if (root.contains("limits")) {
+    const auto& l = require_object(root["limits"], "/limits");
+    reject_unknown_keys(l, "/limits", {"max_flows"});
+    if (l.contains("max_flows"))
+      p.max_flows = static_cast<std::uint32_t>(get_uint(l["max_flows"], "/limits/max_flows", kMinFlows, kMaxFlows));
+  }
+  check_cross_references(p);
+  return p;
+}
+
+Policy load_policy_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw ConfigError("", "cannot read config file " + path + ": " + std::strerror(errno));
+  std::stringstream buf;
+  buf << in.rdbuf();
+  try {
+    return parse_policy(buf.str());
+  } catch (const ConfigError& e) {
+    throw ConfigError(e.pointer(), e.reason() + " (in " + path + ")");
+  }
+}
+
+}  // namespace nvqos::agent

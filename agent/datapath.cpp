@@ -1,0 +1,297 @@
+#include "datapath.hpp"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <net/if.h>
+
+#include <cstring>
+#include <set>
+
+#include "log.hpp"
+#include "nvqos_datapath.skel.h"
+
+namespace nvqos::agent {
+namespace {
+
+constexpr const char* kXdpProgramName = "nvqos_xdp_ingress";
+
+template <typename T>
+std::size_t percpu_stride() {
+  return (sizeof(T) + 7) & ~std::size_t{7};
+}
+
+// Sums a per-CPU value of u64 counters, CPU by CPU, field by field.
+template <typename T>
+T sum_percpu(const std::vector<std::uint8_t>& raw, int cpus) {
+  static_assert(sizeof(T) % sizeof(std::uint64_t) == 0);
+  T total{};
+  auto* out = reinterpret_cast<std::uint64_t*>(&total);
+  for (int cpu = 0; cpu < cpus; ++cpu) {
+    const auto* in = reinterpret_cast<const std::uint64_t*>(raw.data() + cpu * percpu_stride<T>());
+    for (std::size_t i = 0; i < sizeof(T) / sizeof(std::uint64_t); ++i) out[i] += in[i];
+  }
+  return total;
+}
+
+Status map_error(int err, const char* what, const char* map) {
+  return Error::from_errno(err, std::string(what) + " in map " + map, "CAP_BPF");
+}
+
+}  // namespace
+
+void InterfaceDatapath::SkeletonDeleter::operator()(nvqos_datapath* skel) const { nvqos_datapath__destroy(skel); }
+
+InterfaceDatapath::InterfaceDatapath(std::string ifname, int ifindex, DatapathOptions options)
+    : ifname_(std::move(ifname)), ifindex_(ifindex), options_(options), possible_cpus_(libbpf_num_possible_cpus()) {}
+
+InterfaceDatapath::~InterfaceDatapath() {
+  xdp_.reset();
+  tc_filters_.clear();
+  clsact_.reset();
+}
+
+Result<std::unique_ptr<InterfaceDatapath>> InterfaceDatapath::create(const std::string& ifname,
+                                                                     const DesiredState& state,
+                                                                     const DatapathOptions& options) {
+  unsigned ifindex = if_nametoindex(ifname.c_str());
+  if (ifindex == 0) return Error{ENODEV, "interface " + ifname + " does not exist"};
+  std::unique_ptr<InterfaceDatapath> dp(new InterfaceDatapath(ifname, static_cast<int>(ifindex), options));
+  if (dp->possible_cpus_ <= 0) return Error::from_errno(dp->possible_cpus_, "count possible CPUs");
+  if (auto s = dp->load(state.max_flows); !s) return s.error();
+  if (auto s = dp->apply(state); !s) return s.error();
+  if (auto s = dp->attach_tc(); !s) return s.error();
+  return dp;
+}
+
+Status InterfaceDatapath::load(std::uint32_t max_flows) {
+  nvqos_datapath* raw = nvqos_datapath__open();
+  if (!raw) return Error::from_errno(errno, "open BPF object for " + ifname_);
+  skel_.reset(raw);
+  // XDP is loaded separately through libxdp, only when a policy needs it.
+  bpf_program__set_autoload(skel_->progs.nvqos_xdp_ingress, false);
+  if (int err = bpf_map__set_max_entries(skel_->maps.flow_table, max_flows))
+    return Error::from_errno(err, "size flow_table to " + std::to_string(max_flows) + " entries");
+  if (int err = nvqos_datapath__load(skel_.get()))
+    return Error::from_errno(err, "load BPF programs for " + ifname_ +
+                                      " (the verifier log above says why; kernel needs BPF, BTF and clsact support)",
+                             "CAP_BPF and CAP_PERFMON");
+  return ok_status();
+}
+
+Status InterfaceDatapath::attach_tc() {
+  auto qdisc = ClsactQdisc::ensure(ifindex_, ifname_);
+  if (!qdisc) return qdisc.error();
+  clsact_ = std::move(qdisc).value();
+  for (auto [dir, prog] : {std::pair{TcDirection::ingress, skel_->progs.nvqos_tc_ingress},
+                           std::pair{TcDirection::egress, skel_->progs.nvqos_tc_egress}}) {
+    auto filter = TcFilter::attach(ifindex_, ifname_, dir, bpf_program__fd(prog));
+    if (!filter) return filter.error();
+    tc_filters_.push_back(std::move(filter).value());
+  }
+  return ok_status();
+}
+
+Status InterfaceDatapath::sync_xdp(bool wanted) {
+  if (!wanted) {
+    xdp_.reset();
+    return ok_status();
+  }
+  if (xdp_) return ok_status();
+  // A second instance of the same ELF whose maps are the skeleton's maps: libxdp
+  // loads it as a dispatcher extension, the tc programs stay where they are.
+  std::size_t size = 0;
+  const void* elf = nvqos_datapath__elf_bytes(&size);
+  DECLARE_LIBBPF_OPTS(bpf_object_open_opts, open_opts, .object_name = "nvqos_xdp");
+  bpf_object* obj = bpf_object__open_mem(elf, size, &open_opts);
+  if (!obj) return Error::from_errno(errno, "open XDP object for " + ifname_);
+  bpf_program* prog;
+  bpf_object__for_each_program(prog, obj) {
+    bpf_program__set_autoload(prog, std::strcmp(bpf_program__name(prog), kXdpProgramName) == 0);
+  }
+  bpf_map* map;
+  bpf_object__for_each_map(map, obj) {
+    bpf_map* shared = bpf_object__find_map_by_name(skel_->obj, bpf_map__name(map));
+    int err = shared ? bpf_map__reuse_fd(map, bpf_map__fd(shared)) : -ENOENT;
+    if (err) {
+      bpf_object__close(obj);
+      return Error::from_errno(err, std::string("share map ") + bpf_map__name(map) + " with the XDP program");
+    }
+  }
+  auto attached = XdpAttachment::attach(obj, kXdpProgramName, ifindex_, ifname_, options_.xdp_mode);
+  if (!attached) return attached.error();
+  xdp_ = std::move(attached).value();
+  return ok_status();
+}
+
+Status InterfaceDatapath::apply(const DesiredState& next) {
+  if (has_current_ && next.max_flows != current_.max_flows)
+    log::warn("limits.max_flows changes only when the agent restarts",
+              {{"interface", ifname_}, {"current", std::to_string(current_.max_flows)},
+               {"requested", std::to_string(next.max_flows)}});
+  // Order matters: tenants exist before rules point at them, rules before
+  // ports make new traffic NVMe/TCP, and flows are re-attributed last.
+  for (auto step : {&InterfaceDatapath::write_tenants, &InterfaceDatapath::write_rules,
+                    &InterfaceDatapath::write_ports, &InterfaceDatapath::write_settings})
+    if (auto s = (this->*step)(next); !s) return s.error().with_context("apply policy to " + ifname_);
+  if (has_current_)
+    if (auto s = reclassify_flows(next); !s) return s.error().with_context("apply policy to " + ifname_);
+  if (auto s = sync_xdp(next.needs_xdp); !s) return s.error();
+  std::uint32_t loaded_max_flows = has_current_ ? current_.max_flows : next.max_flows;
+  current_ = next;
+  current_.max_flows = loaded_max_flows;
+  has_current_ = true;
+  return ok_status();
+}
+
+Status InterfaceDatapath::write_tenants(const DesiredState& next) {
+  bpf_map* config = skel_->maps.tenant_config;
+  bpf_map* stats = skel_->maps.tenant_stats;
+  std::vector<std::uint8_t> zero_stats(percpu_stride<nvqos_tenant_stats>() * possible_cpus_, 0);
+  for (const auto& t : next.tenants) {
+    const TenantSlot* old = has_current_ ? current_.tenant(t.id) : nullptr;
+    // A slot that changes hands starts its counters from zero: Prometheus must
+    // never see one tenant's counter continue another's.
+    if (has_current_ && (!old || old->name != t.name)) {
+      if (int err = bpf_map__update_elem(stats, &t.id, sizeof t.id, zero_stats.data(), zero_stats.size(), BPF_ANY))
+        return map_error(err, "reset tenant counters", "tenant_stats");
+    }
+    nvqos_tenant_config value{};
+    value.flags = t.flags;
+    if (int err = bpf_map__update_elem(config, &t.id, sizeof t.id, &value, sizeof value, BPF_ANY))
+      return map_error(err, "write tenant", "tenant_config");
+  }
+  if (has_current_)
+    for (const auto& t : current_.tenants)
+      if (!next.tenant(t.id)) {
+        nvqos_tenant_config value{};
+        if (int err = bpf_map__update_elem(config, &t.id, sizeof t.id, &value, sizeof value, BPF_ANY))
+          return map_error(err, "clear tenant", "tenant_config");
+      }
+  return ok_status();
+}
+
+Status InterfaceDatapath::write_rules(const DesiredState& next) {
+  bpf_map* rules = skel_->maps.tenant_rules;
+  for (const auto& [key, tenant] : next.rules) {
+    auto it = current_.rules.find(key);
+    if (has_current_ && it != current_.rules.end() && it->second == tenant) continue;
+    auto k = key.to_kernel();
+    nvqos_tenant_rule_value v{tenant};
+    if (int err = bpf_map__update_elem(rules, &k, sizeof k, &v, sizeof v, BPF_ANY))
+      return map_error(err, "write rule", "tenant_rules");
+  }
+  if (has_current_)
+    for (const auto& [key, tenant] : current_.rules)
+      if (!next.rules.count(key)) {
+        auto k = key.to_kernel();
+        if (int err = bpf_map__delete_elem(rules, &k, sizeof k, 0); err && err != -ENOENT)
+          return map_error(err, "delete rule", "tenant_rules");
+      }
+  return ok_status();
+}
+
+Status InterfaceDatapath::write_ports(const DesiredState& next) {
+  bpf_map* ports = skel_->maps.nvme_ports;
+  for (const auto& [port, kind] : next.ports) {
+    __u16 key = port;
+    nvqos_port_value v{kind};
+    if (int err = bpf_map__update_elem(ports, &key, sizeof key, &v, sizeof v, BPF_ANY))
+      return map_error(err, "write port", "nvme_ports");
+  }
+  if (has_current_)
+    for (const auto& [port, kind] : current_.ports)
+      if (!next.ports.count(port)) {
+        __u16 key = port;
+        if (int err = bpf_map__delete_elem(ports, &key, sizeof key, 0); err && err != -ENOENT)
+          return map_error(err, "delete port", "nvme_ports");
+      }
+  return ok_status();
+}
+
+Status InterfaceDatapath::write_settings(const DesiredState& next) {
+  __u32 key = 0;
+  nvqos_settings v{};
+  v.flags = next.settings_flags;
+  if (int err = bpf_map__update_elem(skel_->maps.settings, &key, sizeof key, &v, sizeof v, BPF_ANY))
+    return map_error(err, "write settings", "settings");
+  return ok_status();
+}
+
+// Flows cache their tenant; after rules change, each flow is looked up again
+// through the kernel's own LPM trie (so user space cannot disagree with the
+// data path) and re-attributed, or forgotten when no tenant takes it any more.
+Status InterfaceDatapath::reclassify_flows(const DesiredState& next) {
+  if (next.rules == current_.rules && next.ports == current_.ports && next.settings_flags == current_.settings_flags)
+    return ok_status();
+  bpf_map* flows = skel_->maps.flow_table;
+  bpf_map* rules = skel_->maps.tenant_rules;
+  auto lookup_tenant = [&](const nvqos_flow_key& fk, __u16 service_port_be) -> std::uint32_t {
+    for (__u16 port : {service_port_be, static_cast<__u16>(0)}) {
+      nvqos_tenant_rule_key rk{};
+      rk.prefixlen = NVQOS_RULE_PORT_BITS + NVQOS_RULE_ADDR_BITS;
+      rk.port = port;
+      std::memcpy(rk.addr, fk.remote_addr, sizeof rk.addr);
+      nvqos_tenant_rule_value v{};
+      if (bpf_map__lookup_elem(rules, &rk, sizeof rk, &v, sizeof v, 0) == 0) return v.tenant_id;
+    }
+    return (next.settings_flags & NVQOS_SETTINGS_F_DEFAULT_TENANT) ? NVQOS_TENANT_DEFAULT : NVQOS_TENANT_NONE;
+  };
+  std::vector<nvqos_flow_key> keys;
+  nvqos_flow_key key{}, next_key{};
+  const void* prev = nullptr;
+  while (bpf_map__get_next_key(flows, prev, &next_key, sizeof next_key) == 0) {
+    keys.push_back(next_key);
+    key = next_key;
+    prev = &key;
+  }
+  std::size_t moved = 0, dropped = 0;
+  for (const auto& fk : keys) {
+    nvqos_flow_value fv{};
+    if (bpf_map__lookup_elem(flows, &fk, sizeof fk, &fv, sizeof fv, 0)) continue;  // evicted meanwhile
+    __u16 service_port_be = fv.role == NVQOS_ROLE_TARGET ? fk.local_port : fk.remote_port;
+    bool still_nvme = next.ports.count(ntohs(service_port_be)) > 0;
+    std::uint32_t tenant = still_nvme ? lookup_tenant(fk, service_port_be) : NVQOS_TENANT_NONE;
+    if (tenant == fv.tenant_id) continue;
+    if (tenant == NVQOS_TENANT_NONE) {
+      bpf_map__delete_elem(flows, &fk, sizeof fk, 0);
+      ++dropped;
+      continue;
+    }
+    fv.tenant_id = tenant;
+    if (bpf_map__update_elem(flows, &fk, sizeof fk, &fv, sizeof fv, BPF_EXIST) == 0) ++moved;
+  }
+  if (moved || dropped)
+    log::info("re-attributed flows after policy change",
+              {{"interface", ifname_}, {"moved", std::to_string(moved)}, {"forgotten", std::to_string(dropped)}});
+  return ok_status();
+}
+
+Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
+  InterfaceCounters out;
+  out.interface = ifname_;
+  out.flow_capacity = bpf_map__max_entries(skel_->maps.flow_table);
+  out.attachments = attachments();
+
+  std::vector<std::uint8_t> raw(percpu_stride<nvqos_tenant_stats>() * possible_cpus_);
+  for (const auto& t : current_.tenants) {
+    if (!(t.flags & NVQOS_TENANT_F_ACTIVE)) continue;
+    if (int err = bpf_map__lookup_elem(skel_->maps.tenant_stats, &t.id, sizeof t.id, raw.data(), raw.size(), 0))
+      return Error::from_errno(err, "read tenant_stats of " + ifname_);
+    out.tenants.push_back({t.id, t.name, sum_percpu<nvqos_tenant_stats>(raw, possible_cpus_)});
+  }
+  std::vector<std::uint8_t> dp_raw(percpu_stride<nvqos_datapath_stats>() * possible_cpus_);
+  __u32 zero = 0;
+  if (int err = bpf_map__lookup_elem(skel_->maps.datapath_stats, &zero, sizeof zero, dp_raw.data(), dp_raw.size(), 0))
+    return Error::from_errno(err, "read datapath_stats of " + ifname_);
+  out.datapath = sum_percpu<nvqos_datapath_stats>(dp_raw, possible_cpus_);
+  return out;
+}
+
+std::vector<Attachment> InterfaceDatapath::attachments() const {
+  std::vector<Attachment> out;
+  for (const auto& f : tc_filters_) out.push_back({std::string("tc_") + to_string(f->direction()), "clsact", false});
+  if (xdp_) out.push_back({"xdp", to_string(xdp_->mode()), !xdp_->shared_via_dispatcher()});
+  return out;
+}
+
+}  // namespace nvqos::agent

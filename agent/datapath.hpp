@@ -1,0 +1,90 @@
+// The data path of one interface: its own instance of the BPF object (so every
+// counter carries its interface), its tc and XDP attachments, and the map
+// contents. apply() moves the maps from the current to a new DesiredState by
+// difference, without detaching anything.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernel_objects.hpp"
+#include "nvqos/abi.h"
+#include "policy.hpp"
+#include "result.hpp"
+
+struct nvqos_datapath;  // generated skeleton
+
+namespace nvqos::agent {
+
+struct DatapathOptions {
+  XdpMode xdp_mode = XdpMode::best;
+};
+
+struct Attachment {
+  std::string hook;  // "tc_ingress", "tc_egress", "xdp"
+  std::string mode;  // "clsact", "native", "generic"
+  bool exclusive = false;  // holds the hook alone (XDP without libxdp's dispatcher)
+};
+
+struct TenantCounters {
+  std::uint32_t id = 0;
+  std::string name;
+  nvqos_tenant_stats stats{};  // summed over CPUs
+};
+
+struct InterfaceCounters {
+  std::string interface;
+  std::vector<TenantCounters> tenants;
+  nvqos_datapath_stats datapath{};  // summed over CPUs
+  std::uint32_t flow_capacity = 0;
+  std::vector<Attachment> attachments;
+};
+
+class InterfaceDatapath {
+ public:
+  static Result<std::unique_ptr<InterfaceDatapath>> create(const std::string& ifname, const DesiredState& state,
+                                                           const DatapathOptions& options);
+  ~InterfaceDatapath();
+  InterfaceDatapath(const InterfaceDatapath&) = delete;
+  InterfaceDatapath& operator=(const InterfaceDatapath&) = delete;
+
+  // Moves the maps (and the XDP attachment) to `next`. On error the data path
+  // is left as consistent as the kernel allows and the error says what failed.
+  Status apply(const DesiredState& next);
+  Result<InterfaceCounters> read_counters() const;
+
+  const std::string& interface() const { return ifname_; }
+  std::vector<Attachment> attachments() const;
+
+ private:
+  InterfaceDatapath(std::string ifname, int ifindex, DatapathOptions options);
+  Status load(std::uint32_t max_flows);
+  Status attach_tc();
+  Status sync_xdp(bool wanted);
+  Status write_ports(const DesiredState& next);
+  Status write_rules(const DesiredState& next);
+  Status write_tenants(const DesiredState& next);
+  Status write_settings(const DesiredState& next);
+  Status reclassify_flows(const DesiredState& next);
+
+  struct SkeletonDeleter {
+    void operator()(nvqos_datapath* skel) const;
+  };
+
+  std::string ifname_;
+  int ifindex_;
+  DatapathOptions options_;
+  std::unique_ptr<nvqos_datapath, SkeletonDeleter> skel_;
+  // Declared after skel_ so they detach before the programs are unloaded, and
+  // the filters after the qdisc so they go first.
+  std::unique_ptr<ClsactQdisc> clsact_;
+  std::vector<std::unique_ptr<TcFilter>> tc_filters_;
+  std::unique_ptr<XdpAttachment> xdp_;
+  DesiredState current_;
+  bool has_current_ = false;
+  int possible_cpus_;
+};
+
+}  // namespace nvqos::agent

@@ -1,0 +1,165 @@
+#include "metrics.hpp"
+
+#include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+
+#include <functional>
+
+namespace nvqos::agent {
+namespace {
+
+using prometheus::ClientMetric;
+using prometheus::MetricFamily;
+using prometheus::MetricType;
+
+class FamilyBuilder {
+ public:
+  FamilyBuilder(std::vector<MetricFamily>& out, std::string name, std::string help, MetricType type)
+      : out_(out), index_(out.size()) {
+    auto& f = out.emplace_back();
+    f.name = std::move(name);
+    f.help = std::move(help);
+    f.type = type;
+  }
+  void add(std::vector<prometheus::ClientMetric::Label> labels, double value) {
+    auto& f = out_[index_];  // by index: later families may reallocate `out`
+    ClientMetric m;
+    m.label = std::move(labels);
+    if (f.type == MetricType::Counter) m.counter.value = value;
+    else m.gauge.value = value;
+    f.metric.push_back(std::move(m));
+  }
+
+ private:
+  std::vector<MetricFamily>& out_;
+  std::size_t index_;
+};
+
+const char* kDirections[NVQOS_DIR_MAX] = {"ingress", "egress"};
+
+void tenant_families(std::vector<MetricFamily>& out, const Snapshot& s) {
+  struct PerDirection {
+    const char* name;
+    const char* help;
+    std::function<double(const nvqos_tenant_stats&, int)> get;
+  };
+  const PerDirection per_direction[] = {
+      {"nvqos_tenant_bytes_total", "NVMe/TCP bytes of the tenant on the wire (IP header onwards), by direction.",
+       [](const nvqos_tenant_stats& t, int d) { return double(t.bytes[d]); }},
+      {"nvqos_tenant_payload_bytes_total", "NVMe/TCP bytes of the tenant in TCP payloads, by direction.",
+       [](const nvqos_tenant_stats& t, int d) { return double(t.payload_bytes[d]); }},
+      {"nvqos_tenant_packets_total", "NVMe/TCP packets of the tenant on the wire (segments of GSO/GRO packets count one each).",
+       [](const nvqos_tenant_stats& t, int d) { return double(t.packets[d]); }},
+  };
+  for (const auto& f : per_direction) {
+    FamilyBuilder b(out, f.name, f.help, MetricType::Counter);
+    for (const auto& ifc : s.interfaces)
+      for (const auto& t : ifc.tenants)
+        for (int d = 0; d < NVQOS_DIR_MAX; ++d)
+          b.add({{"interface", ifc.interface}, {"tenant", t.name}, {"direction", kDirections[d]}}, f.get(t.stats, d));
+  }
+  struct PerTenant {
+    const char* name;
+    const char* help;
+    MetricType type;
+    std::function<double(const nvqos_tenant_stats&)> get;
+  };
+  const PerTenant per_tenant[] = {
+      {"nvqos_tenant_flows_opened_total", "NVMe/TCP connections of the tenant first seen (or reopened by SYN).",
+       MetricType::Counter, [](const nvqos_tenant_stats& t) { return double(t.flows_opened); }},
+      {"nvqos_tenant_flows_closed_total", "NVMe/TCP connections of the tenant closed (first FIN or RST seen).",
+       MetricType::Counter, [](const nvqos_tenant_stats& t) { return double(t.flows_closed); }},
+      {"nvqos_tenant_flows_active", "NVMe/TCP connections of the tenant opened and not yet closed.",
+       MetricType::Gauge,
+       [](const nvqos_tenant_stats& t) {
+         return t.flows_opened > t.flows_closed ? double(t.flows_opened - t.flows_closed) : 0.0;
+       }},
+      {"nvqos_tenant_dropped_bytes_total", "Ingress bytes of the tenant dropped by policy in XDP.",
+       MetricType::Counter, [](const nvqos_tenant_stats& t) { return double(t.dropped_bytes); }},
+      {"nvqos_tenant_dropped_packets_total", "Ingress packets of the tenant dropped by policy in XDP.",
+       MetricType::Counter, [](const nvqos_tenant_stats& t) { return double(t.dropped_packets); }},
+  };
+  for (const auto& f : per_tenant) {
+    FamilyBuilder b(out, f.name, f.help, f.type);
+    for (const auto& ifc : s.interfaces)
+      for (const auto& t : ifc.tenants) b.add({{"interface", ifc.interface}, {"tenant", t.name}}, f.get(t.stats));
+  }
+}
+
+void datapath_families(std::vector<MetricFamily>& out, const Snapshot& s) {
+  struct PerInterface {
+    const char* name;
+    const char* help;
+    std::function<double(const nvqos_datapath_stats&)> get;
+  };
+  const PerInterface counters[] = {
+      {"nvqos_datapath_packets_total", "Packets the nvqos programs ran on.",
+       [](const nvqos_datapath_stats& d) { return double(d.packets_seen); }},
+      {"nvqos_datapath_nvme_packets_total", "NVMe/TCP packets accounted to a tenant.",
+       [](const nvqos_datapath_stats& d) { return double(d.packets_nvme); }},
+      {"nvqos_datapath_parse_errors_total", "Packets with truncated or malformed headers, passed untouched.",
+       [](const nvqos_datapath_stats& d) { return double(d.parse_errors); }},
+      {"nvqos_datapath_flow_insert_failures_total", "Flows that could not be added to the flow table.",
+       [](const nvqos_datapath_stats& d) { return double(d.flow_insert_failed); }},
+      {"nvqos_datapath_unclassified_packets_total",
+       "NVMe/TCP packets that matched no tenant while the default tenant is disabled.",
+       [](const nvqos_datapath_stats& d) { return double(d.unclassified); }},
+  };
+  for (const auto& f : counters) {
+    FamilyBuilder b(out, f.name, f.help, MetricType::Counter);
+    for (const auto& ifc : s.interfaces) b.add({{"interface", ifc.interface}}, f.get(ifc.datapath));
+  }
+  FamilyBuilder cap(out, "nvqos_flow_table_capacity_entries", "Size of the flow table (LRU: oldest flows are evicted).",
+                    MetricType::Gauge);
+  for (const auto& ifc : s.interfaces) cap.add({{"interface", ifc.interface}}, ifc.flow_capacity);
+  FamilyBuilder att(out, "nvqos_datapath_attached_info",
+                    "Programs attached by nvqos: hook (tc_ingress, tc_egress, xdp), mode (clsact, native, generic) "
+                    "and whether nvqos holds the hook alone (exclusive).",
+                    MetricType::Gauge);
+  for (const auto& ifc : s.interfaces)
+    for (const auto& a : ifc.attachments) att.add({{"interface", ifc.interface}, {"hook", a.hook}, {"mode", a.mode},
+                                                   {"exclusive", a.exclusive ? "true" : "false"}},
+                                                  1);
+}
+
+void agent_families(std::vector<MetricFamily>& out, const Snapshot& s, const AgentStatus& st) {
+  FamilyBuilder(out, "nvqos_build_info", "Version of the running agent.", MetricType::Gauge)
+      .add({{"version", st.version}}, 1);
+  FamilyBuilder(out, "nvqos_agent_start_time_seconds", "Start time of the agent since the Unix epoch.",
+                MetricType::Gauge)
+      .add({}, st.start_time_seconds);
+  FamilyBuilder(out, "nvqos_config_reload_success", "1 if the last configuration load succeeded, else 0.",
+                MetricType::Gauge)
+      .add({}, st.last_reload_success ? 1 : 0);
+  FamilyBuilder(out, "nvqos_config_last_reload_timestamp_seconds",
+                "Time of the last successful configuration load since the Unix epoch.", MetricType::Gauge)
+      .add({}, st.last_reload_timestamp_seconds);
+  FamilyBuilder(out, "nvqos_config_reloads_total", "Configuration reloads attempted after start.", MetricType::Counter)
+      .add({}, double(st.reloads_total));
+  FamilyBuilder(out, "nvqos_config_reload_failures_total", "Configuration reloads refused (the last good one stays).",
+                MetricType::Counter)
+      .add({}, double(st.reload_failures_total));
+  FamilyBuilder(out, "nvqos_config_tenants", "Tenants in force, the default tenant included.", MetricType::Gauge)
+      .add({}, double(st.tenants_configured));
+  FamilyBuilder feat(out, "nvqos_kernel_feature_available", "1 if the kernel offers the feature nvqos can use, else 0.",
+                     MetricType::Gauge);
+  for (const auto& f : st.kernel_features) feat.add({{"feature", f.name}}, f.available ? 1 : 0);
+  FamilyBuilder(out, "nvqos_telemetry_read_duration_seconds", "Time the last read of the kernel maps took.",
+                MetricType::Gauge)
+      .add({}, s.read_seconds);
+  FamilyBuilder(out, "nvqos_telemetry_last_read_timestamp_seconds",
+                "Time of the last read of the kernel maps since the Unix epoch.", MetricType::Gauge)
+      .add({}, std::chrono::duration<double>(s.taken.time_since_epoch()).count());
+}
+
+}  // namespace
+
+std::string render_metrics(const Snapshot& snapshot, const AgentStatus& status) {
+  std::vector<MetricFamily> families;
+  tenant_families(families, snapshot);
+  datapath_families(families, snapshot);
+  agent_families(families, snapshot, status);
+  return prometheus::TextSerializer().Serialize(families);
+}
+
+}  // namespace nvqos::agent

@@ -1,0 +1,5 @@
+#pragma once
+
+namespace nvqos {
+inline constexpr const char* kVersion = NVQOS_VERSION;
+}
