@@ -1,0 +1,150 @@
+# Helpers for lab scenarios (sourced inside the guest). A scenario records checks with pass/fail/skip;
+# the host turns $OUT/checks.tsv into result.json. A scenario exits non-zero if any check failed.
+# shellcheck shell=bash
+set -u
+OUT=${OUT:-/lab/out}
+CHECKS=$OUT/checks.tsv
+LAB_FAILED=0
+touch "$CHECKS"
+
+log() { printf '[%s %8.2fs] %s\n' "${LAB_SCENARIO:-lab}" "$(cut -d' ' -f1 /proc/uptime)" "$*"; }
+
+record() {  # status name detail
+  local detail=${3//$'\t'/ }
+  printf '%s\t%s\t%s\n' "$1" "$2" "${detail//$'\n'/ }" >>"$CHECKS"
+  log "$(printf '%-4s' "$1") $2${3:+ — $3}"
+  [[ $1 == fail ]] && LAB_FAILED=1
+  return 0
+}
+pass() { record pass "$1" "${2:-}"; }
+fail() { record fail "$1" "${2:-}"; }
+skip() { record skip "$1" "${2:-}"; }
+
+# check NAME CMD...: passes when CMD exits 0; its output goes to the scenario log.
+check() {
+  local name=$1 rc
+  shift
+  "$@"
+  rc=$?
+  if ((rc == 0)); then pass "$name" "$*"; else fail "$name" "'$*' exited $rc"; fi
+  return $rc
+}
+
+check_eq() {  # name actual expected [unit]
+  if [[ $2 == "$3" ]]; then pass "$1" "$2${4:+ $4}"; else fail "$1" "got '$2'${4:+ $4}, expected '$3'"; fi
+}
+
+check_gt() {  # name actual floor [unit]
+  if [[ $2 =~ ^[0-9]+([.][0-9]+)?$ ]] && awk -v a="$2" -v b="$3" 'BEGIN { exit !(a > b) }'; then
+    pass "$1" "$2${4:+ $4} > $3"
+  else
+    fail "$1" "got '$2'${4:+ $4}, expected more than $3"
+  fi
+}
+
+finish() {
+  log "scenario done: $(grep -c '^pass' "$CHECKS") passed, $(grep -c '^fail' "$CHECKS") failed, $(grep -c '^skip' "$CHECKS") skipped"
+  exit $LAB_FAILED
+}
+
+# The project's binaries come over 9p into /lab/bin; a scenario that needs one absent from this build
+# skips the checks that need it instead of failing.
+have_bin() { [[ -x /lab/bin/$1 ]]; }
+
+load_modules() {
+  local m
+  for m in "$@"; do
+    modprobe "$m" || { fail "modprobe-$m" "modprobe $m failed (see dmesg.log)"; return 1; }
+  done
+  pass "modules" "$*"
+}
+
+# ---- kernel NVMe-oF target (nvmet) through configfs ----
+NVMET=/sys/kernel/config/nvmet
+
+# nvmet_subsystem NQN DEVICE_OR_FILE [NSID]: a subsystem open to any host with one namespace.
+nvmet_subsystem() {
+  local nqn=$1 path=$2 nsid=${3:-1} s=$NVMET/subsystems/$1
+  mkdir -p "$s" || return 1
+  echo 1 >"$s/attr_allow_any_host"
+  mkdir -p "$s/namespaces/$nsid"
+  echo -n "$path" >"$s/namespaces/$nsid/device_path"
+  # A regular file is served through the page cache: tmpfs has no O_DIRECT on older kernels.
+  [[ -f $path ]] && echo 1 >"$s/namespaces/$nsid/buffered_io"
+  echo 1 >"$s/namespaces/$nsid/enable"
+}
+
+# nvmet_port ID ADDR SVCID: a TCP port (the kernel target accepts digests when a host asks for them).
+nvmet_port() {
+  local p=$NVMET/ports/$1
+  mkdir -p "$p" || return 1
+  echo tcp >"$p/addr_trtype"
+  echo ipv4 >"$p/addr_adrfam"
+  echo "$2" >"$p/addr_traddr"
+  echo "$3" >"$p/addr_trsvcid"
+}
+
+nvmet_link() { ln -s "$NVMET/subsystems/$2" "$NVMET/ports/$1/subsystems/$2"; }
+
+nvmet_clear() {
+  local l s n
+  for l in "$NVMET"/ports/*/subsystems/*; do [[ -L $l ]] && rm -f "$l"; done
+  for s in "$NVMET"/subsystems/*; do
+    [[ -d $s ]] || continue
+    for n in "$s"/namespaces/*; do [[ -d $n ]] && { echo 0 >"$n/enable"; rmdir "$n"; }; done
+    rmdir "$s"
+  done
+  for l in "$NVMET"/ports/*; do [[ -d $l ]] && rmdir "$l"; done
+  return 0
+}
+
+# ---- kernel NVMe/TCP host ----
+
+# nvme_dev NQN [WAIT_S]: the namespace block device of the connected subsystem NQN (waits up to 20 s).
+nvme_dev() {
+  local nqn=$1 tries=$((${2:-20} * 5)) b i
+  for ((i = 0; i < tries; i++)); do
+    for b in /sys/block/nvme*n*; do
+      # nvmeXcYnZ are the hidden per-path nodes of native multipath; users open nvmeXnZ.
+      [[ ${b##*/} =~ ^nvme[0-9]+n[0-9]+$ ]] || continue
+      if [[ $(cat "$b/device/subsysnqn" 2>/dev/null) == "$nqn" ]]; then
+        echo "/dev/${b##*/}"
+        return 0
+      fi
+    done
+    sleep 0.2
+  done
+  return 1
+}
+
+# nvme_tcp_connect NQN ADDR SVCID [nvme connect options...]
+nvme_tcp_connect() {
+  local nqn=$1 addr=$2 svc=$3
+  shift 3
+  nvme connect -t tcp -a "$addr" -s "$svc" -n "$nqn" "$@"
+}
+
+# ---- fio ----
+
+# fio_run NAME fio-args...: JSON result in $OUT/fio-NAME.json, text in the scenario log.
+fio_run() {
+  local name=$1
+  shift
+  log "fio $name: $*"
+  fio --name="$name" --output-format=json --output="$OUT/fio-$name.json" "$@"
+}
+
+# fio writes its error messages into the JSON file ahead of the JSON itself.
+fio_get() { sed -n '/^{/,$p' "$OUT/fio-$1.json" | jq -r "$2"; }
+
+# fio_check NAME: no errors and at least one I/O completed, in each direction fio ran.
+fio_check() {
+  local name=$1 err r w
+  [[ -s $OUT/fio-$name.json ]] || { fail "fio-$name" "no JSON output"; return 1; }
+  err=$(fio_get "$name" '[.jobs[].error] | add')
+  r=$(fio_get "$name" '[.jobs[].read.total_ios] | add')
+  w=$(fio_get "$name" '[.jobs[].write.total_ios] | add')
+  check_eq "fio-$name-errors" "$err" 0
+  check_gt "fio-$name-ios" "$((r + w))" 0 "I/Os (read $r, write $w)"
+  log "fio $name: read $(fio_get "$name" '[.jobs[].read.iops] | add | floor') IOPS, write $(fio_get "$name" '[.jobs[].write.iops] | add | floor') IOPS (TCG: compare within this run only)"
+}
