@@ -21,7 +21,7 @@ hostname nvqos-lab
 . /lab/run.env
 OUT=/lab/out
 mkdir -p "$OUT"
-export LAB_SCENARIO LAB_KERNEL OUT
+export LAB_SCENARIO LAB_KERNEL LAB_BINARIES OUT
 export LD_LIBRARY_PATH=/lab/lib
 export PATH=/lab/bin:$PATH
 
