@@ -114,7 +114,8 @@ std::size_t StreamDecoder::stage_target() const {
 }
 
 std::size_t StreamDecoder::bytes_needed() const {
-  if (state_ != DecodeState::need_more) return 0;
+  if (state_ == DecodeState::failed) return 0;
+  if (state_ == DecodeState::pdu_ready) return kCommonHeaderSize;
   return stage_target() - filled_;
 }
 

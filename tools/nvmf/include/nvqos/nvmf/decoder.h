@@ -83,8 +83,8 @@ class StreamDecoder {
   // Consumes bytes until one PDU is complete, an error is found, or `bytes` is exhausted.
   // After pdu_ready, the next feed() starts a new PDU. After failed, feed() consumes nothing.
   FeedResult feed(std::span<const std::uint8_t> bytes);
-  // Bytes still missing before the decoder can make its next decision (>= 1 unless a PDU is ready
-  // or it failed): a lower bound for the next read, e.g. asio::transfer_at_least(bytes_needed()).
+  // Bytes still missing before the decoder can make its next decision (8 right after a PDU, 0 once
+  // failed): a lower bound for the next read, e.g. asio::transfer_at_least(bytes_needed()).
   std::size_t bytes_needed() const;
   DecodeState state() const { return state_; }
 
