@@ -1,0 +1,146 @@
+// One NVMe/TCP queue pair seen from the host: a TCP connection, its ICReq/ICResp
+// exchange, and the commands outstanding on it. Used for the admin queue and for
+// every I/O queue.
+//
+// Hot path: submit() encodes the capsule into a pending send buffer; one write is
+// in flight at a time and everything queued meanwhile goes out in the next write,
+// so a busy queue makes one send() per batch. Reads decode whole PDUs with the
+// codec's StreamDecoder. Buffers are sized at connect time; after that the
+// steady state allocates nothing.
+#pragma once
+
+#include <nvqos/nvmf/decoder.h>
+#include <nvqos/nvmf/nvme.h>
+#include <nvqos/nvmf/pdu.h>
+
+#include <utility>  // Boost 1.74's awaitable.hpp uses std::exchange without including it
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace nvqos::load {
+
+// Monotonic clock in ns (CLOCK_MONOTONIC); all latencies are differences of it.
+uint64_t monotonic_ns();
+
+class QueuePair;
+
+// Receives the completions of commands submitted with submit() (not execute()).
+class QueueEvents {
+ public:
+  virtual ~QueueEvents() = default;
+  // `cqe` is synthesised with status 0 when a C2HData PDU carried the SUCCESS flag.
+  virtual void on_complete(QueuePair& queue, uint16_t cid, const nvmf::Cqe& cqe, uint64_t now_ns) = 0;
+  // The connection failed; every outstanding command is lost. Called once.
+  virtual void on_queue_failed(QueuePair& queue, const std::string& what) = 0;
+};
+
+struct QueueConfig {
+  uint16_t qid = 0;
+  uint16_t depth = 32;  // commands outstanding at most (CIDs 0..depth-1)
+  bool header_digest = false;
+  bool data_digest = false;
+  uint32_t max_io_bytes = 4096;  // largest data transfer of one command
+  std::string name;              // "job0 q1" in error messages
+};
+
+class QueuePair {
+ public:
+  QueuePair(boost::asio::io_context& io, QueueConfig config, QueueEvents* events);
+  QueuePair(const QueuePair&) = delete;
+  QueuePair& operator=(const QueuePair&) = delete;
+
+  // TCP connect + ICReq/ICResp; throws std::runtime_error with context.
+  boost::asio::awaitable<void> connect(const boost::asio::ip::tcp::endpoint& endpoint,
+                                       std::chrono::milliseconds timeout);
+
+  // Submits a command whose completion goes to QueueEvents. `out` is the
+  // write data (in the capsule when `in_capsule`, else sent on R2T); `in`
+  // receives read data (may be empty to discard it; the length still counts).
+  // The caller picks a free CID (< depth) and keeps out/in alive until completion.
+  void submit(uint16_t cid, const nvmf::Sqe& sqe, std::span<const uint8_t> out, bool in_capsule,
+              std::span<uint8_t> in, uint32_t in_len);
+
+  // Runs one command to completion (setup and admin commands). Takes a free
+  // CID itself. Throws std::runtime_error on timeout or connection failure.
+  boost::asio::awaitable<nvmf::Cqe> execute(nvmf::Sqe sqe, std::span<const uint8_t> out,
+                                            std::span<uint8_t> in, std::chrono::milliseconds timeout);
+
+  // Between cork() and uncork() submissions only queue up; uncork() sends them
+  // in one write. Completions handled in one read are corked implicitly.
+  void cork() { ++corked_; }
+  void uncork() {
+    if (--corked_ == 0) flush();
+  }
+
+  // Closes the connection without reporting a failure.
+  void close();
+
+  bool failed() const { return failed_; }
+  const std::string& failure() const { return failure_; }
+  uint16_t qid() const { return config_.qid; }
+  uint16_t local_port() const { return local_port_; }
+  const QueueConfig& config() const { return config_; }
+  const nvmf::IcResp& ic_resp() const { return ic_resp_; }
+  // When the capsule of `cid` was handed to the socket (ns, monotonic_ns()).
+  uint64_t submit_time(uint16_t cid) const { return slots_[cid].submit_ns; }
+  bool cid_busy(uint16_t cid) const { return slots_[cid].busy; }
+
+ private:
+  struct Slot {
+    bool busy = false;
+    bool awaited = false;  // execute(): result goes to `result`, not QueueEvents
+    bool done = false;
+    bool ddgst_error = false;
+    std::span<const uint8_t> out;
+    std::span<uint8_t> in;
+    uint32_t in_len = 0;
+    uint32_t received = 0;
+    uint64_t submit_ns = 0;
+    nvmf::Cqe result;
+    boost::asio::steady_timer* waiter = nullptr;
+  };
+
+  void append(const nvmf::Pdu& pdu, std::span<const uint8_t> data);
+  void flush();
+  void on_written(const boost::system::error_code& ec);
+  void start_read();
+  void on_read(const boost::system::error_code& ec, size_t n);
+  bool handle_pdu();  // false: connection failed
+  bool handle_r2t(const nvmf::R2T& r2t);
+  bool handle_c2h_data(const nvmf::C2HData& d);
+  void complete(uint16_t cid, const nvmf::Cqe& cqe);
+  void fail(const std::string& what);
+
+  boost::asio::io_context& io_;
+  QueueConfig config_;
+  QueueEvents* events_;
+  boost::asio::ip::tcp::socket socket_;
+  nvmf::StreamDecoder decoder_;
+  nvmf::LinkParams link_;
+  nvmf::IcResp ic_resp_;
+  bool ic_done_ = false;
+  boost::asio::steady_timer* ic_waiter_ = nullptr;
+  std::vector<Slot> slots_;
+  std::vector<uint8_t> pending_;   // PDUs queued while a write is in flight
+  std::vector<uint8_t> writing_;   // the buffer of the write in flight
+  std::vector<uint16_t> pending_cids_;  // capsules in `pending_`, stamped when handed to the socket
+  bool write_in_flight_ = false;
+  int corked_ = 0;
+  bool closing_ = false;
+  std::vector<uint8_t> read_buf_;
+  bool failed_ = false;
+  std::string failure_;
+  uint16_t local_port_ = 0;
+};
+
+}  // namespace nvqos::load
