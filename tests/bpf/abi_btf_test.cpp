@@ -1,0 +1,105 @@
+// ABI drift check: every struct of include/nvqos/abi.h must have the same size
+// and member offsets in the compiled BPF object (its BTF) as in C++.
+#include <bpf/btf.h>
+#include <gtest/gtest.h>
+
+#include <cstddef>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nvqos/abi.h"
+#include "nvqos_datapath.skel.h"
+
+namespace {
+
+struct Member {
+  const char *name;
+  std::size_t offset;
+};
+
+struct AbiStruct {
+  const char *name;
+  std::size_t size;
+  std::vector<Member> members;
+};
+
+#define NVQOS_MEMBER(type, member) Member{#member, offsetof(type, member)}
+
+const std::vector<AbiStruct> &abi_structs() {
+  static const std::vector<AbiStruct> structs = {
+      {"nvqos_tenant_rule_key", sizeof(nvqos_tenant_rule_key),
+       {NVQOS_MEMBER(nvqos_tenant_rule_key, prefixlen), NVQOS_MEMBER(nvqos_tenant_rule_key, port),
+        NVQOS_MEMBER(nvqos_tenant_rule_key, addr), NVQOS_MEMBER(nvqos_tenant_rule_key, pad)}},
+      {"nvqos_tenant_rule_value", sizeof(nvqos_tenant_rule_value),
+       {NVQOS_MEMBER(nvqos_tenant_rule_value, tenant_id)}},
+      {"nvqos_tenant_config", sizeof(nvqos_tenant_config),
+       {NVQOS_MEMBER(nvqos_tenant_config, flags), NVQOS_MEMBER(nvqos_tenant_config, pad)}},
+      {"nvqos_port_value", sizeof(nvqos_port_value), {NVQOS_MEMBER(nvqos_port_value, kind)}},
+      {"nvqos_flow_key", sizeof(nvqos_flow_key),
+       {NVQOS_MEMBER(nvqos_flow_key, local_addr), NVQOS_MEMBER(nvqos_flow_key, remote_addr),
+        NVQOS_MEMBER(nvqos_flow_key, local_port), NVQOS_MEMBER(nvqos_flow_key, remote_port),
+        NVQOS_MEMBER(nvqos_flow_key, ifindex)}},
+      {"nvqos_flow_value", sizeof(nvqos_flow_value),
+       {NVQOS_MEMBER(nvqos_flow_value, tenant_id), NVQOS_MEMBER(nvqos_flow_value, role),
+        NVQOS_MEMBER(nvqos_flow_value, family), NVQOS_MEMBER(nvqos_flow_value, flags),
+        NVQOS_MEMBER(nvqos_flow_value, first_seen_ns), NVQOS_MEMBER(nvqos_flow_value, last_seen_ns),
+        NVQOS_MEMBER(nvqos_flow_value, bytes), NVQOS_MEMBER(nvqos_flow_value, packets)}},
+      {"nvqos_tenant_stats", sizeof(nvqos_tenant_stats),
+       {NVQOS_MEMBER(nvqos_tenant_stats, bytes), NVQOS_MEMBER(nvqos_tenant_stats, payload_bytes),
+        NVQOS_MEMBER(nvqos_tenant_stats, packets), NVQOS_MEMBER(nvqos_tenant_stats, flows_opened),
+        NVQOS_MEMBER(nvqos_tenant_stats, flows_closed),
+        NVQOS_MEMBER(nvqos_tenant_stats, dropped_bytes),
+        NVQOS_MEMBER(nvqos_tenant_stats, dropped_packets)}},
+      {"nvqos_datapath_stats", sizeof(nvqos_datapath_stats),
+       {NVQOS_MEMBER(nvqos_datapath_stats, packets_seen),
+        NVQOS_MEMBER(nvqos_datapath_stats, packets_nvme),
+        NVQOS_MEMBER(nvqos_datapath_stats, parse_errors),
+        NVQOS_MEMBER(nvqos_datapath_stats, flow_insert_failed),
+        NVQOS_MEMBER(nvqos_datapath_stats, unclassified)}},
+      {"nvqos_settings", sizeof(nvqos_settings),
+       {NVQOS_MEMBER(nvqos_settings, flags), NVQOS_MEMBER(nvqos_settings, pad)}},
+  };
+  return structs;
+}
+
+struct SkelDeleter {
+  void operator()(nvqos_datapath *skel) const { nvqos_datapath__destroy(skel); }
+};
+
+class AbiBtfTest : public ::testing::TestWithParam<AbiStruct> {
+ protected:
+  void SetUp() override {
+    // Opening parses the embedded object and its BTF; nothing is loaded, no root needed.
+    skel_.reset(nvqos_datapath__open());
+    ASSERT_TRUE(skel_) << "open nvqos_datapath: " << std::strerror(errno);
+    btf_ = bpf_object__btf(skel_->obj);
+    ASSERT_TRUE(btf_) << "nvqos_datapath.bpf.o carries no BTF";
+  }
+
+  std::unique_ptr<nvqos_datapath, SkelDeleter> skel_;
+  const btf *btf_ = nullptr;
+};
+
+TEST_P(AbiBtfTest, SizeAndOffsetsMatchCpp) {
+  const AbiStruct &want = GetParam();
+  const __s32 id = btf__find_by_name_kind(btf_, want.name, BTF_KIND_STRUCT);
+  ASSERT_GT(id, 0) << "struct " << want.name << " is not in the object's BTF";
+  EXPECT_EQ(btf__resolve_size(btf_, id), static_cast<__s64>(want.size)) << want.name;
+
+  const btf_type *type = btf__type_by_id(btf_, id);
+  ASSERT_EQ(btf_vlen(type), want.members.size()) << want.name << ": member count differs";
+  const btf_member *members = btf_members(type);
+  for (std::size_t i = 0; i < want.members.size(); ++i) {
+    EXPECT_STREQ(btf__name_by_offset(btf_, members[i].name_off), want.members[i].name)
+        << want.name << " member " << i;
+    EXPECT_EQ(btf_member_bit_offset(type, i), want.members[i].offset * 8)
+        << want.name << "." << want.members[i].name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Abi, AbiBtfTest, ::testing::ValuesIn(abi_structs()),
+                         [](const auto &info) { return std::string(info.param.name); });
+
+}  // namespace

@@ -1,0 +1,171 @@
+#include "datapath_harness.hpp"
+
+#include <arpa/inet.h>
+#include <bpf/bpf.h>
+#include <linux/bpf.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <system_error>
+
+namespace nvqos::testing {
+namespace {
+
+[[noreturn]] void fail(int err, const std::string &what) {
+  throw std::system_error(err < 0 ? -err : err, std::generic_category(), what);
+}
+
+void update(const bpf_map *map, const void *key, const void *value) {
+  if (bpf_map__update_elem(map, key, bpf_map__key_size(map), value, bpf_map__value_size(map),
+                           BPF_ANY) != 0)
+    fail(errno, std::string("update map ") + bpf_map__name(map));
+}
+
+// Per-CPU values of u64 counters, summed.
+template <typename T>
+T sum_percpu(const bpf_map *map, std::uint32_t key) {
+  static_assert(sizeof(T) % sizeof(std::uint64_t) == 0);
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) fail(cpus, "count possible CPUs");
+  std::vector<T> values(cpus);
+  if (bpf_map__lookup_elem(map, &key, sizeof(key), values.data(), sizeof(T) * cpus, 0) != 0)
+    fail(errno, std::string("lookup map ") + bpf_map__name(map));
+  T total{};
+  auto *out = reinterpret_cast<std::uint64_t *>(&total);
+  for (const T &v : values) {
+    const auto *in = reinterpret_cast<const std::uint64_t *>(&v);
+    for (std::size_t i = 0; i < sizeof(T) / sizeof(std::uint64_t); ++i) out[i] += in[i];
+  }
+  return total;
+}
+
+RunResult run(const bpf_program *prog, bpf_test_run_opts &opts) {
+  const int err = bpf_prog_test_run_opts(bpf_program__fd(prog), &opts);
+  if (err != 0) fail(errno, std::string("test run of ") + bpf_program__name(prog));
+  return {opts.retval, opts.duration};
+}
+
+}  // namespace
+
+std::string bpf_unavailable_reason() {
+  if (geteuid() != 0) return "BPF program tests need root (CAP_BPF, CAP_NET_ADMIN)";
+  if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_SCHED_CLS, nullptr) != 1)
+    return "the kernel cannot load tc (sched_cls) BPF programs";
+  if (libbpf_probe_bpf_prog_type(BPF_PROG_TYPE_XDP, nullptr) != 1)
+    return "the kernel cannot load XDP programs";
+  return "";
+}
+
+RunResult run_tc(const bpf_program *prog, const Bytes &frame, const SkbContext &ctx,
+                 std::uint32_t repeat) {
+  __sk_buff skb{};
+  skb.ifindex = ctx.ifindex;
+  skb.gso_segs = ctx.gso_segs;
+  skb.gso_size = ctx.gso_size;
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
+              .data_size_in = static_cast<__u32>(frame.size()), .ctx_in = &skb,
+              .ctx_size_in = sizeof(skb), .repeat = static_cast<int>(repeat));
+  return run(prog, opts);
+}
+
+RunResult run_xdp(const bpf_program *prog, const Bytes &frame, std::uint32_t repeat) {
+  LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
+              .data_size_in = static_cast<__u32>(frame.size()), .repeat = static_cast<int>(repeat));
+  return run(prog, opts);
+}
+
+Datapath::Datapath() {
+  skel_ = nvqos_datapath__open_and_load();
+  if (!skel_) fail(errno, "open and load nvqos_datapath");
+}
+
+Datapath::~Datapath() { nvqos_datapath__destroy(skel_); }
+
+void Datapath::add_nvme_port(std::uint16_t port, std::uint32_t kind) {
+  nvqos_port_value value{kind};
+  update(skel_->maps.nvme_ports, &port, &value);
+}
+
+void Datapath::add_rule(std::uint16_t port, std::string_view prefix, unsigned prefix_len,
+                        std::uint32_t tenant_id) {
+  nvqos_tenant_rule_key key{};
+  const Addr16 addr = parse_addr(prefix);
+  key.prefixlen = NVQOS_RULE_PORT_BITS + (is_v4_mapped(addr) ? 96 : 0) + prefix_len;
+  key.port = htons(port);
+  std::memcpy(key.addr, addr.data(), sizeof(key.addr));
+  nvqos_tenant_rule_value value{tenant_id};
+  update(skel_->maps.tenant_rules, &key, &value);
+}
+
+void Datapath::set_settings(std::uint32_t flags) {
+  const std::uint32_t zero = 0;
+  nvqos_settings value{};
+  value.flags = flags;
+  update(skel_->maps.settings, &zero, &value);
+}
+
+void Datapath::set_tenant_flags(std::uint32_t tenant_id, std::uint32_t flags) {
+  nvqos_tenant_config value{};
+  value.flags = flags;
+  update(skel_->maps.tenant_config, &tenant_id, &value);
+}
+
+nvqos_tenant_stats Datapath::tenant_stats(std::uint32_t tenant_id) const {
+  return sum_percpu<nvqos_tenant_stats>(skel_->maps.tenant_stats, tenant_id);
+}
+
+nvqos_datapath_stats Datapath::datapath_stats() const {
+  return sum_percpu<nvqos_datapath_stats>(skel_->maps.datapath_stats, 0);
+}
+
+std::optional<nvqos_flow_value> Datapath::flow(const nvqos_flow_key &key) const {
+  nvqos_flow_value value{};
+  if (bpf_map__lookup_elem(skel_->maps.flow_table, &key, sizeof(key), &value, sizeof(value), 0) !=
+      0) {
+    if (errno == ENOENT) return std::nullopt;
+    fail(errno, "lookup flow_table");
+  }
+  return value;
+}
+
+std::vector<std::pair<nvqos_flow_key, nvqos_flow_value>> Datapath::flows() const {
+  std::vector<std::pair<nvqos_flow_key, nvqos_flow_value>> out;
+  nvqos_flow_key key{};
+  nvqos_flow_key next{};
+  const nvqos_flow_key *prev = nullptr;
+  while (bpf_map__get_next_key(skel_->maps.flow_table, prev, &next, sizeof(next)) == 0) {
+    key = next;
+    prev = &key;
+    if (auto value = flow(key)) out.emplace_back(key, *value);
+  }
+  return out;
+}
+
+RunResult Datapath::ingress(const Bytes &frame, const SkbContext &ctx, std::uint32_t repeat) {
+  return run_tc(skel_->progs.nvqos_tc_ingress, frame, ctx, repeat);
+}
+
+RunResult Datapath::egress(const Bytes &frame, const SkbContext &ctx, std::uint32_t repeat) {
+  return run_tc(skel_->progs.nvqos_tc_egress, frame, ctx, repeat);
+}
+
+RunResult Datapath::xdp(const Bytes &frame, std::uint32_t repeat) {
+  return run_xdp(skel_->progs.nvqos_xdp_ingress, frame, repeat);
+}
+
+nvqos_flow_key make_flow_key(std::string_view local, std::uint16_t local_port,
+                             std::string_view remote, std::uint16_t remote_port,
+                             std::uint32_t ifindex) {
+  nvqos_flow_key key{};
+  const Addr16 l = parse_addr(local);
+  const Addr16 r = parse_addr(remote);
+  std::memcpy(key.local_addr, l.data(), sizeof(key.local_addr));
+  std::memcpy(key.remote_addr, r.data(), sizeof(key.remote_addr));
+  key.local_port = htons(local_port);
+  key.remote_port = htons(remote_port);
+  key.ifindex = ifindex;
+  return key;
+}
+
+}  // namespace nvqos::testing

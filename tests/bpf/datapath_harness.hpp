@@ -1,0 +1,75 @@
+// Runs the nvqos BPF programs under BPF_PROG_TEST_RUN: an RAII owner of the
+// loaded nvqos_datapath skeleton with typed access to its maps. Shared by the
+// BPF program tests and nvqos-bench-bpf.
+#pragma once
+
+#include <bpf/libbpf.h>
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "nvqos/abi.h"
+#include "nvqos_datapath.skel.h"
+#include "packet_builder.hpp"
+
+namespace nvqos::testing {
+
+// Why this process cannot load and run BPF programs, or "" if it can.
+std::string bpf_unavailable_reason();
+
+// __sk_buff fields a tc test run may set; 0 leaves the kernel's default.
+struct SkbContext {
+  std::uint32_t ifindex = 0;
+  std::uint32_t gso_segs = 0;
+  std::uint32_t gso_size = 0;
+};
+
+struct RunResult {
+  std::uint32_t retval;
+  std::uint32_t duration_ns;  // kernel-measured mean per repeat
+};
+
+// Throw std::system_error naming the program on failure.
+RunResult run_tc(const bpf_program *prog, const Bytes &frame, const SkbContext &ctx = {},
+                 std::uint32_t repeat = 1);
+RunResult run_xdp(const bpf_program *prog, const Bytes &frame, std::uint32_t repeat = 1);
+
+class Datapath {
+ public:
+  Datapath();  // open and load; throws std::system_error with libbpf's errno
+  ~Datapath();
+  Datapath(const Datapath &) = delete;
+  Datapath &operator=(const Datapath &) = delete;
+
+  nvqos_datapath &skel() { return *skel_; }
+
+  void add_nvme_port(std::uint16_t port, std::uint32_t kind = NVQOS_PORT_KIND_IO);
+  // prefix: an address in text; prefix_len counts address bits (IPv4: 0..32).
+  void add_rule(std::uint16_t port, std::string_view prefix, unsigned prefix_len,
+                std::uint32_t tenant_id);
+  void set_settings(std::uint32_t flags);
+  void set_tenant_flags(std::uint32_t tenant_id, std::uint32_t flags);
+
+  nvqos_tenant_stats tenant_stats(std::uint32_t tenant_id) const;  // summed over CPUs
+  nvqos_datapath_stats datapath_stats() const;                     // summed over CPUs
+  std::optional<nvqos_flow_value> flow(const nvqos_flow_key &key) const;
+  std::vector<std::pair<nvqos_flow_key, nvqos_flow_value>> flows() const;
+
+  RunResult ingress(const Bytes &frame, const SkbContext &ctx = {}, std::uint32_t repeat = 1);
+  RunResult egress(const Bytes &frame, const SkbContext &ctx = {}, std::uint32_t repeat = 1);
+  RunResult xdp(const Bytes &frame, std::uint32_t repeat = 1);
+
+ private:
+  nvqos_datapath *skel_ = nullptr;
+};
+
+// The flow key tc builds for a packet of a connection between local and remote.
+nvqos_flow_key make_flow_key(std::string_view local, std::uint16_t local_port,
+                             std::string_view remote, std::uint16_t remote_port,
+                             std::uint32_t ifindex);
+
+}  // namespace nvqos::testing
