@@ -156,7 +156,8 @@ asio::awaitable<void> Job::setup_admin() {
   info_.model = ctrl.model;
   info_.serial = ctrl.serial;
 
-  co_await admin(nvmf::make_identify(0, nvmf::cns::kNamespace, spec_.nsid), {}, id, "Identify Namespace");
+  std::string identify_ns = "Identify Namespace " + std::to_string(spec_.nsid);
+  co_await admin(nvmf::make_identify(0, nvmf::cns::kNamespace, spec_.nsid), {}, id, identify_ns.c_str());
   auto ns = nvmf::IdentifyNamespace::decode(id);
   if (ns.nsze == 0)
     throw std::runtime_error("namespace " + std::to_string(spec_.nsid) + " of '" + spec_.subnqn +

@@ -132,7 +132,6 @@ void validate(const JobSpec& job) {
   if (job.name.empty()) fail("empty name");
   if (job.subnqn.empty()) fail("no subsystem NQN (--subnqn)");
   if (job.subnqn.size() > 223 || job.hostnqn.size() > 223) fail("NQN longer than 223 bytes");
-  if (job.hostnqn.empty()) fail("empty host NQN");
   if (job.queues == 0 || job.queues > 1024) fail("queues must be 1..1024");
   if (job.qd == 0 || job.qd > 1024) fail("qd must be 1..1024");
   if (job.block_size == 0 || job.block_size % 512) fail("block size must be a non-zero multiple of 512 bytes");
@@ -235,7 +234,7 @@ std::optional<Options> parse_command_line(int argc, const char* const argv[]) {
     ("help,h", "show this help")
     ("target", po::value<std::string>(), "NVMe/TCP target HOST:PORT (port defaults to 4420)")
     ("subnqn", po::value<std::string>(), "subsystem NQN to connect to")
-    ("hostnqn", po::value<std::string>(), "host NQN (default nqn.2014-08.org.nvmexpress:uuid:nvqos-load)")
+    ("hostnqn", po::value<std::string>(), "host NQN (default nqn.2014-08.org.nvmexpress:uuid:<random host ID per job>)")
     ("nsid", po::value<uint32_t>(), "namespace ID (default 1)")
     ("name", po::value<std::string>(), "job (tenant) name shown in reports (default job0)")
     ("queues", po::value<uint32_t>(), "I/O queues (TCP connections) (default 1)")

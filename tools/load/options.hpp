@@ -18,7 +18,7 @@ struct JobSpec {
   std::string host = "127.0.0.1";
   uint16_t port = 4420;
   std::string subnqn;
-  std::string hostnqn = "nqn.2014-08.org.nvmexpress:uuid:nvqos-load";
+  std::string hostnqn;  // empty: nqn.2014-08.org.nvmexpress:uuid:<random host ID> per job
   uint32_t nsid = 1;
   uint32_t queues = 1;
   uint32_t qd = 1;

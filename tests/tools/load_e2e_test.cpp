@@ -1,0 +1,259 @@
+// End-to-end over loopback: the real nvqos-target and nvqos-load binaries.
+// Reads and writes with verify, with and without digests, in-capsule and R2T
+// writes, several queues and jobs, open-loop pacing, trace, and a bad SUBNQN.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+
+#include "process_util.hpp"
+
+namespace {
+
+using nvqos::test::Process;
+using nlohmann::json;
+
+constexpr const char* kSubnqn = "nqn.2024-01.io.nvqos:e2e";
+// The target's in-capsule data size in these tests: 4 KiB writes fit, 16 KiB
+// and larger go by R2T, and MAXH2CDATA 16 KiB splits a 64 KiB R2T into 4 H2CData PDUs.
+constexpr int kInlineDataSize = 8192;
+constexpr int kMaxH2CData = 16384;
+
+class LoadE2E : public ::testing::Test {
+ protected:
+  void SetUp() override { start_target(false); }
+
+  void start_target(bool c2h_success) {
+    target_.reset();
+    port_ = nvqos::test::free_port();
+    dir_ = ::testing::TempDir();
+    std::string cfg_path = dir_ + "/nvqos_e2e_target_" + std::to_string(port_) + ".json";
+    json cfg = {{"listen", "127.0.0.1:" + std::to_string(port_)},
+                {"inline_data_size", kInlineDataSize},
+                {"max_h2c_data", kMaxH2CData},
+                {"c2h_success", c2h_success},
+                {"subsystems",
+                 {{{"nqn", kSubnqn},
+                   {"allow_any_host", true},
+                   {"namespaces", {{{"size", "64M"}, {"block_size", 512}}, {{"size", "16M"}, {"block_size", 4096}}}}}}}};
+    std::ofstream(cfg_path) << cfg.dump();
+    target_ = std::make_unique<Process>(std::vector<std::string>{NVQOS_TARGET_BIN, "--config", cfg_path},
+                                        dir_ + "/nvqos_e2e_target_" + std::to_string(port_));
+    for (int i = 0; i < 250 && !nvqos::test::port_accepts(port_); ++i) {
+      ASSERT_FALSE(target_->try_wait()) << "nvqos-target exited: " << target_->err();
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    ASSERT_TRUE(nvqos::test::port_accepts(port_)) << "nvqos-target did not listen: " << target_->err();
+  }
+
+  void TearDown() override {
+    if (target_) {
+      target_->terminate();
+      target_->wait_for(std::chrono::seconds(5));
+    }
+  }
+
+  struct Result {
+    int status;
+    std::string out, err;
+    json report;
+  };
+
+  Result load(std::vector<std::string> args) {
+    std::vector<std::string> argv{NVQOS_LOAD_BIN, "--target", "127.0.0.1:" + std::to_string(port_), "--subnqn",
+                                  kSubnqn, "--json"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    Process p(argv, dir_ + "/nvqos_e2e_load_" + std::to_string(++runs_));
+    Result r;
+    r.status = p.wait_for(std::chrono::seconds(60));
+    r.out = p.out();
+    r.err = p.err();
+    try {
+      r.report = json::parse(r.out);
+    } catch (const json::exception&) {
+    }
+    return r;
+  }
+
+  static const json& op(const Result& r, size_t job, const char* name) { return r.report["jobs"][job]["ops"][name]; }
+
+  static void expect_clean(const Result& r) {
+    ASSERT_EQ(r.status, 0) << r.err << r.out;
+    ASSERT_TRUE(r.report.contains("jobs")) << r.out;
+    for (const auto& job : r.report["jobs"]) {
+      EXPECT_FALSE(job.contains("error")) << job.dump();
+      for (const auto& [name, o] : job["ops"].items()) EXPECT_TRUE(o["errors"].empty()) << name << ": " << o.dump();
+    }
+  }
+
+  std::unique_ptr<Process> target_;
+  uint16_t port_ = 0;
+  std::string dir_;
+  int runs_ = 0;
+};
+
+TEST_F(LoadE2E, RandomReadWriteVerifyInCapsuleTwoQueues) {
+  auto r = load({"--rw", "randrw", "--rwmix-read", "50", "--bs", "4k", "--qd", "8", "--queues", "2", "--ios",
+                 "6000", "--verify", "--size", "1m"});
+  expect_clean(r);
+  EXPECT_EQ(op(r, 0, "read")["ios"].get<uint64_t>() + op(r, 0, "write")["ios"].get<uint64_t>(), 6000u);
+  EXPECT_GT(op(r, 0, "write")["ios"].get<uint64_t>(), 1000u);
+  // 256 blocks, 3000 writes: almost every read finds data this run wrote.
+  EXPECT_GT(r.report["jobs"][0]["verify"]["checked_chunks"].get<uint64_t>(), 1000u * 8);
+  EXPECT_NE(r.err.find("writes in-capsule"), std::string::npos) << r.err;
+}
+
+TEST_F(LoadE2E, R2TWritesSplitByMaxH2CDataVerify) {
+  auto r = load({"--rw", "randrw", "--bs", "64k", "--qd", "4", "--queues", "2", "--ios", "800", "--verify", "--size",
+                 "4m"});
+  expect_clean(r);
+  EXPECT_NE(r.err.find("writes by R2T"), std::string::npos) << r.err;
+  EXPECT_GT(r.report["jobs"][0]["verify"]["checked_chunks"].get<uint64_t>(), 0u);
+}
+
+TEST_F(LoadE2E, DigestsHeaderAndDataWithVerify) {
+  for (const char* bs : {"4k", "32k"}) {
+    auto r = load({"--rw", "randrw", "--bs", bs, "--qd", "4", "--queues", "2", "--ios", "1000", "--verify", "--digest",
+                   "header,data", "--size", "2m"});
+    expect_clean(r);
+    EXPECT_TRUE(r.report["jobs"][0]["header_digest"].get<bool>());
+    EXPECT_TRUE(r.report["jobs"][0]["data_digest"].get<bool>());
+    EXPECT_GT(r.report["jobs"][0]["verify"]["checked_chunks"].get<uint64_t>(), 0u) << bs;
+  }
+}
+
+TEST_F(LoadE2E, WrittenDataReadsBackInALaterRun) {
+  // Sequential fill of 1 MiB, then a separate run reads it all back: every
+  // chunk must carry this fill's pattern, none may be unwritten.
+  auto w = load({"--rw", "write", "--bs", "16k", "--qd", "4", "--ios", "64", "--verify", "--size", "1m"});
+  expect_clean(w);
+  auto r = load({"--rw", "read", "--bs", "4k", "--qd", "4", "--queues", "2", "--ios", "256", "--verify", "--size",
+                 "1m"});
+  expect_clean(r);
+  EXPECT_EQ(r.report["jobs"][0]["verify"]["checked_chunks"].get<uint64_t>(), 2048u);
+  EXPECT_EQ(r.report["jobs"][0]["verify"]["unwritten_chunks"].get<uint64_t>(), 0u);
+}
+
+TEST_F(LoadE2E, ReadsCompletedByC2HDataSuccessFlag) {
+  start_target(true);
+  auto w = load({"--rw", "write", "--bs", "4k", "--qd", "4", "--ios", "128", "--verify", "--size", "512k"});
+  expect_clean(w);
+  auto r = load({"--rw", "randread", "--bs", "4k", "--qd", "4", "--ios", "2000", "--verify", "--size", "512k"});
+  expect_clean(r);
+  EXPECT_EQ(op(r, 0, "read")["ios"].get<uint64_t>(), 2000u);
+  EXPECT_EQ(r.report["jobs"][0]["verify"]["checked_chunks"].get<uint64_t>(), 2000u * 8);
+}
+
+TEST_F(LoadE2E, FourKiBLbaNamespace) {
+  auto r = load({"--nsid", "2", "--rw", "randrw", "--bs", "8k", "--qd", "8", "--ios", "1000", "--verify"});
+  expect_clean(r);
+}
+
+TEST_F(LoadE2E, SeveralJobsRunConcurrently) {
+  std::string path = dir_ + "/nvqos_e2e_jobs_" + std::to_string(port_) + ".json";
+  json jobs = {{"jobs",
+                {{{"name", "latency"}, {"rw", "randread"}, {"bs", "4k"}, {"qd", 1}, {"runtime", "1s"}},
+                 {{"name", "bulk"},
+                  {"rw", "randwrite"},
+                  {"bs", "128k"},
+                  {"qd", 8},
+                  {"queues", 2},
+                  {"runtime", "1s"},
+                  {"verify", true},
+                  {"offset", "16m"},
+                  {"size", "16m"}},
+                 {{"name", "mixed"},
+                  {"rw", "randrw"},
+                  {"rwmix-read", 70},
+                  {"bs", "8k"},
+                  {"qd", 4},
+                  {"digest", "header,data"},
+                  {"ios", 2000},
+                  {"verify", true},
+                  {"offset", "32m"},
+                  {"size", "4m"}}}}};
+  std::ofstream(path) << jobs.dump();
+  auto r = load({"--job-file", path});
+  expect_clean(r);
+  ASSERT_EQ(r.report["jobs"].size(), 3u);
+  EXPECT_EQ(r.report["jobs"][0]["name"], "latency");
+  EXPECT_GT(op(r, 0, "read")["ios"].get<uint64_t>(), 100u);
+  EXPECT_FALSE(r.report["jobs"][0]["ops"].contains("write"));
+  EXPECT_GT(op(r, 1, "write")["ios"].get<uint64_t>(), 100u);
+  EXPECT_EQ(op(r, 2, "read")["ios"].get<uint64_t>() + op(r, 2, "write")["ios"].get<uint64_t>(), 2000u);
+  double read_share = op(r, 2, "read")["ios"].get<double>() / 2000.0;
+  EXPECT_NEAR(read_share, 0.7, 0.05);
+  // Both timed jobs ran for about their runtime, side by side.
+  EXPECT_NEAR(r.report["jobs"][0]["elapsed_s"].get<double>(), 1.0, 0.2);
+  EXPECT_NEAR(r.report["jobs"][1]["elapsed_s"].get<double>(), 1.0, 0.2);
+}
+
+TEST_F(LoadE2E, OpenLoopPacingHoldsTheRate) {
+  auto r = load({"--rw", "randread", "--bs", "4k", "--qd", "4", "--rate-iops", "2000", "--runtime", "2s"});
+  expect_clean(r);
+  EXPECT_NEAR(op(r, 0, "read")["iops"].get<double>(), 2000.0, 100.0);
+  ASSERT_TRUE(op(r, 0, "read").contains("intended_latency_us"));
+  // Latency from the scheduled time can only be longer than from the actual send.
+  EXPECT_GE(op(r, 0, "read")["intended_latency_us"]["p50"].get<double>(),
+            op(r, 0, "read")["latency_us"]["p50"].get<double>() * 0.99);
+}
+
+TEST_F(LoadE2E, TraceHasOneLinePerIo) {
+  std::string path = dir_ + "/nvqos_e2e_trace_" + std::to_string(port_) + ".csv";
+  auto r = load({"--rw", "randrw", "--bs", "4k", "--qd", "2", "--queues", "2", "--ios", "500", "--trace", path,
+                 "--name", "tenant-a"});
+  expect_clean(r);
+  std::ifstream in(path);
+  std::string line;
+  std::getline(in, line);
+  EXPECT_EQ(line, "submit_ns,complete_ns,scheduled_ns,job,queue,local_port,cid,op,bytes,status");
+  int lines = 0, reads = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    std::stringstream ss(line);
+    std::vector<std::string> f;
+    std::string c;
+    while (std::getline(ss, c, ',')) f.push_back(c);
+    ASSERT_EQ(f.size(), 10u) << line;
+    EXPECT_LT(std::stoull(f[0]), std::stoull(f[1])) << line;
+    EXPECT_EQ(f[3], "tenant-a");
+    EXPECT_TRUE(f[4] == "1" || f[4] == "2") << line;
+    EXPECT_GT(std::stoul(f[5]), 0u);
+    EXPECT_LT(std::stoul(f[6]), 2u);  // qd 2: CIDs 0 and 1
+    EXPECT_EQ(f[8], "4096");
+    EXPECT_EQ(f[9], "0x0000");
+    reads += f[7] == "read";
+  }
+  EXPECT_EQ(lines, 500);
+  EXPECT_EQ(reads, op(r, 0, "read")["ios"].get<int>());
+}
+
+TEST_F(LoadE2E, WrongSubnqnNamesTheConnectErrorAndFails) {
+  std::vector<std::string> argv{NVQOS_LOAD_BIN, "--target", "127.0.0.1:" + std::to_string(port_), "--subnqn",
+                                "nqn.2024-01.io.nvqos:no-such-subsystem", "--ios", "10"};
+  Process p(argv, dir_ + "/nvqos_e2e_badnqn");
+  int status = p.wait_for(std::chrono::seconds(20));
+  EXPECT_EQ(status, 1);
+  std::string err = p.err();
+  EXPECT_NE(err.find("Connect"), std::string::npos) << err;
+  EXPECT_NE(err.find("nqn.2024-01.io.nvqos:no-such-subsystem"), std::string::npos) << err;
+}
+
+TEST_F(LoadE2E, UnreachableTargetFailsClearly) {
+  std::vector<std::string> argv{NVQOS_LOAD_BIN, "--target", "127.0.0.1:" + std::to_string(nvqos::test::free_port()),
+                                "--subnqn", kSubnqn, "--ios", "10"};
+  Process p(argv, dir_ + "/nvqos_e2e_unreachable");
+  EXPECT_EQ(p.wait_for(std::chrono::seconds(20)), 1);
+  EXPECT_NE(p.err().find("Connection refused"), std::string::npos) << p.err();
+}
+
+TEST_F(LoadE2E, OutOfRangeNamespaceFails) {
+  auto r = load({"--nsid", "7", "--ios", "10"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("namespace 7"), std::string::npos) << r.err;
+}
+
+}  // namespace

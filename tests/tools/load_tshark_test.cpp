@@ -1,0 +1,172 @@
+// tshark cross-check: capture a short nvqos-load run against nvqos-target on
+// loopback with dumpcap; Wireshark must decode every PDU as NVMe/TCP without
+// malformed-packet or expert errors, and its per-command nvme.cmd_latency must
+// match nvqos-load's --trace (same commands, |delta| <= 50 us).
+//
+// Needs root (capture on lo) and tshark/dumpcap; skips otherwise.
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <sstream>
+
+#include "process_util.hpp"
+
+namespace {
+
+using nvqos::test::Process;
+using nlohmann::json;
+
+constexpr const char* kSubnqn = "nqn.2024-01.io.nvqos:tshark";
+constexpr double kMaxDeltaUs = 50.0;
+
+std::vector<std::string> split(const std::string& s, char sep) {
+  std::vector<std::string> out;
+  std::stringstream ss(s);
+  std::string item;
+  while (std::getline(ss, item, sep)) out.push_back(item);
+  if (!s.empty() && s.back() == sep) out.emplace_back();
+  return out;
+}
+
+// Runs tshark and returns stdout lines.
+std::vector<std::string> tshark(const std::vector<std::string>& args, const std::string& log) {
+  std::vector<std::string> argv{"/usr/bin/tshark"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  Process p(argv, log);
+  int status = p.wait_for(std::chrono::seconds(120));
+  EXPECT_EQ(status, 0) << p.err();
+  std::vector<std::string> lines;
+  for (auto& l : split(p.out(), '\n'))
+    if (!l.empty()) lines.push_back(l);
+  return lines;
+}
+
+TEST(LoadTshark, EveryPduDecodesAndCmdLatencyMatchesTheTrace) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to capture on lo";
+  if (!std::filesystem::exists("/usr/bin/dumpcap") || !std::filesystem::exists("/usr/bin/tshark"))
+    GTEST_SKIP() << "tshark/dumpcap not installed (scripts/install-deps.sh)";
+
+  std::string dir = ::testing::TempDir();
+  uint16_t port = nvqos::test::free_port();  // never 4420: tshark is told with -d
+  std::string tag = dir + "/nvqos_tshark_" + std::to_string(port);
+  std::string cfg_path = tag + "_target.json", cap = tag + ".pcapng", trace = tag + "_trace.csv",
+              jobs_path = tag + "_jobs.json";
+  std::ofstream(cfg_path) << json{{"listen", "127.0.0.1:" + std::to_string(port)},
+                                  {"inline_data_size", 8192},
+                                  {"subsystems",
+                                   {{{"nqn", kSubnqn},
+                                     {"allow_any_host", true},
+                                     {"namespaces", {{{"size", "16M"}}}}}}}}
+                                 .dump();
+  // Low QD keeps CID reuse order unambiguous; one job with digests and R2T writes.
+  std::ofstream(jobs_path) << json{{"jobs",
+                                    {{{"name", "plain"}, {"rw", "randrw"}, {"bs", "4k"}, {"qd", 2}, {"queues", 2},
+                                      {"ios", 400}, {"rate-iops", 2000}},
+                                     {{"name", "digests"}, {"rw", "randrw"}, {"bs", "16k"}, {"qd", 1},
+                                      {"digest", "header,data"}, {"ios", 200}, {"rate-iops", 1000},
+                                      {"verify", true}, {"offset", "8m"}}}}}
+                                  .dump();
+
+  Process target({NVQOS_TARGET_BIN, "--config", cfg_path}, tag + "_target");
+  for (int i = 0; i < 250 && !nvqos::test::port_accepts(port); ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(nvqos::test::port_accepts(port)) << target.err();
+
+  auto dumpcap = std::make_unique<Process>(
+      std::vector<std::string>{"/usr/bin/dumpcap", "-q", "-i", "lo", "-f", "tcp port " + std::to_string(port), "-w",
+                               cap},
+      tag + "_dumpcap");
+  for (int i = 0; i < 250 && dumpcap->err().find("Capturing on") == std::string::npos; ++i)
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_NE(dumpcap->err().find("Capturing on"), std::string::npos) << dumpcap->err();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+
+  Process load({NVQOS_LOAD_BIN, "--target", "127.0.0.1:" + std::to_string(port), "--subnqn", kSubnqn, "--job-file",
+                jobs_path, "--trace", trace, "--json"},
+               tag + "_load");
+  ASSERT_EQ(load.wait_for(std::chrono::seconds(60)), 0) << load.err() << load.out();
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  dumpcap->terminate();
+  dumpcap->wait_for(std::chrono::seconds(10));
+  dumpcap.reset();
+
+  std::string decode_as = "tcp.port==" + std::to_string(port) + ",nvme-tcp";
+
+  // 1. No malformed packets or expert errors on NVMe/TCP frames, and no TCP
+  //    payload left undecoded.
+  auto bad = tshark({"-r", cap, "-d", decode_as, "-Y", "nvme-tcp && (_ws.malformed || _ws.expert.severity >= error)",
+                     "-T", "fields", "-e", "frame.number", "-e", "_ws.expert.message"},
+                    tag + "_tshark_bad");
+  EXPECT_TRUE(bad.empty()) << bad.size() << " bad frames, first: " << (bad.empty() ? "" : bad[0]);
+  auto undecoded = tshark({"-r", cap, "-d", decode_as, "-Y", "tcp.len > 0 && !nvme-tcp && !tcp.reassembled_in",
+                           "-T", "fields", "-e", "frame.number"},
+                          tag + "_tshark_undecoded");
+  EXPECT_TRUE(undecoded.empty()) << undecoded.size() << " TCP payload frames not decoded as NVMe/TCP";
+  auto pdus = tshark({"-r", cap, "-d", decode_as, "-Y", "nvme-tcp", "-T", "fields", "-e", "frame.number"},
+                     tag + "_tshark_all");
+  EXPECT_GT(pdus.size(), 600u);
+
+  // 2. Completions as tshark saw them, per host port (= queue) and CID, in order.
+  //    A frame may carry several CapsuleResps: fields come comma-aggregated.
+  auto completions =
+      tshark({"-r", cap, "-d", decode_as, "-Y", "nvme.cqe.cid", "-T", "fields", "-E", "separator=/t", "-E",
+              "aggregator=,", "-e", "tcp.dstport", "-e", "nvme.cqe.cid", "-e", "nvme.cmd_latency"},
+             tag + "_tshark_cqe");
+  std::map<std::pair<int, int>, std::vector<double>> wire_us;  // (port, cid) -> latencies
+  for (const auto& line : completions) {
+    auto f = split(line, '\t');
+    ASSERT_EQ(f.size(), 3u) << line;
+    auto cids = split(f[1], ','), lat = split(f[2], ',');
+    ASSERT_EQ(cids.size(), lat.size()) << "every completion needs its cmd_latency: " << line;
+    for (size_t i = 0; i < cids.size(); ++i)
+      wire_us[{std::stoi(f[0]), std::stoi(cids[i])}].push_back(std::stod(lat[i]) * 1000.0);  // ms -> us
+  }
+
+  // 3. The trace: same commands, same order per (port, cid), latency within 50 us.
+  std::ifstream in(trace);
+  std::string line;
+  std::getline(in, line);
+  std::map<std::pair<int, int>, std::vector<std::pair<uint64_t, double>>> traced;  // -> (complete_ns, us)
+  size_t trace_lines = 0;
+  while (std::getline(in, line)) {
+    auto f = split(line, ',');
+    ASSERT_EQ(f.size(), 10u) << line;
+    uint64_t submit = std::stoull(f[0]), complete = std::stoull(f[1]);
+    traced[{std::stoi(f[5]), std::stoi(f[6])}].push_back({complete, static_cast<double>(complete - submit) / 1000.0});
+    ++trace_lines;
+  }
+  EXPECT_EQ(trace_lines, 600u);
+
+  size_t matched = 0, within = 0;
+  double worst = 0;
+  for (auto& [key, recs] : traced) {
+    std::sort(recs.begin(), recs.end());
+    auto it = wire_us.find(key);
+    ASSERT_NE(it, wire_us.end()) << "no completions on the wire for port " << key.first << " cid " << key.second;
+    // I/O queue connections also carry their Connect (CID 0, first): skip wire
+    // entries before the I/O ones by aligning from the end.
+    const auto& wire = it->second;
+    ASSERT_GE(wire.size(), recs.size()) << "port " << key.first << " cid " << key.second;
+    size_t skip = wire.size() - recs.size();
+    EXPECT_LE(skip, 1u) << "port " << key.first << " cid " << key.second;
+    for (size_t i = 0; i < recs.size(); ++i) {
+      double delta = std::abs(wire[skip + i] - recs[i].second);
+      worst = std::max(worst, delta);
+      ++matched;
+      within += delta <= kMaxDeltaUs;
+      EXPECT_LE(delta, kMaxDeltaUs) << "port " << key.first << " cid " << key.second << " #" << i << ": wire "
+                                    << wire[skip + i] << " us, trace " << recs[i].second << " us";
+    }
+  }
+  EXPECT_EQ(matched, 600u);
+  std::printf("tshark cross-check: %zu PDU frames, %zu commands matched, worst |delta| %.1f us\n", pdus.size(),
+              matched, worst);
+  std::filesystem::remove(cap);
+}
+
+}  // namespace
