@@ -29,7 +29,7 @@ Cache (images, kernels): \$NVQOS_LAB_CACHE (default: $REPO_DIR/lab-cache).
 EOF
 }
 
-scenario_names() { find "$LAB_DIR/scenarios" -maxdepth 1 -name '*.sh' -printf '%f\n' | sed 's/\.sh$//' | sort; }
+scenario_names() { find "$LAB_DIR/scenarios" -maxdepth 1 -name '*.sh' ! -name '*.host.*' -printf '%f\n' | sed 's/\.sh$//' | sort; }
 
 kernels_arg=all scenarios_arg=all build_dir=${NVQOS_BUILD_DIR:-$REPO_DIR/build} results_dir=""
 accel=${NVQOS_LAB_ACCEL:-auto} boot_timeout=${NVQOS_LAB_TIMEOUT:-900} keep=0 install=1
@@ -142,10 +142,25 @@ EOF
   echo >>"$run/qemu.cmd"
   log "boot $kernel ($KERNEL_RELEASE, $accel_now) scenario $scenario; binaries: ${staged:-none}"
   local t0 t1 rc=0
+  # Progress: the scenario's own lines (checks, phases) as the guest writes them to the share.
+  touch "$run/out/scenario.log"
+  (tail -n +1 -F "$run/out/scenario.log" 2>/dev/null | grep --line-buffered '^\[' | sed -u 's/^/  guest| /' >&2) &
+  local tail_pid=$!
   t0=$EPOCHREALTIME
   timeout --kill-after=10 "$boot_timeout" "${cmd[@]}" </dev/null >"$run/qemu.log" 2>&1 || rc=$?
   t1=$EPOCHREALTIME
+  sleep 0.5
+  pkill -P "$tail_pid" 2>/dev/null || true
+  kill "$tail_pid" 2>/dev/null || true
+  wait "$tail_pid" 2>/dev/null || true
   ((rc == 124)) && log "qemu killed after $boot_timeout s"
+  # A scenario may have a host half (scenarios/NAME.host.py): it reads what the guest brought back
+  # (pcaps for tshark, metrics) and appends its checks to out/checks.tsv.
+  local host_half=$LAB_DIR/scenarios/$scenario.host.py
+  if [[ -f $host_half && -f $run/out/guest.env ]]; then
+    python3 "$host_half" "$run" 2>&1 | sed 's/^/  host| /' >&2 \
+      || printf 'fail\thost-analysis\t%s exited non-zero\n' "${host_half##*/}" >>"$run/out/checks.tsv"
+  fi
   python3 "$LAB_DIR/result.py" "$run" --kernel "$kernel" --release "$KERNEL_RELEASE" \
     --scenario "$scenario" --accel "$accel_now" --qemu-rc "$rc" --wall-s "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')" \
     --binaries "$staged"

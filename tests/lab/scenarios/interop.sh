@@ -20,7 +20,7 @@ load_modules nvmet nvmet-tcp nvme-tcp || finish
 
 # capture NAME PORT: tcpdump of the phase's first packets on loopback into $OUT/NAME.pcap.
 capture_start() {
-  tcpdump -i lo -s 0 -c 4000 -U -w "$OUT/$1.pcap" "tcp port $2" >/dev/null 2>&1 &
+  tcpdump -i lo -s 0 -B 32768 -c 4000 -U -w "$OUT/$1.pcap" "tcp port $2" >/dev/null 2>&1 &
   CAPTURE_PID=$!
   sleep 1
 }
