@@ -135,6 +135,7 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 	struct nvqos_pkt pkt;
 	struct wire_size wire;
 	__u32 tenant_id;
+	__u32 settings;
 	__u32 zero = 0;
 	__u64 now;
 	int role;
@@ -151,7 +152,8 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 			ds->parse_errors++;
 		return TC_ACT_OK;
 	}
-	role = nvqos_classify(&pkt, dir, skb->ifindex, &key);
+	settings = settings_flags();
+	role = nvqos_classify(&pkt, dir, skb->ifindex, port_bitmap(settings), &key);
 	if (role < 0)
 		return TC_ACT_OK;
 
@@ -162,7 +164,7 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 		tenant_id = flow->tenant_id;
 		ts = tenant_stats_of(tenant_id);
 	} else {
-		tenant_id = nvqos_lookup_tenant(&key, role);
+		tenant_id = nvqos_lookup_tenant(&key, role, settings);
 		if (tenant_id == NVQOS_TENANT_NONE) {
 			ds->unclassified++;
 			return TC_ACT_OK;
@@ -200,11 +202,12 @@ int nvqos_tc_egress(struct __sk_buff *skb)
 }
 
 /* Tenant of an ingress packet without opening a flow: XDP only looks. */
-static __always_inline __u32 xdp_tenant_of(const struct nvqos_flow_key *key, int role)
+static __always_inline __u32 xdp_tenant_of(const struct nvqos_flow_key *key, int role,
+					   __u32 settings)
 {
 	struct nvqos_flow_value *flow = bpf_map_lookup_elem(&flow_table, key);
 
-	return flow ? flow->tenant_id : nvqos_lookup_tenant(key, role);
+	return flow ? flow->tenant_id : nvqos_lookup_tenant(key, role, settings);
 }
 
 /*
@@ -222,16 +225,19 @@ int nvqos_xdp_ingress(struct xdp_md *ctx)
 	struct nvqos_flow_key key;
 	struct nvqos_pkt pkt;
 	__u32 tenant_id;
+	__u32 settings;
 	int role;
 
 	if (nvqos_parse(data, end, &pkt) != NVQOS_PARSE_OK ||
 	    nvqos_parse_check_len(&pkt, end - data, false) != NVQOS_PARSE_OK)
 		return XDP_PASS;
-	role = nvqos_classify(&pkt, NVQOS_DIR_INGRESS, ctx->ingress_ifindex, &key);
+	settings = settings_flags();
+	role = nvqos_classify(&pkt, NVQOS_DIR_INGRESS, ctx->ingress_ifindex, port_bitmap(settings),
+			      &key);
 	if (role < 0)
 		return XDP_PASS;
 
-	tenant_id = xdp_tenant_of(&key, role);
+	tenant_id = xdp_tenant_of(&key, role, settings);
 	config = bpf_map_lookup_elem(&tenant_config, &tenant_id);
 	if (!config || !(config->flags & NVQOS_TENANT_F_DROP_INGRESS))
 		return XDP_PASS;

@@ -9,10 +9,31 @@
 #include "lib/maps.h"
 #include "lib/parse.h"
 
-static __always_inline bool nvme_port(__be16 port)
+/* The agent's NVQOS_SETTINGS_F_* switches; all off if unreadable. */
+static __always_inline __u32 settings_flags(void)
+{
+	__u32 zero = 0;
+	struct nvqos_settings *s = bpf_map_lookup_elem(&settings, &zero);
+
+	return s ? s->flags : 0;
+}
+
+/* The port bitmap if the agent says it is complete, else NULL (use the hash). */
+static __always_inline const struct nvqos_port_bitmap *port_bitmap(__u32 settings)
+{
+	__u32 zero = 0;
+
+	if (!(settings & NVQOS_SETTINGS_F_PORT_BITMAP))
+		return NULL;
+	return bpf_map_lookup_elem(&nvme_port_bitmap, &zero);
+}
+
+static __always_inline bool nvme_port(__be16 port, const struct nvqos_port_bitmap *bitmap)
 {
 	__u16 key = bpf_ntohs(port);
 
+	if (bitmap)
+		return (bitmap->bits[(key / 64) % NVQOS_PORT_BITMAP_WORDS] >> (key % 64)) & 1;
 	return bpf_map_lookup_elem(&nvme_ports, &key) != NULL;
 }
 
@@ -22,6 +43,7 @@ static __always_inline bool nvme_port(__be16 port)
  * port is an NVMe/TCP port.
  */
 static __always_inline int nvqos_classify(const struct nvqos_pkt *pkt, __u32 dir, __u32 ifindex,
+					  const struct nvqos_port_bitmap *bitmap,
 					  struct nvqos_flow_key *key)
 {
 	bool ingress = dir == NVQOS_DIR_INGRESS;
@@ -29,9 +51,9 @@ static __always_inline int nvqos_classify(const struct nvqos_pkt *pkt, __u32 dir
 	__be16 remote_port = ingress ? pkt->sport : pkt->dport;
 	int role;
 
-	if (nvme_port(remote_port))
+	if (nvme_port(remote_port, bitmap))
 		role = NVQOS_ROLE_INITIATOR;
-	else if (nvme_port(local_port))
+	else if (nvme_port(local_port, bitmap))
 		role = NVQOS_ROLE_TARGET;
 	else
 		return -1;
@@ -50,20 +72,13 @@ static __always_inline __be16 service_port(const struct nvqos_flow_key *key, int
 	return role == NVQOS_ROLE_INITIATOR ? key->remote_port : key->local_port;
 }
 
-static __always_inline bool default_tenant_enabled(void)
-{
-	__u32 zero = 0;
-	struct nvqos_settings *s = bpf_map_lookup_elem(&settings, &zero);
-
-	return s && (s->flags & NVQOS_SETTINGS_F_DEFAULT_TENANT);
-}
-
 /*
  * Tenant of a new connection: the longest rule for (service port, remote
  * address), else the longest port-less rule, else the default tenant if the
  * agent enabled it. Rules naming an id beyond the tables count as no rule.
  */
-static __always_inline __u32 nvqos_lookup_tenant(const struct nvqos_flow_key *key, int role)
+static __always_inline __u32 nvqos_lookup_tenant(const struct nvqos_flow_key *key, int role,
+						 __u32 settings)
 {
 	struct nvqos_tenant_rule_key rule = {
 		.prefixlen = NVQOS_RULE_PORT_BITS + NVQOS_RULE_ADDR_BITS,
@@ -79,7 +94,7 @@ static __always_inline __u32 nvqos_lookup_tenant(const struct nvqos_flow_key *ke
 	}
 	if (match)
 		return match->tenant_id < NVQOS_MAX_TENANTS ? match->tenant_id : NVQOS_TENANT_NONE;
-	return default_tenant_enabled() ? NVQOS_TENANT_DEFAULT : NVQOS_TENANT_NONE;
+	return settings & NVQOS_SETTINGS_F_DEFAULT_TENANT ? NVQOS_TENANT_DEFAULT : NVQOS_TENANT_NONE;
 }
 
 static __always_inline struct nvqos_tenant_stats *tenant_stats_of(__u32 tenant_id)

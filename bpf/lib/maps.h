@@ -36,6 +36,16 @@ struct {
 	__type(value, struct nvqos_port_value);
 } nvme_ports SEC(".maps");
 
+// The nvme_ports set as a bitmap (one entry): two hash lookups per packet
+// become one array lookup. Written by the agent, which then sets
+// NVQOS_SETTINGS_F_PORT_BITMAP; read by tc and XDP only while that flag is set.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nvqos_port_bitmap);
+} nvme_port_bitmap SEC(".maps");
+
 // One entry per NVMe/TCP connection seen from this host: tenant, role, byte
 // and packet counts per direction. Inserted and updated by tc; read by XDP
 // (lookup only) and by the agent, which may delete entries and resize the map

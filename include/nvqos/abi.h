@@ -94,6 +94,18 @@ struct nvqos_port_value {
 };
 
 /*
+ * nvme_port_bitmap: array of one entry, the set of nvme_ports as a bitmap
+ * (bit p % 64 of bits[p / 64] for host-order port p). Optional: the data path
+ * uses it instead of the nvme_ports hash only while settings has
+ * NVQOS_SETTINGS_F_PORT_BITMAP, so the agent writes the bits first, then sets
+ * the flag. Two hash lookups cost ~30 ns per non-NVMe packet, the bitmap ~2 ns.
+ */
+#define NVQOS_PORT_BITMAP_WORDS (65536u / 64u)
+struct nvqos_port_bitmap {
+	__u64 bits[NVQOS_PORT_BITMAP_WORDS];
+};
+
+/*
  * flow_table: LRU hash of NVMe/TCP connections, keyed from this host's point of
  * view (local = ours) so both directions of a connection share one entry.
  */
@@ -139,6 +151,7 @@ struct nvqos_datapath_stats {
 
 /* settings: array of one entry, written by the agent. */
 #define NVQOS_SETTINGS_F_DEFAULT_TENANT (1u << 0) /* account unmatched flows */
+#define NVQOS_SETTINGS_F_PORT_BITMAP (1u << 1)    /* nvme_port_bitmap is complete: use it */
 struct nvqos_settings {
 	__u32 flags;
 	__u32 pad;

@@ -37,6 +37,7 @@ const std::vector<AbiStruct> &abi_structs() {
       {"nvqos_tenant_config", sizeof(nvqos_tenant_config),
        {NVQOS_MEMBER(nvqos_tenant_config, flags), NVQOS_MEMBER(nvqos_tenant_config, pad)}},
       {"nvqos_port_value", sizeof(nvqos_port_value), {NVQOS_MEMBER(nvqos_port_value, kind)}},
+      {"nvqos_port_bitmap", sizeof(nvqos_port_bitmap), {NVQOS_MEMBER(nvqos_port_bitmap, bits)}},
       {"nvqos_flow_key", sizeof(nvqos_flow_key),
        {NVQOS_MEMBER(nvqos_flow_key, local_addr), NVQOS_MEMBER(nvqos_flow_key, remote_addr),
         NVQOS_MEMBER(nvqos_flow_key, local_port), NVQOS_MEMBER(nvqos_flow_key, remote_port),

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <memory>
 #include <system_error>
 
 namespace nvqos::testing {
@@ -96,6 +97,13 @@ void Datapath::add_rule(std::uint16_t port, std::string_view prefix, unsigned pr
   std::memcpy(key.addr, addr.data(), sizeof(key.addr));
   nvqos_tenant_rule_value value{tenant_id};
   update(skel_->maps.tenant_rules, &key, &value);
+}
+
+void Datapath::set_port_bitmap(const std::vector<std::uint16_t> &ports) {
+  const std::uint32_t zero = 0;
+  auto bitmap = std::make_unique<nvqos_port_bitmap>();
+  for (std::uint16_t port : ports) bitmap->bits[port / 64] |= 1ull << (port % 64);
+  update(skel_->maps.nvme_port_bitmap, &zero, bitmap.get());
 }
 
 void Datapath::set_settings(std::uint32_t flags) {

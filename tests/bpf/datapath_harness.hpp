@@ -51,6 +51,8 @@ class Datapath {
   // prefix: an address in text; prefix_len counts address bits (IPv4: 0..32).
   void add_rule(std::uint16_t port, std::string_view prefix, unsigned prefix_len,
                 std::uint32_t tenant_id);
+  // Writes nvme_port_bitmap (used only with NVQOS_SETTINGS_F_PORT_BITMAP).
+  void set_port_bitmap(const std::vector<std::uint16_t> &ports);
   void set_settings(std::uint32_t flags);
   void set_tenant_flags(std::uint32_t tenant_id, std::uint32_t flags);
 

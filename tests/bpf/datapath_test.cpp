@@ -368,6 +368,51 @@ TEST_F(DatapathTest, FirstPacketRstOpensAndClosesTheFlow) {
   EXPECT_EQ(ts.flows_closed, 1u);
 }
 
+// The bitmap stands in for the nvme_ports hash only while the agent says so.
+class PortLookupTest : public DatapathTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    DatapathTest::SetUp();
+    if (IsSkipped() || !GetParam()) return;
+    dp_->set_port_bitmap({kNvmePort, kDiscoveryPort});
+    dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT | NVQOS_SETTINGS_F_PORT_BITMAP);
+  }
+};
+
+TEST_P(PortLookupTest, FindsRolesAndIgnoresOtherPorts) {
+  dp_->ingress(from_target().build());                                                  // initiator
+  dp_->ingress(PacketBuilder().ip("10.0.0.3", kLocal4).tcp(50000, kDiscoveryPort).build());  // target
+  dp_->ingress(PacketBuilder().ip("10.0.0.4", kLocal4).tcp(4421, 50000).build());        // neither
+  dp_->egress(PacketBuilder().ip(kLocal4, "10.0.0.4").tcp(50000, 4419).build());         // neither
+  const auto flows = dp_->flows();
+  ASSERT_EQ(flows.size(), 2u);
+  int initiators = 0;
+  for (const auto &[key, value] : flows) initiators += value.role == NVQOS_ROLE_INITIATOR;
+  EXPECT_EQ(initiators, 1);
+  EXPECT_EQ(dp_->datapath_stats().packets_nvme, 2u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Lookup, PortLookupTest, ::testing::Bool(),
+                         [](const auto &info) { return info.param ? "bitmap" : "hash"; });
+
+TEST_F(DatapathTest, PortBitmapReplacesTheHashOnlyWhenEnabled) {
+  const PacketBuilder on_5000 = PacketBuilder().ip(kTarget4, kLocal4).tcp(5000, kLocalPort);
+  dp_->set_port_bitmap({5000});  // deliberately unlike the hash (4420, 8009)
+  dp_->ingress(on_5000.build());
+  dp_->ingress(from_target().build());
+  EXPECT_EQ(dp_->datapath_stats().packets_nvme, 1u) << "flag off: the hash decides";
+
+  dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT | NVQOS_SETTINGS_F_PORT_BITMAP);
+  dp_->ingress(on_5000.build());
+  dp_->ingress(from_target().build());
+  EXPECT_EQ(dp_->datapath_stats().packets_nvme, 2u) << "flag on: the bitmap decides";
+  EXPECT_TRUE(dp_->flow(ingress_key(on_5000, kLocalPort, 5000)));
+  EXPECT_EQ(dp_->xdp(on_5000.build()).retval, XDP_PASS);
+  dp_->set_tenant_flags(NVQOS_TENANT_DEFAULT, NVQOS_TENANT_F_DROP_INGRESS);
+  EXPECT_EQ(dp_->xdp(on_5000.build()).retval, XDP_DROP);
+  EXPECT_EQ(dp_->xdp(from_target().build()).retval, XDP_PASS);
+}
+
 // ---- Tenants -------------------------------------------------------------------
 
 TEST_F(DatapathTest, TenantsByCidr) {
