@@ -388,7 +388,8 @@ void Job::on_complete(QueuePair& qp, uint16_t cid, const nvmf::Cqe& cqe, uint64_
     block_busy_[s.block] = 0;
   }
   if (trace_)
-    trace_->write(spec_.name, TraceRecord{clock_.wall(submit_ns), clock_.wall(now_ns), clock_.wall(s.scheduled_ns),
+    trace_->write(spec_.name, TraceRecord{clock_.wall(submit_ns), clock_.wall(now_ns),
+                                          clock_.wall(spec_.rate_iops ? s.scheduled_ns : submit_ns),
                                           qp.qid(), qp.local_port(), cid, s.op, spec_.block_size, cqe.status});
   ++completed_;
   --inflight_;
@@ -429,8 +430,10 @@ void Job::pace() {
 
 void Job::schedule_pacer(uint64_t at_ns) {
   if (pacer_armed_ || !issuing_) return;
-  if (end_ns_ && at_ns >= end_ns_) return;
-  if (spec_.ios && paced_sent_ >= spec_.ios) return;
+  if ((end_ns_ && at_ns >= end_ns_) || (spec_.ios && paced_sent_ >= spec_.ios)) {
+    issuing_ = false;  // nothing more is due: finish when the last I/O completes
+    return;
+  }
   pacer_armed_ = true;
   uint64_t now = monotonic_ns();
   pacer_.expires_after(std::chrono::nanoseconds(at_ns > now ? at_ns - now : 0));

@@ -113,8 +113,7 @@ struct Run {
       for (auto& job : jobs) job->abort();
       co_return;
     }
-    if (!opts.json)
-      for (auto& job : jobs) {
+    for (auto& job : jobs) {
         const auto& c = job->controller();
         std::fprintf(stderr,
                      "nvqos-load: job %s: %s:%u %s ctrl %u (%s), ns %u: %llu x %u B blocks; %s bs %u qd %u x %u "
@@ -124,7 +123,7 @@ struct Run {
                      c.lba_size, describe_rw(job->spec()).c_str(), job->spec().block_size, job->spec().qd,
                      job->spec().queues, job->in_capsule_writes() ? "in-capsule" : "by R2T",
                      job->spec().header_digest ? ", header digest" : "", job->spec().data_digest ? ", data digest" : "");
-      }
+    }
 
     show_progress = opts.progress.value_or(longest_runtime() > kAutoProgressThreshold);
     last_ios.assign(jobs.size(), 0);
