@@ -123,7 +123,7 @@ struct nvqos_flow_value {
 	__u8 role;   /* enum nvqos_role */
 	__u8 family; /* enum nvqos_family */
 	__u16 flags; /* NVQOS_FLOW_F_* */
-	__u64 first_seen_ns; /* bpf_ktime_get_ns() */
+	__u64 first_seen_ns; /* CLOCK_MONOTONIC, tick resolution (bpf_ktime_get_coarse_ns) */
 	__u64 last_seen_ns;
 	__u64 bytes[NVQOS_DIR_MAX];
 	__u64 packets[NVQOS_DIR_MAX];
