@@ -5,6 +5,7 @@
 #include <net/if.h>
 
 #include <cstring>
+#include <memory>
 #include <set>
 
 #include "log.hpp"
@@ -205,6 +206,14 @@ Status InterfaceDatapath::write_ports(const DesiredState& next) {
         if (int err = bpf_map__delete_elem(ports, &key, sizeof key, 0); err && err != -ENOENT)
           return map_error(err, "delete port", "nvme_ports");
       }
+  // The bitmap is the fast path's copy of the same set; settings enables it
+  // only after this write (write_settings runs last).
+  auto bitmap = std::make_unique<nvqos_port_bitmap>();
+  for (const auto& [port, kind] : next.ports) bitmap->bits[port / 64] |= 1ull << (port % 64);
+  __u32 zero = 0;
+  if (int err = bpf_map__update_elem(skel_->maps.nvme_port_bitmap, &zero, sizeof zero, bitmap.get(), sizeof *bitmap,
+                                     BPF_ANY))
+    return map_error(err, "write port bitmap", "nvme_port_bitmap");
   return ok_status();
 }
 

@@ -80,6 +80,7 @@ DesiredState compile_policy(const Policy& policy, const TenantIds& previous) {
 
   for (auto p : policy.io_ports) st.ports[p] = NVQOS_PORT_KIND_IO;
   for (auto p : policy.discovery_ports) st.ports[p] = NVQOS_PORT_KIND_DISCOVERY;
+  st.settings_flags |= NVQOS_SETTINGS_F_PORT_BITMAP;
   if (policy.default_tenant_enabled) st.settings_flags |= NVQOS_SETTINGS_F_DEFAULT_TENANT;
   return st;
 }

@@ -1,0 +1,73 @@
+#include <gtest/gtest.h>
+
+#include "metrics.hpp"
+
+namespace nvqos::agent {
+namespace {
+
+Snapshot one_interface() {
+  Snapshot s;
+  s.taken = std::chrono::system_clock::time_point(std::chrono::seconds(1700000000));
+  InterfaceCounters ifc;
+  ifc.interface = "eth0";
+  ifc.flow_capacity = 4096;
+  TenantCounters gold;
+  gold.id = 1;
+  gold.name = "gold";
+  gold.stats.bytes[NVQOS_DIR_INGRESS] = 1500;
+  gold.stats.payload_bytes[NVQOS_DIR_EGRESS] = 1000;
+  gold.stats.packets[NVQOS_DIR_INGRESS] = 3;
+  gold.stats.flows_opened = 5;
+  gold.stats.flows_closed = 2;
+  ifc.tenants.push_back(gold);
+  ifc.datapath.parse_errors = 7;
+  ifc.attachments.push_back({"tc_ingress", "clsact", false});
+  ifc.attachments.push_back({"xdp", "native", true});
+  s.interfaces.push_back(ifc);
+  return s;
+}
+
+bool has_line(const std::string& text, const std::string& line) {
+  return text.find("\n" + line + "\n") != std::string::npos || text.rfind(line + "\n", 0) == 0;
+}
+
+TEST(Metrics, RendersTenantCountersWithUnitsAndLabels) {
+  AgentStatus st;
+  st.version = "1.2.3";
+  std::string text = render_metrics(one_interface(), st);
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_bytes_total{interface=\"eth0\",tenant=\"gold\",direction=\"ingress\"} 1500"))
+      << text;
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_payload_bytes_total{interface=\"eth0\",tenant=\"gold\",direction=\"egress\"} 1000"));
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_packets_total{interface=\"eth0\",tenant=\"gold\",direction=\"ingress\"} 3"));
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_flows_active{interface=\"eth0\",tenant=\"gold\"} 3"));
+  EXPECT_TRUE(has_line(text, "nvqos_datapath_parse_errors_total{interface=\"eth0\"} 7"));
+  EXPECT_TRUE(has_line(text, "nvqos_flow_table_capacity_entries{interface=\"eth0\"} 4096"));
+  EXPECT_TRUE(has_line(text, "nvqos_datapath_attached_info{interface=\"eth0\",hook=\"xdp\",mode=\"native\",exclusive=\"true\"} 1"));
+  EXPECT_TRUE(has_line(text, "nvqos_build_info{version=\"1.2.3\"} 1"));
+  EXPECT_TRUE(has_line(text, "# TYPE nvqos_tenant_bytes_total counter"));
+  EXPECT_TRUE(has_line(text, "# TYPE nvqos_tenant_flows_active gauge"));
+}
+
+TEST(Metrics, ActiveFlowsNeverNegative) {
+  Snapshot s = one_interface();
+  s.interfaces[0].tenants[0].stats.flows_opened = 1;
+  s.interfaces[0].tenants[0].stats.flows_closed = 4;
+  std::string text = render_metrics(s, AgentStatus{});
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_flows_active{interface=\"eth0\",tenant=\"gold\"} 0"));
+}
+
+TEST(Metrics, ReloadStatusIsExported) {
+  AgentStatus st;
+  st.last_reload_success = false;
+  st.reloads_total = 4;
+  st.reload_failures_total = 1;
+  st.last_reload_timestamp_seconds = 1700000001;
+  std::string text = render_metrics(Snapshot{}, st);
+  EXPECT_TRUE(has_line(text, "nvqos_config_reload_success 0"));
+  EXPECT_TRUE(has_line(text, "nvqos_config_reloads_total 4"));
+  EXPECT_TRUE(has_line(text, "nvqos_config_reload_failures_total 1"));
+  EXPECT_NE(text.find("nvqos_config_last_reload_timestamp_seconds 1700000001"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace nvqos::agent
