@@ -46,10 +46,20 @@ if have_bin nvqos-load; then
     tag=load-digest-${digest/,/-}
     mark=$(kernel_log_mark)
     capture_start "$tag" $KERNEL_PORT
-    log "nvqos-load against nvmet-tcp, digest $digest"
-    nvqos-load --target 127.0.0.1:$KERNEL_PORT --subnqn $NQN_KERNEL --name "$tag" \
-      --rw randrw --rwmix-read 50 --bs 4k --qd 8 --queues 2 --size 64m --runtime 5s \
-      --verify --digest "$digest" --json --progress off >"$OUT/$tag.json" 2>"$OUT/$tag.stderr"
+    # Two jobs at once on disjoint ranges: 4 KiB I/O (write data in-capsule) and 256 KiB I/O (writes
+    # through R2T + H2CData, reads in several C2HData PDUs).
+    cat >"/tmp/$tag.jobs.json" <<EOF
+{ "jobs": [
+  { "name": "small", "target": "127.0.0.1:$KERNEL_PORT", "subnqn": "$NQN_KERNEL", "digest": "$digest",
+    "rw": "randrw", "rwmix-read": 50, "bs": "4k", "qd": 8, "queues": 2, "offset": "0", "size": "64m",
+    "runtime": "5s", "verify": true },
+  { "name": "large", "target": "127.0.0.1:$KERNEL_PORT", "subnqn": "$NQN_KERNEL", "digest": "$digest",
+    "rw": "randrw", "rwmix-read": 50, "bs": "256k", "qd": 4, "queues": 1, "offset": "64m", "size": "64m",
+    "runtime": "5s", "verify": true }
+] }
+EOF
+    log "nvqos-load against nvmet-tcp, digest $digest: 4 KiB and 256 KiB jobs with verify"
+    nvqos-load --job-file "/tmp/$tag.jobs.json" --json --progress off >"$OUT/$tag.json" 2>"$OUT/$tag.stderr"
     rc=$?
     capture_stop
     cat "$OUT/$tag.stderr"
@@ -57,10 +67,13 @@ if have_bin nvqos-load; then
     report=$OUT/$tag.json
     if jq -e . "$report" >/dev/null 2>&1; then
       check_eq "$tag-no-fatal" "$(jq -r '[.jobs[].error // empty] | join("; ")' "$report")" ""
-      check_gt "$tag-reads" "$(jq '[.jobs[].ops.read.ios // 0] | add' "$report")" 0 "reads"
-      check_gt "$tag-writes" "$(jq '[.jobs[].ops.write.ios // 0] | add' "$report")" 0 "writes"
+      for job in small large; do
+        sel=".jobs[] | select(.name == \"$job\")"
+        check_gt "$tag-$job-reads" "$(jq "[$sel | .ops.read.ios // 0] | add // 0" "$report")" 0 "reads"
+        check_gt "$tag-$job-writes" "$(jq "[$sel | .ops.write.ios // 0] | add // 0" "$report")" 0 "writes"
+        check_gt "$tag-$job-verified" "$(jq "[$sel | .verify.checked_chunks // 0] | add // 0" "$report")" 0 "chunks verified"
+      done
       check_eq "$tag-io-errors" "$(jq -c '[.jobs[].ops[].errors | if type == "object" then (to_entries[] | .value) else . end] | add // 0' "$report")" 0
-      check_gt "$tag-verified" "$(jq '[.jobs[].verify.checked_chunks // 0] | add' "$report")" 0 "chunks verified"
     else
       fail "$tag-report" "no JSON report: $(tail -2 "$OUT/$tag.stderr")"
     fi
@@ -74,7 +87,7 @@ fi
 # ---------------- B. kernel nvme-tcp + fio -> nvqos-target ----------------
 if have_bin nvqos-target; then
   log "starting nvqos-target on 127.0.0.1:$OURS_PORT"
-  nvqos-target --listen 127.0.0.1:$OURS_PORT --subsystem $NQN_OURS --namespace-size 256m \
+  nvqos-target --listen 127.0.0.1:$OURS_PORT --subsystem $NQN_OURS --namespace 256M --allow-any-host \
     >"$OUT/nvqos-target.log" 2>&1 &
   target_pid=$!
   for ((i = 0; i < 50; i++)); do ss -Hltn "sport = :$OURS_PORT" | grep -q . && break; sleep 0.2; done
@@ -90,8 +103,10 @@ if have_bin nvqos-target; then
     if check "$tag-connect" nvme_tcp_connect $NQN_OURS 127.0.0.1 $OURS_PORT "${opts[@]}"; then
       if dev=$(nvme_dev $NQN_OURS); then
         pass "$tag-device" "$dev"
-        fio_run "$tag" --filename="$dev" --ioengine=libaio --direct=1 --rw=randwrite --bs=4k --iodepth=8 \
-          --size=32M --verify=crc32c --do_verify=1 --verify_fatal=1
+        # Mixed sizes: 4 KiB writes go in-capsule, 64 KiB and 256 KiB ones through R2T + H2CData
+        # (beyond the target's 16 KiB in-capsule and 128 KiB MAXH2CDATA defaults).
+        fio_run "$tag" --filename="$dev" --ioengine=libaio --direct=1 --rw=randwrite \
+          --bssplit=4k/50:64k/25:256k/25 --iodepth=8 --size=48M --verify=crc32c --do_verify=1 --verify_fatal=1
         fio_check "$tag"
       else
         fail "$tag-device" "no block device for $NQN_OURS"
