@@ -250,10 +250,12 @@ void Job::start(uint64_t start_ns, std::function<void()> on_done) {
   issuing_ = true;
   started_ = true;
 
-  // Buffers: one block per I/O slot, filled with a pattern so writes carry real data.
+  // Buffers: one block per I/O slot. Without --verify writes carry non-zero
+  // filler that is deliberately not the verify pattern, so a later verifying
+  // run counts those chunks as unwritten rather than as corrupt.
   size_t slots = static_cast<size_t>(spec_.queues) * spec_.qd;
-  data_.assign(slots * spec_.block_size, 0);
-  fill_pattern(data_, 0, 0);
+  data_.resize(slots * spec_.block_size);
+  for (size_t i = 0; i < data_.size(); ++i) data_[i] = static_cast<uint8_t>(0xa5 ^ (i * 31));
   if (spec_.verify) {
     generation_.assign(range_blocks_, 0);
     block_busy_.assign(range_blocks_, 0);
