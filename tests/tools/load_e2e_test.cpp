@@ -201,6 +201,15 @@ TEST_F(LoadE2E, OpenLoopPacingHoldsTheRate) {
             op(r, 0, "read")["latency_us"]["p50"].get<double>() * 0.99);
 }
 
+TEST_F(LoadE2E, KeepAliveHoldsTheControllerPastKato) {
+  // nvqos-target tears a controller down when no Keep Alive arrives within
+  // KATO (I/O traffic does not count), so a 3 s run with KATO 1 s only
+  // succeeds if Keep Alive goes out on the admin queue every KATO/2.
+  auto r = load({"--rw", "randread", "--qd", "1", "--rate-iops", "50", "--runtime", "3s", "--kato", "1s"});
+  expect_clean(r);
+  EXPECT_NEAR(r.report["jobs"][0]["elapsed_s"].get<double>(), 3.0, 0.2);
+}
+
 TEST_F(LoadE2E, TraceHasOneLinePerIo) {
   std::string path = dir_ + "/nvqos_e2e_trace_" + std::to_string(port_) + ".csv";
   auto r = load({"--rw", "randrw", "--bs", "4k", "--qd", "2", "--queues", "2", "--ios", "500", "--trace", path,
