@@ -18,13 +18,20 @@ if ! have_bin nvqos-load && ! have_bin nvqos-target; then
 fi
 load_modules nvmet nvmet-tcp nvme-tcp || finish
 
-# capture NAME PORT: tcpdump of the phase's first packets on loopback into $OUT/NAME.pcap.
+# capture_start NAME PORT: tcpdump of the phase's first packets on loopback, to $OUT/NAME.pcap.
+# It writes to tmpfs and the file moves to the 9p share afterwards: writing through 9p under TCG is
+# slow enough to make tcpdump drop packets.
 capture_start() {
-  tcpdump -i lo -s 0 -B 32768 -c 4000 -U -w "$OUT/$1.pcap" "tcp port $2" >/dev/null 2>&1 &
+  CAPTURE_NAME=$1
+  tcpdump -i lo -s 0 -B 32768 -c 4000 -w "/tmp/$1.pcap" "tcp port $2" >/dev/null 2>&1 &
   CAPTURE_PID=$!
   sleep 1
 }
-capture_stop() { kill "$CAPTURE_PID" 2>/dev/null; wait "$CAPTURE_PID" 2>/dev/null; }
+capture_stop() {
+  kill "$CAPTURE_PID" 2>/dev/null
+  wait "$CAPTURE_PID" 2>/dev/null
+  mv "/tmp/$CAPTURE_NAME.pcap" "$OUT/"
+}
 
 # kernel_log_since MARK NAME: the kernel's NVMe lines since MARK go to $OUT/NAME.dmesg; fails on errors.
 kernel_log_mark() { dmesg | wc -l; }
