@@ -114,15 +114,15 @@ struct Run {
       co_return;
     }
     for (auto& job : jobs) {
-        const auto& c = job->controller();
-        std::fprintf(stderr,
-                     "nvqos-load: job %s: %s:%u %s ctrl %u (%s), ns %u: %llu x %u B blocks; %s bs %u qd %u x %u "
-                     "queues, writes %s%s%s\n",
-                     job->spec().name.c_str(), job->spec().host.c_str(), job->spec().port, job->spec().subnqn.c_str(),
-                     c.cntlid, c.model.c_str(), job->spec().nsid, static_cast<unsigned long long>(c.ns_blocks),
-                     c.lba_size, describe_rw(job->spec()).c_str(), job->spec().block_size, job->spec().qd,
-                     job->spec().queues, job->in_capsule_writes() ? "in-capsule" : "by R2T",
-                     job->spec().header_digest ? ", header digest" : "", job->spec().data_digest ? ", data digest" : "");
+      const auto& c = job->controller();
+      std::fprintf(stderr,
+                   "nvqos-load: job %s: %s:%u %s ctrl %u (%s), ns %u: %llu x %u B blocks; %s bs %u qd %u x %u "
+                   "queues, writes %s%s%s\n",
+                   job->spec().name.c_str(), job->spec().host.c_str(), job->spec().port, job->spec().subnqn.c_str(),
+                   c.cntlid, c.model.c_str(), job->spec().nsid, static_cast<unsigned long long>(c.ns_blocks),
+                   c.lba_size, describe_rw(job->spec()).c_str(), job->spec().block_size, job->spec().qd,
+                   job->spec().queues, job->in_capsule_writes() ? "in-capsule" : "by R2T",
+                   job->spec().header_digest ? ", header digest" : "", job->spec().data_digest ? ", data digest" : "");
     }
 
     show_progress = opts.progress.value_or(longest_runtime() > kAutoProgressThreshold);
