@@ -178,7 +178,7 @@ class TestHost {
   }
 
   Cqe connect(std::uint16_t qid, std::uint16_t sqsize, const std::string& subnqn, const std::string& hostnqn,
-              std::uint16_t cntlid = 0xffff, std::uint8_t cattr = 0) {
+              std::uint16_t cntlid = 0xffff, std::uint8_t cattr = 0, std::uint32_t kato_ms = 0) {
     ConnectData d;
     d.cntlid = cntlid;
     d.subnqn = subnqn;
@@ -186,7 +186,7 @@ class TestHost {
     d.hostid[0] = 1;
     Bytes data(kConnectDataSize);
     d.encode(std::span<std::uint8_t, kConnectDataSize>(data.data(), kConnectDataSize));
-    Sqe sqe = make_connect(next_cid(), {.qid = qid, .sqsize = sqsize, .cattr = cattr, .kato_ms = 0});
+    Sqe sqe = make_connect(next_cid(), {.qid = qid, .sqsize = sqsize, .cattr = cattr, .kato_ms = kato_ms});
     return run(sqe, data).cqe;
   }
 
@@ -613,6 +613,24 @@ TEST(TargetLifecycle, AdminDisconnectClosesIoQueues) {
   again.ic();
   Cqe c = again.connect(1, 31, kSub, kHost, cntlid);
   EXPECT_EQ(status_code(c.status), status::kConnectInvalidParameters) << "controller is gone";
+}
+
+TEST(TargetLifecycle, KeepAliveTimeoutTearsDownTheController) {
+  RunningTarget t(base_config());
+  TestHost h(t.port());
+  h.ic();
+  Cqe c = h.connect(0, 31, kSub, kHost, 0xffff, 0, /*KATO*/ 300);
+  ASSERT_TRUE(c.ok());
+  // Keep Alives within KATO keep it up...
+  for (int i = 0; i < 4; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(150));
+    ASSERT_TRUE(h.run(make_keep_alive(h.next_cid())).cqe.ok());
+  }
+  // ...silence for longer than KATO closes it.
+  auto start = std::chrono::steady_clock::now();
+  EXPECT_FALSE(h.next().has_value());
+  EXPECT_GE(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(250));
+  EXPECT_TRUE(t.logged("keep alive timeout"));
 }
 
 // ---- Configuration --------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 // Writes the fuzzer's seed corpus: valid PDU streams of every type for both sides, with and
 // without digests, each prefixed by the fuzzer's two mode bytes.
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <numeric>
@@ -21,8 +22,10 @@ int main(int argc, char** argv) {
   std::filesystem::create_directories(dir);
   int count = 0;
   auto write = [&](std::uint8_t mode, std::uint8_t shape, const Bytes& stream) {
-    Bytes file{mode, shape};
-    file.insert(file.end(), stream.begin(), stream.end());
+    Bytes file(2 + stream.size());
+    file[0] = mode;
+    file[1] = shape;
+    std::copy(stream.begin(), stream.end(), file.begin() + 2);
     std::ofstream(dir / ("seed-" + std::to_string(count++)), std::ios::binary)
         .write(reinterpret_cast<const char*>(file.data()), static_cast<std::streamsize>(file.size()));
   };
