@@ -11,7 +11,7 @@ packages=(
   libgtest-dev libgmock-dev
   libnl-3-dev libnl-route-3-dev
   libclang-rt-dev
-  iproute2 iperf3 ethtool procps psmisc
+  iproute2 iperf3 ethtool procps psmisc curl
   tshark prometheus
   python3 python3-yaml
 )

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Configures and builds everything into ${NVQOS_BUILD_DIR:-build}.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+build_dir=${NVQOS_BUILD_DIR:-build}
+jobs=${NVQOS_JOBS:-$(nproc)}
+echo "build: configuring into $build_dir"
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$build_dir.configure.log" 2>&1 ||
+  { cat "$build_dir.configure.log"; exit 1; }
+echo "build: compiling with $jobs jobs"
+cmake --build "$build_dir" -j "$jobs"
