@@ -186,8 +186,17 @@ print("%s (%d passed, %d failed, %d skipped)" % (r["status"], c["pass"], c["fail
   done
 done
 
+# One file for the whole matrix: every boot's result.json, by kernel and scenario.
+python3 - "$results_dir" <<'EOF'
+import json, pathlib, sys
+root = pathlib.Path(sys.argv[1])
+boots = [json.loads(p.read_text()) for p in sorted(root.glob("*/*/result.json"))]
+summary = {"boots": [{k: b[k] for k in ("kernel", "kernel_release", "scenario", "status", "reason", "counts",
+                                        "accel", "boot_to_init_s", "scenario_s", "qemu_wall_s")} for b in boots]}
+(root / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+EOF
 echo
-echo "nvqos lab results in $results_dir"
+echo "nvqos lab results in $results_dir (summary.json; per boot: <kernel>/<scenario>/result.json)"
 printf '  %s\n' "${summary[@]}"
 [[ $(dirname "$results_dir") == "$LAB_CACHE/results" ]] && ln -sfn "$results_dir" "$LAB_CACHE/results/latest"
 exit $overall
