@@ -356,6 +356,31 @@ TEST(NvmeLayout, IdentifyStructures) {
   EXPECT_EQ(out[2], 9u);
 }
 
+TEST(NvmeLayout, DiscoveryLog) {
+  DiscoveryLogEntry e;
+  e.subnqn = "nqn.2024-01.io.nvqos:a";
+  e.traddr = "10.0.0.1";
+  e.trsvcid = "4420";
+  e.portid = 7;
+  DiscoveryLogEntry entries[] = {e};
+  Bytes log = encode_discovery_log(5, entries);
+  ASSERT_EQ(log.size(), 2048u);
+  EXPECT_EQ(log[0], 5);   // GENCTR
+  EXPECT_EQ(log[8], 1);   // NUMREC
+  EXPECT_EQ(log[1024], 3);  // TRTYPE TCP
+  EXPECT_EQ(log[1025], 1);  // ADRFAM IPv4
+  EXPECT_EQ(log[1026], 2);  // SUBTYPE NVM
+  EXPECT_EQ(log[1028], 7);  // PORTID
+  EXPECT_EQ(std::memcmp(log.data() + 1024 + 32, "4420 ", 5), 0);  // TRSVCID, space padded
+  EXPECT_EQ(std::memcmp(log.data() + 1024 + 256, "nqn.2024-01.io.nvqos:a", 22), 0);
+  EXPECT_EQ(std::memcmp(log.data() + 1024 + 512, "10.0.0.1 ", 9), 0);
+  DiscoveryLog back = decode_discovery_log(log);
+  ASSERT_EQ(back.entries.size(), 1u);
+  EXPECT_EQ(back.entries[0].traddr, "10.0.0.1");
+  EXPECT_EQ(back.entries[0].trsvcid, "4420");
+  EXPECT_EQ(back.entries[0].subnqn, e.subnqn);
+}
+
 // ---- Stream decoder --------------------------------------------------------------------------------
 
 Bytes stream_of_all_host_pdus(const LinkParams& link) {

@@ -332,6 +332,50 @@ TEST(TargetAdmin, ConnectRejections) {
   EXPECT_TRUE(t.logged("unknown subsystem"));
 }
 
+TEST(TargetAdmin, DiscoveryLogListsAllowedSubsystems) {
+  TargetConfig cfg = base_config();
+  SubsystemConfig open;
+  open.nqn = "nqn.2024-01.io.nvqos:open";
+  open.allow_any_host = true;
+  open.namespaces = {{1, 1 << 20, 512}};
+  cfg.subsystems.push_back(open);
+  RunningTarget t(cfg);
+  auto discover = [&](const std::string& hostnqn) {
+    TestHost h(t.port());
+    h.ic();
+    Cqe c = h.connect(0, 31, std::string(kDiscoveryNqn), hostnqn);
+    EXPECT_TRUE(c.ok()) << status_to_string(c.status);
+    EXPECT_TRUE(h.run(make_property_set(h.next_cid(), property::kCc, 0x460001, 4)).cqe.ok());
+    Result id = h.run(make_identify(h.next_cid(), cns::kController));
+    EXPECT_EQ(IdentifyController::decode(std::span<const std::uint8_t, kIdentifySize>(id.read.data(), kIdentifySize)).cntrltype,
+              kCntrltypeDiscovery);
+    // As Linux does: the header first, then the whole page.
+    Result head = h.run(make_get_log_page(h.next_cid(), kLogDiscovery, 16, 0, 0));
+    EXPECT_TRUE(head.cqe.ok());
+    std::uint64_t numrec = decode_discovery_log(head.read).numrec;
+    Result page = h.run(make_get_log_page(h.next_cid(), kLogDiscovery,
+                                          static_cast<std::uint32_t>(1024 + numrec * 1024), 0, 0));
+    DiscoveryLog log = decode_discovery_log(page.read);
+    EXPECT_EQ(log.entries.size(), numrec);
+    // An I/O queue on the discovery subsystem is refused.
+    TestHost io(t.port());
+    io.ic();
+    EXPECT_EQ(status_code(io.connect(1, 31, std::string(kDiscoveryNqn), hostnqn, static_cast<std::uint16_t>(c.dw0)).status),
+              status::kConnectInvalidParameters);
+    return log;
+  };
+  DiscoveryLog mine = discover(kHost);
+  ASSERT_EQ(mine.entries.size(), 2u);
+  EXPECT_EQ(mine.entries[0].subnqn, kSub);
+  EXPECT_EQ(mine.entries[0].traddr, "127.0.0.1");
+  EXPECT_EQ(mine.entries[0].trsvcid, std::to_string(t.port()));
+  EXPECT_EQ(mine.entries[0].trtype, 3);
+  EXPECT_EQ(mine.entries[0].adrfam, 1);
+  DiscoveryLog other = discover(kOtherHost);
+  ASSERT_EQ(other.entries.size(), 1u);
+  EXPECT_EQ(other.entries[0].subnqn, "nqn.2024-01.io.nvqos:open");
+}
+
 // ---- I/O queue --------------------------------------------------------------------------------------
 
 void exercise_io(RunningTarget& t, bool digests, std::uint8_t cattr = 0) {

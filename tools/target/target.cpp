@@ -131,6 +131,7 @@ struct Controller;
 
 struct Subsystem {
   SubsystemConfig cfg;
+  bool discovery = false;  // the well-known discovery subsystem: admin queue only, log page 70h
   std::string serial;
   std::map<std::uint32_t, std::unique_ptr<Namespace>> namespaces;
   std::vector<std::uint32_t> nsids;  // ascending
@@ -170,6 +171,7 @@ struct Target::Impl : std::enable_shared_from_this<Target::Impl> {
   TargetConfig cfg;
   LogSink log;
   std::vector<std::unique_ptr<Subsystem>> subsystems;
+  Subsystem discovery;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
 
   std::mutex mu;  // guards controllers, next_cntlid, connections
@@ -181,9 +183,17 @@ struct Target::Impl : std::enable_shared_from_this<Target::Impl> {
   std::atomic<std::uint64_t> open_connections{0}, commands{0}, read_ops{0}, write_ops{0}, read_bytes{0},
       write_bytes{0}, fatal_errors{0};
 
-  Impl(asio::io_context& i, TargetConfig c, LogSink l) : io(i), cfg(std::move(c)), log(std::move(l)) {}
+  Impl(asio::io_context& i, TargetConfig c, LogSink l) : io(i), cfg(std::move(c)), log(std::move(l)) {
+    // Every listener also serves the discovery controller, as Linux nvmet does; any host may ask
+    // and sees only the subsystems it may connect to.
+    discovery.discovery = true;
+    discovery.cfg.nqn = std::string(kDiscoveryNqn);
+    discovery.cfg.allow_any_host = true;
+    discovery.serial = "NVQOSDISCOVERY";
+  }
 
   Subsystem* find_subsystem(const std::string& nqn) {
+    if (nqn == kDiscoveryNqn) return &discovery;
     for (auto& s : subsystems)
       if (s->cfg.nqn == nqn) return s.get();
     return nullptr;
@@ -463,6 +473,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!subsys->host_allowed(data.hostnqn))
       return reject_connect(sqe.cid, status::kConnectInvalidHost,
                             connect_invalid_param_dw0(kConnectDataHostnqnOffset, true), who + ": host not allowed");
+    if (subsys->discovery && c.qid != 0)
+      return reject_connect(sqe.cid, status::kConnectInvalidParameters, connect_invalid_param_dw0(42, false),
+                            who + ": the discovery controller has no I/O queues");
     const std::uint32_t entries = static_cast<std::uint32_t>(c.sqsize) + 1;
     const std::uint32_t max_entries = c.qid == 0 ? kAdminQueueMaxEntries : t_->cfg.max_queue_size;
     if (c.sqsize == 0 || entries > max_entries)
@@ -654,6 +667,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
         c.ioccsz = (64 + t_->cfg.inline_data_size) / 16;
         c.iorcsz = 1;
         c.msdbd = 1;
+        if (s.discovery) {
+          c.cntrltype = kCntrltypeDiscovery;
+          c.lpa = 1u << 2;  // extended data for Get Log Page (offsets)
+          c.oncs = 0;
+        }
         c.encode(buf);
         break;
       }
@@ -720,11 +738,38 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void on_get_log_page(const Sqe& sqe) {
     GetLogPageCommand g = parse_get_log_page(sqe);
+    if (ctrl_->subsystem->discovery) return on_discovery_log(sqe, g);
     // Error Information, SMART / Health, Firmware Slot: nothing to report, so zeros.
     if (g.lid != 0x01 && g.lid != 0x02 && g.lid != 0x03) return send_resp(sqe.cid, status::kInvalidLogPage | status::kDnr);
     if (g.bytes() > 64 * 1024) return send_resp(sqe.cid, status::kInvalidField | status::kDnr);
     if (!check_transfer(sqe, g.bytes())) return;
     send_admin_data(sqe.cid, std::vector<std::uint8_t>(g.bytes(), 0));
+  }
+
+  void on_discovery_log(const Sqe& sqe, const GetLogPageCommand& g) {
+    if (g.lid != kLogDiscovery) return send_resp(sqe.cid, status::kInvalidLogPage | status::kDnr);
+    if (g.bytes() > 1024 * 1024) return send_resp(sqe.cid, status::kInvalidField | status::kDnr);
+    if (!check_transfer(sqe, g.bytes())) return;
+    boost::system::error_code ec;
+    tcp::endpoint local = socket_.local_endpoint(ec);
+    std::vector<DiscoveryLogEntry> entries;
+    for (const auto& sub : t_->subsystems) {
+      if (!sub->host_allowed(ctrl_->hostnqn)) continue;
+      DiscoveryLogEntry e;
+      e.adrfam = local.address().is_v6() ? 2 : 1;
+      e.subtype = 2;
+      e.portid = 1;
+      e.trsvcid = std::to_string(local.port());
+      e.traddr = local.address().to_string();
+      e.subnqn = sub->cfg.nqn;
+      entries.push_back(std::move(e));
+    }
+    std::vector<std::uint8_t> log = encode_discovery_log(1, entries);
+    std::vector<std::uint8_t> out(g.bytes(), 0);
+    if (g.offset < log.size())
+      std::copy_n(log.begin() + static_cast<std::ptrdiff_t>(g.offset),
+                  std::min<std::uint64_t>(out.size(), log.size() - g.offset), out.begin());
+    send_admin_data(sqe.cid, std::move(out));
   }
 
   // ---- NVM I/O ----

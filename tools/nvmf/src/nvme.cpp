@@ -307,6 +307,7 @@ void IdentifyController::encode(std::span<std::uint8_t, kIdentifySize> out) cons
   put16(p + 1800, icdoff);
   p[1802] = fcatt;
   p[1803] = msdbd;
+  p[111] = cntrltype;
 }
 
 IdentifyController IdentifyController::decode(std::span<const std::uint8_t, kIdentifySize> in) {
@@ -339,6 +340,7 @@ IdentifyController IdentifyController::decode(std::span<const std::uint8_t, kIde
   c.icdoff = get16(p + 1800);
   c.fcatt = p[1802];
   c.msdbd = p[1803];
+  c.cntrltype = p[111];
   return c;
 }
 
@@ -471,6 +473,57 @@ GetLogPageCommand parse_get_log_page(const Sqe& sqe) {
   g.numd = numd0 + 1;
   g.offset = sqe.cdw12 | (static_cast<std::uint64_t>(sqe.cdw13) << 32);
   return g;
+}
+
+// ---- Discovery --------------------------------------------------------------------------------------
+
+std::vector<std::uint8_t> encode_discovery_log(std::uint64_t genctr, std::span<const DiscoveryLogEntry> entries) {
+  std::vector<std::uint8_t> out(kDiscoveryLogHeaderSize + entries.size() * kDiscoveryLogEntrySize, 0);
+  std::uint8_t* p = out.data();
+  put64(p, genctr);
+  put64(p + 8, entries.size());
+  for (std::size_t i = 0; i < entries.size(); ++i) {
+    const DiscoveryLogEntry& e = entries[i];
+    std::uint8_t* r = p + kDiscoveryLogHeaderSize + i * kDiscoveryLogEntrySize;
+    r[0] = e.trtype;
+    r[1] = e.adrfam;
+    r[2] = e.subtype;
+    r[3] = e.treq;
+    put16(r + 4, e.portid);
+    put16(r + 6, e.cntlid);
+    put16(r + 8, e.asqsz);
+    put_string(r + 32, 32, e.trsvcid, ' ');
+    put_string(r + 256, kNqnFieldSize - 1, e.subnqn, 0);
+    put_string(r + 512, 256, e.traddr, ' ');
+    r[768] = e.sectype;
+  }
+  return out;
+}
+
+DiscoveryLog decode_discovery_log(std::span<const std::uint8_t> bytes) {
+  DiscoveryLog log;
+  if (bytes.size() < 16) return log;
+  log.genctr = get64(bytes.data());
+  log.numrec = get64(bytes.data() + 8);
+  for (std::size_t off = kDiscoveryLogHeaderSize; off + kDiscoveryLogEntrySize <= bytes.size() &&
+                                                   log.entries.size() < log.numrec;
+       off += kDiscoveryLogEntrySize) {
+    const std::uint8_t* r = bytes.data() + off;
+    DiscoveryLogEntry e;
+    e.trtype = r[0];
+    e.adrfam = r[1];
+    e.subtype = r[2];
+    e.treq = r[3];
+    e.portid = get16(r + 4);
+    e.cntlid = get16(r + 6);
+    e.asqsz = get16(r + 8);
+    e.trsvcid = get_string(r + 32, 32);
+    e.subnqn = get_string(r + 256, kNqnFieldSize);
+    e.traddr = get_string(r + 512, 256);
+    e.sectype = r[768];
+    log.entries.push_back(std::move(e));
+  }
+  return log;
 }
 
 // ---- NVM --------------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace nvqos::nvmf {
 
@@ -294,6 +295,7 @@ struct IdentifyController {
   std::uint16_t icdoff = 0;
   std::uint8_t fcatt = 0;
   std::uint8_t msdbd = 1;
+  std::uint8_t cntrltype = 1;  // 1 = I/O controller, 2 = discovery controller
 
   std::uint32_t in_capsule_data_size() const { return ioccsz * 16 > 64 ? ioccsz * 16 - 64 : 0; }
   void encode(std::span<std::uint8_t, kIdentifySize> out) const;
@@ -368,6 +370,35 @@ struct GetLogPageCommand {
 Sqe make_get_log_page(std::uint16_t cid, std::uint8_t lid, std::uint32_t bytes, std::uint64_t offset = 0,
                       std::uint32_t nsid = 0xffffffffu);
 GetLogPageCommand parse_get_log_page(const Sqe& sqe);
+
+// ---- Discovery (NVMe-oF: the discovery controller and its log page 70h) ------------------------
+inline constexpr std::string_view kDiscoveryNqn = "nqn.2014-08.org.nvmexpress.discovery";
+inline constexpr std::uint8_t kLogDiscovery = 0x70;
+inline constexpr std::uint8_t kCntrltypeDiscovery = 2;  // Identify Controller CNTRLTYPE (byte 111)
+inline constexpr std::size_t kDiscoveryLogHeaderSize = 1024;
+inline constexpr std::size_t kDiscoveryLogEntrySize = 1024;
+
+struct DiscoveryLogEntry {
+  std::uint8_t trtype = 3;   // 3 = TCP
+  std::uint8_t adrfam = 1;   // 1 = IPv4, 2 = IPv6
+  std::uint8_t subtype = 2;  // 2 = NVM subsystem, 3 = current discovery subsystem
+  std::uint8_t treq = 0;
+  std::uint16_t portid = 0;
+  std::uint16_t cntlid = 0xffff;
+  std::uint16_t asqsz = 32;
+  std::string trsvcid;  // port, e.g. "4420"
+  std::string subnqn;
+  std::string traddr;   // e.g. "127.0.0.1"
+  std::uint8_t sectype = 0;  // TSAS for TCP: 0 = no security
+};
+// The whole log page: header (GENCTR, NUMREC, RECFMT 0) and one 1024-byte record per entry.
+std::vector<std::uint8_t> encode_discovery_log(std::uint64_t genctr, std::span<const DiscoveryLogEntry> entries);
+struct DiscoveryLog {
+  std::uint64_t genctr = 0;
+  std::uint64_t numrec = 0;
+  std::vector<DiscoveryLogEntry> entries;  // as many as `bytes` holds
+};
+DiscoveryLog decode_discovery_log(std::span<const std::uint8_t> bytes);
 
 // ---- NVM: Read / Write / Flush ------------------------------------------------------------------
 struct RwCommand {
