@@ -104,6 +104,9 @@ TEST_F(LoadE2E, RandomReadWriteVerifyInCapsuleTwoQueues) {
   // 256 blocks, 3000 writes: almost every read finds data this run wrote.
   EXPECT_GT(r.report["jobs"][0]["verify"]["checked_chunks"].get<uint64_t>(), 1000u * 8);
   EXPECT_NE(r.err.find("writes in-capsule"), std::string::npos) << r.err;
+  EXPECT_EQ(r.report["jobs"][0]["writes"], "in-capsule");
+  EXPECT_EQ(r.report["jobs"][0]["controller"]["in_capsule_data_bytes"].get<int>(), kInlineDataSize);
+  EXPECT_EQ(r.report["jobs"][0]["local_ports"].size(), 2u);
 }
 
 TEST_F(LoadE2E, R2TWritesSplitByMaxH2CDataVerify) {
@@ -111,6 +114,7 @@ TEST_F(LoadE2E, R2TWritesSplitByMaxH2CDataVerify) {
                  "4m"});
   expect_clean(r);
   EXPECT_NE(r.err.find("writes by R2T"), std::string::npos) << r.err;
+  EXPECT_EQ(r.report["jobs"][0]["writes"], "r2t");
   EXPECT_GT(r.report["jobs"][0]["verify"]["checked_chunks"].get<uint64_t>(), 0u);
 }
 

@@ -99,6 +99,15 @@ asio::awaitable<void> Job::setup() {
   endpoint_ = results.begin()->endpoint();
   co_await setup_admin();
   for (size_t i = 0; i < spec_.queues; ++i) co_await setup_io_queue(i);
+  auto& summary = stats_.controller;
+  summary.connected = true;
+  summary.cntlid = info_.cntlid;
+  summary.model = info_.model;
+  summary.in_capsule_data = info_.in_capsule_data;
+  summary.lba_size = info_.lba_size;
+  summary.namespace_blocks = info_.ns_blocks;
+  summary.in_capsule_writes = in_capsule_writes();
+  for (const auto& q : queues_) summary.local_ports.push_back(q.qp->local_port());
   if (info_.kato_ms) {
     keep_alive_running_ = true;
     asio::co_spawn(io_, keep_alive_loop(), asio::detached);

@@ -107,6 +107,16 @@ void print_json_report(std::ostream& out, const std::vector<JobReport>& jobs) {
     j["rate_iops"] = spec.rate_iops;
     j["elapsed_s"] = seconds(s);
     if (!s.fatal_error.empty()) j["error"] = s.fatal_error;
+    if (s.controller.connected) {
+      const auto& c = s.controller;
+      j["controller"] = {{"cntlid", c.cntlid},
+                         {"model", c.model},
+                         {"in_capsule_data_bytes", c.in_capsule_data},
+                         {"lba_size", c.lba_size},
+                         {"namespace_blocks", c.namespace_blocks}};
+      j["writes"] = c.in_capsule_writes ? "in-capsule" : "r2t";
+      j["local_ports"] = c.local_ports;
+    }
     double secs = seconds(s);
     nlohmann::json ops = nlohmann::json::object();
     for (int o = 0; o < kOpCount; ++o) {

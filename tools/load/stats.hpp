@@ -36,8 +36,21 @@ struct OpStats {
   }
 };
 
+// What setup learned about the controller, for the report.
+struct ControllerSummary {
+  bool connected = false;
+  uint16_t cntlid = 0;
+  std::string model;
+  uint32_t in_capsule_data = 0;  // bytes
+  uint32_t lba_size = 0;         // bytes
+  uint64_t namespace_blocks = 0;
+  bool in_capsule_writes = false;
+  std::vector<uint16_t> local_ports;  // per I/O queue, this host's TCP port
+};
+
 struct JobStats {
   OpStats ops[kOpCount];
+  ControllerSummary controller;
   uint64_t verified_blocks = 0;   // 512-byte chunks whose pattern matched
   uint64_t unwritten_blocks = 0;  // chunks read in verify mode that hold no pattern yet
   std::chrono::nanoseconds elapsed{0};
