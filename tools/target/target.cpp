@@ -225,6 +225,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         decoder_(Side::controller),
         rx_(kRxBufferSize),
         keep_alive_(socket_.get_executor()),
+        linger_(socket_.get_executor()),
         rng_(std::random_device{}()) {
     boost::system::error_code ec;
     auto ep = socket_.remote_endpoint(ec);
@@ -344,6 +345,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     socket_.shutdown(tcp::socket::shutdown_both, ec);
     socket_.close(ec);
     keep_alive_.cancel();
+    linger_.cancel();
     for (auto& s : slots_) s->timer.cancel();
     --t_->open_connections;
     if (ctrl_) {
@@ -383,6 +385,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     item.data_count = 1;
     item.close_after = true;
     push(std::move(item));
+    // A host that stops reading must not keep the connection open forever.
+    linger_.expires_after(std::chrono::seconds(2));
+    linger_.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) self->close(self->close_reason_ + " (C2HTermReq not taken within 2 s)");
+    });
   }
 
   // ---- Sending responses ----
@@ -964,6 +971,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::uint8_t held_aers_ = 0;
   std::uint32_t aen_config_ = 0;
   asio::steady_timer keep_alive_;
+  asio::steady_timer linger_;  // bounds the wait for a TermReq to be written
   std::mt19937_64 rng_;
 };
 
