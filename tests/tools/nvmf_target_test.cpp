@@ -8,6 +8,7 @@
 #include <cstring>
 #include <numeric>
 #include <optional>
+#include <random>
 #include <thread>
 
 #include "config.hpp"
@@ -642,6 +643,57 @@ TEST(TargetFatal, SequenceAndDigestAndDataErrors) {
     Bytes e;
     EXPECT_EQ(expect_term_req(h, e).fes, FatalErrorStatus::data_limit_exceeded);
   }
+  EXPECT_TRUE(admin.run(make_keep_alive(admin.next_cid())).cqe.ok());
+}
+
+// Mutated but mostly plausible PDU streams on many connections: the target must answer or close
+// each one and keep serving a well-behaved connection (run under ASan to catch memory errors).
+TEST(TargetFatal, SurvivesMutatedStreams) {
+  RunningTarget t(base_config());
+  TestHost admin(t.port());
+  std::uint16_t cntlid = admin.bring_up_admin();
+  std::mt19937 rng(42);
+  for (int round = 0; round < 150; ++round) {
+    asio::io_context io;
+    tcp::socket s(io);
+    s.connect(tcp::endpoint(asio::ip::make_address("127.0.0.1"), t.port()));
+    Bytes stream = encode_pdu(IcReq{.hdgst = (round & 1) != 0});
+    LinkParams link{(round & 1) != 0, false, 0};
+    ConnectData cd;
+    cd.cntlid = (round & 2) ? cntlid : 0xffff;
+    cd.subnqn = kSub;
+    cd.hostnqn = kHost;
+    Bytes data(kConnectDataSize);
+    cd.encode(std::span<std::uint8_t, kConnectDataSize>(data.data(), kConnectDataSize));
+    encode_pdu(CapsuleCmd{make_connect(1, {.qid = static_cast<std::uint16_t>((round & 2) ? 1 + round % 4 : 0),
+                                           .sqsize = 15}), data}, link, stream);
+    Bytes payload = pattern(1024 + rng() % 9000, static_cast<std::uint8_t>(round));
+    encode_pdu(CapsuleCmd{make_write(2, 1, rng() % 100, 2, 1024, true), std::span(payload).first(1024)}, link, stream);
+    encode_pdu(CapsuleCmd{make_write(3, 1, 0, 16, 8192, false), {}}, link, stream);
+    encode_pdu(H2CData{.cccid = 3, .ttag = static_cast<std::uint16_t>(rng() % 20), .datao = 0, .datal = 8192,
+                       .last = true, .data = std::span(payload).first(8192)}, link, stream);
+    encode_pdu(CapsuleCmd{make_read(4, 1 + rng() % 3, rng() % 200000, 1 + rng() % 64, 512 * 64), {}}, link, stream);
+    // Flip a few bytes past the ICReq (sometimes none: then the stream is valid).
+    for (unsigned n = rng() % 4; n > 0; --n) stream[128 + rng() % (stream.size() - 128)] ^= static_cast<std::uint8_t>(1 + rng() % 255);
+    boost::system::error_code ec;
+    asio::write(s, asio::buffer(stream), ec);
+    s.shutdown(tcp::socket::shutdown_send, ec);
+    // Drain until the target closes or goes quiet.
+    std::uint8_t buf[65536];
+    for (;;) {
+      pollfd pfd{s.native_handle(), POLLIN, 0};
+      if (poll(&pfd, 1, 200) != 1) break;
+      if (s.read_some(asio::buffer(buf), ec) == 0 || ec) break;
+    }
+  }
+  // Both outcomes happened: some streams were rejected with a TermReq, many commands completed.
+  EXPECT_GT(t.stats().fatal_errors, 10u);
+  EXPECT_GT(t.stats().commands, 300u);
+  TestHost io(t.port());
+  io.bring_up_io(cntlid, 127, false);
+  Bytes w = pattern(4096, 77);
+  ASSERT_TRUE(io.run(make_write(io.next_cid(), 1, 0, 8, 4096, true), w).cqe.ok());
+  EXPECT_EQ(io.run(make_read(io.next_cid(), 1, 0, 8, 4096)).read, w);
   EXPECT_TRUE(admin.run(make_keep_alive(admin.next_cid())).cqe.ok());
 }
 
