@@ -214,6 +214,21 @@ TEST_F(LoadE2E, KeepAliveHoldsTheControllerPastKato) {
   EXPECT_NEAR(r.report["jobs"][0]["elapsed_s"].get<double>(), 3.0, 0.2);
 }
 
+TEST_F(LoadE2E, SourceAddressPicksTheInitiatorAddress) {
+  // Tenants are told apart by initiator address: --source lets one host be several.
+  auto r = load({"--source", "127.0.0.2", "--rw", "randread", "--qd", "2", "--queues", "2", "--ios", "100"});
+  expect_clean(r);
+  target_->terminate();
+  target_->wait_for(std::chrono::seconds(5));
+  std::string log = target_->err() + target_->out();
+  EXPECT_NE(log.find("127.0.0.2:" + std::to_string(r.report["jobs"][0]["local_ports"][0].get<int>())),
+            std::string::npos)
+      << log;
+  auto bad = load({"--source", "not-an-address", "--ios", "1"});
+  EXPECT_EQ(bad.status, 2);
+  EXPECT_NE(bad.err.find("not an IP address"), std::string::npos) << bad.err;
+}
+
 TEST_F(LoadE2E, TraceHasOneLinePerIo) {
   std::string path = dir_ + "/nvqos_e2e_trace_" + std::to_string(port_) + ".csv";
   auto r = load({"--rw", "randrw", "--bs", "4k", "--qd", "2", "--queues", "2", "--ios", "500", "--trace", path,

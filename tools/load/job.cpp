@@ -97,6 +97,7 @@ asio::awaitable<void> Job::setup() {
   if (ec || results.empty())
     throw std::runtime_error("resolve '" + spec_.host + "': " + (ec ? ec.message() : "no address"));
   endpoint_ = results.begin()->endpoint();
+  if (!spec_.source.empty()) source_ = asio::ip::make_address(spec_.source);
   co_await setup_admin();
   for (size_t i = 0; i < spec_.queues; ++i) co_await setup_io_queue(i);
   auto& summary = stats_.controller;
@@ -124,7 +125,7 @@ asio::awaitable<void> Job::setup_admin() {
                   .max_io_bytes = static_cast<uint32_t>(nvmf::kIdentifySize),
                   .name = spec_.name + " admin queue"},
       this);
-  co_await admin_->connect(endpoint_, kSetupTimeout);
+  co_await admin_->connect(endpoint_, kSetupTimeout, source_);
 
   // Connect the admin queue to a new (dynamic) controller.
   nvmf::ConnectCommand cc{.qid = 0, .sqsize = kAdminQueueDepth - 1,
@@ -221,7 +222,7 @@ asio::awaitable<void> Job::setup_io_queue(size_t index) {
                                                  .max_io_bytes = spec_.block_size,
                                                  .name = spec_.name + " I/O queue " + std::to_string(qid)},
                                      this);
-  co_await q.qp->connect(endpoint_, kSetupTimeout);
+  co_await q.qp->connect(endpoint_, kSetupTimeout, source_);
   // SQSIZE is 0's based: qd + 1 entries leave room for qd commands outstanding.
   nvmf::ConnectCommand cc{.qid = qid, .sqsize = static_cast<uint16_t>(spec_.qd)};
   nvmf::ConnectData cd{.hostid = hostid_, .cntlid = info_.cntlid, .subnqn = spec_.subnqn, .hostnqn = spec_.hostnqn};

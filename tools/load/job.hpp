@@ -109,6 +109,7 @@ class Job : public QueueEvents {
   ControllerInfo info_;
   std::array<uint8_t, 16> hostid_{};
   boost::asio::ip::tcp::endpoint endpoint_;
+  boost::asio::ip::address source_;
   std::unique_ptr<QueuePair> admin_;
   std::vector<IoQueue> queues_;
   std::vector<uint8_t> data_;  // one block-size buffer per I/O slot

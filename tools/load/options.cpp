@@ -1,5 +1,6 @@
 #include "options.hpp"
 
+#include <boost/asio/ip/address.hpp>
 #include <boost/program_options.hpp>
 #include <nlohmann/json.hpp>
 
@@ -139,6 +140,11 @@ void validate(const JobSpec& job) {
   if (job.runtime.count() == 0 && job.ios == 0) fail("give a --runtime or an --ios count");
   if (job.nsid == 0 || job.nsid == 0xffffffffu) fail("invalid namespace ID");
   if (job.offset % 512) fail("offset must be a multiple of 512 bytes");
+  if (!job.source.empty()) {
+    boost::system::error_code ec;
+    boost::asio::ip::make_address(job.source, ec);
+    if (ec) fail("source '" + job.source + "' is not an IP address");
+  }
 }
 
 namespace {
@@ -157,6 +163,7 @@ void apply_json_job(JobSpec& job, const nlohmann::json& j) {
   for (auto& [key, v] : j.items()) {
     if (key == "name") job.name = v.get<std::string>();
     else if (key == "target") apply_target(job, v.get<std::string>());
+    else if (key == "source") job.source = v.get<std::string>();
     else if (key == "subnqn") job.subnqn = v.get<std::string>();
     else if (key == "hostnqn") job.hostnqn = v.get<std::string>();
     else if (key == "nsid") job.nsid = v.get<uint32_t>();
@@ -233,6 +240,7 @@ std::optional<Options> parse_command_line(int argc, const char* const argv[]) {
   desc.add_options()
     ("help,h", "show this help")
     ("target", po::value<std::string>(), "NVMe/TCP target HOST:PORT (port defaults to 4420)")
+    ("source", po::value<std::string>(), "local IP address to connect from (default: chosen by routing)")
     ("subnqn", po::value<std::string>(), "subsystem NQN to connect to")
     ("hostnqn", po::value<std::string>(), "host NQN (default nqn.2014-08.org.nvmexpress:uuid:<random host ID per job>)")
     ("nsid", po::value<uint32_t>(), "namespace ID (default 1)")
@@ -272,6 +280,7 @@ std::optional<Options> parse_command_line(int argc, const char* const argv[]) {
   JobSpec job;
   uint32_t rwmix = vm.count("rwmix-read") ? vm["rwmix-read"].as<uint32_t>() : 50;
   if (vm.count("target")) apply_target(job, vm["target"].as<std::string>());
+  if (vm.count("source")) job.source = vm["source"].as<std::string>();
   if (vm.count("subnqn")) job.subnqn = vm["subnqn"].as<std::string>();
   if (vm.count("hostnqn")) job.hostnqn = vm["hostnqn"].as<std::string>();
   if (vm.count("nsid")) job.nsid = vm["nsid"].as<uint32_t>();

@@ -16,6 +16,7 @@ enum class Access { kSequential, kRandom };
 struct JobSpec {
   std::string name = "job0";
   std::string host = "127.0.0.1";
+  std::string source;  // local address to connect from (e.g. to appear as another tenant); empty = any
   uint16_t port = 4420;
   std::string subnqn;
   std::string hostnqn;  // empty: nqn.2014-08.org.nvmexpress:uuid:<random host ID> per job

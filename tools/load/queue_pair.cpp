@@ -45,9 +45,18 @@ QueuePair::QueuePair(asio::io_context& io, QueueConfig config, QueueEvents* even
   pending_cids_.reserve(config_.depth);
 }
 
-asio::awaitable<void> QueuePair::connect(const tcp::endpoint& endpoint, std::chrono::milliseconds timeout) {
+asio::awaitable<void> QueuePair::connect(const tcp::endpoint& endpoint, std::chrono::milliseconds timeout,
+                                         const asio::ip::address& source) {
   std::string where = config_.name + " (" + endpoint.address().to_string() + ":" +
                       std::to_string(endpoint.port()) + ")";
+  if (!source.is_unspecified()) {
+    boost::system::error_code bind_ec;
+    socket_.open(endpoint.protocol());
+    socket_.bind(tcp::endpoint(source, 0), bind_ec);
+    if (bind_ec)
+      throw std::runtime_error("connect " + where + ": bind to source " + source.to_string() + ": " +
+                               bind_ec.message());
+  }
   asio::steady_timer guard(io_, timeout);
   bool timed_out = false;
   guard.async_wait([this, &timed_out](const boost::system::error_code& ec) {

@@ -59,9 +59,11 @@ class QueuePair {
   QueuePair(const QueuePair&) = delete;
   QueuePair& operator=(const QueuePair&) = delete;
 
-  // TCP connect + ICReq/ICResp; throws std::runtime_error with context.
+  // TCP connect (from `source` when it is not unspecified) + ICReq/ICResp;
+  // throws std::runtime_error with context.
   boost::asio::awaitable<void> connect(const boost::asio::ip::tcp::endpoint& endpoint,
-                                       std::chrono::milliseconds timeout);
+                                       std::chrono::milliseconds timeout,
+                                       const boost::asio::ip::address& source = {});
 
   // Submits a command whose completion goes to QueueEvents. `out` is the
   // write data (in the capsule when `in_capsule`, else sent on R2T); `in`

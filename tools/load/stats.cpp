@@ -98,6 +98,7 @@ void print_json_report(std::ostream& out, const std::vector<JobReport>& jobs) {
     j["name"] = spec.name;
     j["target"] = spec.host + ":" + std::to_string(spec.port);
     j["subnqn"] = spec.subnqn;
+    if (!spec.source.empty()) j["source"] = spec.source;
     j["rw"] = describe_rw(spec);
     j["bs"] = spec.block_size;
     j["qd"] = spec.qd;
