@@ -2,6 +2,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/strand.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
@@ -149,14 +150,18 @@ int main(int argc, char** argv) {
     return 1;
   }
 
-  asio::steady_timer stats_timer(io);
+  // The stats timer and the signal handler share a strand: with --threads > 1 they could
+  // otherwise run at once.
+  auto control = asio::make_strand(io);
+  asio::steady_timer stats_timer(control);
+  bool stopping = false;  // a stats tick already queued when the signal arrives must not re-arm
   TargetStats last = target->stats();
   auto last_time = std::chrono::steady_clock::now();
   std::function<void()> arm_stats = [&] {
     stats_timer.expires_after(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(interval)));
     stats_timer.async_wait([&](boost::system::error_code ec) {
-      if (ec) return;
+      if (ec || stopping) return;
       TargetStats now = target->stats();
       auto t = std::chrono::steady_clock::now();
       double dt = std::chrono::duration<double>(t - last_time).count();
@@ -177,10 +182,11 @@ int main(int argc, char** argv) {
   };
   if (interval > 0) arm_stats();
 
-  asio::signal_set signals(io, SIGINT, SIGTERM);
+  asio::signal_set signals(control, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int sig) {
     if (ec) return;
     log(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
+    stopping = true;
     stats_timer.cancel();
     target->stop();
   });
