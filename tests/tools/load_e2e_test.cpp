@@ -26,7 +26,7 @@ class LoadE2E : public ::testing::Test {
  protected:
   void SetUp() override { start_target(false); }
 
-  void start_target(bool c2h_success) {
+  void start_target(bool c2h_success, const std::string& service_time = "") {
     target_.reset();
     port_ = nvqos::test::free_port();
     dir_ = ::testing::TempDir();
@@ -39,6 +39,7 @@ class LoadE2E : public ::testing::Test {
                  {{{"nqn", kSubnqn},
                    {"allow_any_host", true},
                    {"namespaces", {{{"size", "64M"}, {"block_size", 512}}, {{"size", "16M"}, {"block_size", 4096}}}}}}}};
+    if (!service_time.empty()) cfg["service_time"] = service_time;
     std::ofstream(cfg_path) << cfg.dump();
     target_ = std::make_unique<Process>(std::vector<std::string>{NVQOS_TARGET_BIN, "--config", cfg_path},
                                         dir_ + "/nvqos_e2e_target_" + std::to_string(port_));
@@ -227,6 +228,17 @@ TEST_F(LoadE2E, SourceAddressPicksTheInitiatorAddress) {
   auto bad = load({"--source", "not-an-address", "--ios", "1"});
   EXPECT_EQ(bad.status, 2);
   EXPECT_NE(bad.err.find("not an IP address"), std::string::npos) << bad.err;
+}
+
+TEST_F(LoadE2E, StuckCommandsTimeOutInsteadOfHanging) {
+  start_target(false, "fixed:5s");  // every command takes 5 s on the target
+  auto r = load({"--rw", "randread", "--qd", "2", "--ios", "10", "--io-timeout", "1s"});
+  EXPECT_EQ(r.status, 1) << r.err;
+  EXPECT_NE(r.err.find("got no completion within 1000 ms"), std::string::npos) << r.err;
+  ASSERT_TRUE(r.report.contains("jobs")) << r.out;
+  EXPECT_NE(r.report["jobs"][0]["error"].get<std::string>().find("no completion"), std::string::npos);
+  EXPECT_EQ(op(r, 0, "read")["ios"].get<int>(), 0);
+  EXPECT_EQ(op(r, 0, "read")["errors"]["transport error"].get<int>(), 2);  // both outstanding reads lost
 }
 
 TEST_F(LoadE2E, TraceHasOneLinePerIo) {

@@ -71,7 +71,8 @@ Job::Job(asio::io_context& io, JobSpec spec, TraceWriter* trace, const Clock& cl
       clock_(clock),
       rng_(std::random_device{}()),
       pacer_(io),
-      keep_alive_timer_(io) {
+      keep_alive_timer_(io),
+      watchdog_(io) {
   std::random_device rd;
   for (auto& b : hostid_) b = static_cast<uint8_t>(rd());
   hostid_[6] = static_cast<uint8_t>((hostid_[6] & 0x0f) | 0x40);  // UUID version 4
@@ -282,6 +283,7 @@ void Job::start(uint64_t start_ns, std::function<void()> on_done) {
   for (auto& q : queues_)
     if (q.qp->failed()) return fail_job(q.qp->failure());
 
+  arm_watchdog();
   if (spec_.rate_iops) {
     period_ns_ = std::max<uint64_t>(1'000'000'000ull / spec_.rate_iops, 1);
     pace();
@@ -457,6 +459,28 @@ void Job::schedule_pacer(uint64_t at_ns) {
   });
 }
 
+// Once a second: a command outstanding longer than --io-timeout fails its
+// queue, so a stuck target ends the run with an error instead of hanging it.
+void Job::arm_watchdog() {
+  watchdog_.expires_after(std::chrono::seconds(1));
+  watchdog_.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || done_) return;
+    uint64_t now = monotonic_ns();
+    auto limit = static_cast<uint64_t>(std::chrono::nanoseconds(spec_.io_timeout).count());
+    for (auto& q : queues_) {
+      if (q.qp->failed()) continue;
+      for (uint16_t cid = 0; cid < spec_.qd; ++cid) {
+        uint64_t sent = q.qp->submit_time(cid);
+        if (!q.qp->cid_busy(cid) || sent == 0 || now - sent <= limit) continue;
+        q.qp->abort_with(std::string(op_name(q.slots[cid].op)) + " CID " + std::to_string(cid) +
+                         " got no completion within " + std::to_string(spec_.io_timeout.count()) + " ms");
+        break;
+      }
+    }
+    if (!done_) arm_watchdog();
+  });
+}
+
 void Job::record_error(Op op, const std::string& name) { stats_.op(op).errors[name]++; }
 
 void Job::stop_issuing() {
@@ -474,6 +498,7 @@ void Job::check_done() {
   }
   if (inflight_ > 0 || more) return;
   done_ = true;
+  watchdog_.cancel();
   stats_.elapsed = std::chrono::nanoseconds(last_complete_ns_ - start_ns_);
   if (on_done_) {
     auto cb = std::move(on_done_);
@@ -489,6 +514,7 @@ void Job::fail_job(const std::string& what) {
   keep_alive_running_ = false;
   keep_alive_timer_.cancel();
   if (!started_) return;
+  last_complete_ns_ = monotonic_ns();  // the run ends here
   // Whatever was outstanding is lost with the connection.
   for (auto& q : queues_) {
     if (!q.qp->failed()) continue;
@@ -537,8 +563,8 @@ asio::awaitable<void> Job::shutdown() {
 
 void Job::abort() {
   keep_alive_running_ = false;
-  boost::system::error_code ignored;
   keep_alive_timer_.cancel();
+  watchdog_.cancel();
   pacer_.cancel();
   for (auto& q : queues_)
     if (q.qp) q.qp->close();

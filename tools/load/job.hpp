@@ -99,6 +99,7 @@ class Job : public QueueEvents {
   void schedule_pacer(uint64_t at_ns);
   void record_error(Op op, const std::string& name);
   void check_done();
+  void arm_watchdog();
   void fail_job(const std::string& what);
 
   boost::asio::io_context& io_;
@@ -143,6 +144,7 @@ class Job : public QueueEvents {
   boost::asio::steady_timer pacer_;
   bool pacer_armed_ = false;
   boost::asio::steady_timer keep_alive_timer_;
+  boost::asio::steady_timer watchdog_;
   bool keep_alive_running_ = false;
 };
 

@@ -140,6 +140,7 @@ void validate(const JobSpec& job) {
   if (job.runtime.count() == 0 && job.ios == 0) fail("give a --runtime or an --ios count");
   if (job.nsid == 0 || job.nsid == 0xffffffffu) fail("invalid namespace ID");
   if (job.offset % 512) fail("offset must be a multiple of 512 bytes");
+  if (job.io_timeout.count() <= 0) fail("io-timeout must be positive");
   if (!job.source.empty()) {
     boost::system::error_code ec;
     boost::asio::ip::make_address(job.source, ec);
@@ -181,6 +182,8 @@ void apply_json_job(JobSpec& job, const nlohmann::json& j) {
     else if (key == "offset") job.offset = size_of(v);
     else if (key == "size") job.size = size_of(v);
     else if (key == "kato") job.kato = std::chrono::duration_cast<std::chrono::milliseconds>(duration_of(v));
+    else if (key == "io-timeout")
+      job.io_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(duration_of(v));
     else throw std::invalid_argument("job file: unknown key '" + key + "'");
   }
 }
@@ -258,6 +261,7 @@ std::optional<Options> parse_command_line(int argc, const char* const argv[]) {
     ("offset", po::value<std::string>(), "start of the job's range in the namespace, bytes (k/m/g)")
     ("size", po::value<std::string>(), "length of the job's range, bytes (k/m/g) (default: to the end)")
     ("kato", po::value<std::string>(), "Keep Alive Timeout requested in Connect (default 30s)")
+    ("io-timeout", po::value<std::string>(), "fail a queue whose I/O is outstanding this long (default 30s)")
     ("job-file", po::value<std::string>(), "JSON file with a list of named jobs run concurrently; "
                                            "command-line job flags are the defaults for every job")
     ("json", "print the report as JSON on stdout")
@@ -296,6 +300,9 @@ std::optional<Options> parse_command_line(int argc, const char* const argv[]) {
   if (vm.count("verify")) job.verify = true;
   if (vm.count("offset")) job.offset = parse_size(vm["offset"].as<std::string>());
   if (vm.count("size")) job.size = parse_size(vm["size"].as<std::string>());
+  if (vm.count("io-timeout"))
+    job.io_timeout =
+        std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(vm["io-timeout"].as<std::string>()));
   if (vm.count("kato"))
     job.kato = std::chrono::duration_cast<std::chrono::milliseconds>(parse_duration(vm["kato"].as<std::string>()));
 

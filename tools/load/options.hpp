@@ -35,6 +35,7 @@ struct JobSpec {
   uint64_t offset = 0;  // bytes into the namespace where the job's range starts
   uint64_t size = 0;    // bytes of the range; 0 = to the end of the namespace
   std::chrono::milliseconds kato{30000};  // Keep Alive Timeout asked for in Connect
+  std::chrono::milliseconds io_timeout{30000};  // an I/O outstanding longer fails its queue
 };
 
 struct Options {

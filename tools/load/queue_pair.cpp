@@ -105,6 +105,7 @@ void QueuePair::submit(uint16_t cid, const nvmf::Sqe& sqe, std::span<const uint8
   s.in = in;
   s.in_len = in_len;
   s.received = 0;
+  s.submit_ns = 0;  // stamped when handed to the socket
   nvmf::CapsuleCmd cmd{sqe, in_capsule ? out : std::span<const uint8_t>{}};
   append(cmd, cmd.data);
   pending_cids_.push_back(cid);

@@ -86,6 +86,8 @@ class QueuePair {
 
   // Closes the connection without reporting a failure.
   void close();
+  // Closes the connection and reports `what` as its failure (e.g. a command timed out).
+  void abort_with(const std::string& what) { fail(what); }
 
   bool failed() const { return failed_; }
   const std::string& failure() const { return failure_; }
@@ -93,7 +95,8 @@ class QueuePair {
   uint16_t local_port() const { return local_port_; }
   const QueueConfig& config() const { return config_; }
   const nvmf::IcResp& ic_resp() const { return ic_resp_; }
-  // When the capsule of `cid` was handed to the socket (ns, monotonic_ns()).
+  // When the capsule of `cid` was handed to the socket (ns, monotonic_ns());
+  // 0 while it still waits for the write in flight.
   uint64_t submit_time(uint16_t cid) const { return slots_[cid].submit_ns; }
   bool cid_busy(uint16_t cid) const { return slots_[cid].busy; }
 

@@ -49,7 +49,7 @@ void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs) {
     double secs = seconds(s);
     for (int o = 0; o < kOpCount; ++o) {
       const OpStats& st = s.ops[o];
-      if (st.ios == 0) continue;
+      if (st.ios == 0 && st.errors.empty()) continue;
       bool paced = jr.spec->rate_iops > 0;
       const LogLinearHistogram& h = paced ? st.intended_latency : st.latency;
       std::vector<std::string> row{jr.spec->name, op_name(static_cast<Op>(o)), std::to_string(st.ios),
@@ -122,7 +122,7 @@ void print_json_report(std::ostream& out, const std::vector<JobReport>& jobs) {
     nlohmann::json ops = nlohmann::json::object();
     for (int o = 0; o < kOpCount; ++o) {
       const OpStats& st = s.ops[o];
-      if (st.ios == 0) continue;
+      if (st.ios == 0 && st.errors.empty()) continue;
       nlohmann::json oj;
       oj["ios"] = st.ios;
       oj["bytes"] = st.bytes;
