@@ -93,7 +93,8 @@ TEST(LoadOptions, JobFileInheritsDefaultsAndNamesJobs) {
   auto jobs = parse_job_json(R"({"jobs": [
       {"name": "latency", "rw": "randread", "bs": "4k", "qd": 1},
       {"name": "bulk", "rw": "write", "bs": "128k", "qd": 32, "digest": "data", "target": "10.1.1.1:4421"},
-      {"name": "mixed", "rw": "randrw", "rwmix-read": 70, "runtime": "500ms"}]})",
+      {"name": "mixed", "rw": "randrw", "rwmix-read": 70, "runtime": "500ms", "source": "10.0.0.9",
+       "io-timeout": "5s", "kato": "2s"}]})",
                              defaults);
   ASSERT_EQ(jobs.size(), 3u);
   EXPECT_EQ(jobs[0].name, "latency");
@@ -108,6 +109,10 @@ TEST(LoadOptions, JobFileInheritsDefaultsAndNamesJobs) {
   EXPECT_EQ(jobs[2].read_percent, 70u);
   EXPECT_EQ(jobs[2].runtime, 500ms);
   EXPECT_EQ(jobs[0].runtime, 3s);
+  EXPECT_EQ(jobs[2].source, "10.0.0.9");
+  EXPECT_EQ(jobs[2].io_timeout, 5s);
+  EXPECT_EQ(jobs[2].kato, 2s);
+  EXPECT_EQ(jobs[0].io_timeout, 30s);
 }
 
 TEST(LoadOptions, JobFileErrorsNameTheJob) {
