@@ -82,12 +82,16 @@ probe_kvm() {
     log "probing KVM (20 s at most)"
     if timeout --kill-after=2 20 qemu-system-x86_64 -accel kvm -cpu host -m 256M -nic none -display none \
          -monitor none -no-reboot -serial "file:$log" -kernel "$vmlinuz" \
-         -append "console=ttyS0 panic=-1 root=/dev/lab-probe-none" >/dev/null 2>&1 \
+         -append "console=ttyS0 panic=-1 root=/dev/lab-probe-none" >"$log.qemu" 2>&1 \
        && grep -q 'Kernel panic' "$log"; then
       result=kvm
     fi
   fi
-  log "accelerator: $result$([[ $result == tcg ]] && echo ' (KVM absent or hangs here)')"
+  if [[ $result == tcg ]]; then
+    log "accelerator: tcg (KVM $([[ -w /dev/kvm ]] && echo "probe failed: $(tail -c 200 "$log.qemu" 2>/dev/null | tail -1)" || echo absent))"
+  else
+    log "accelerator: kvm"
+  fi
   echo "$result" >"$verdict"
   echo "$result"
 }
