@@ -93,14 +93,28 @@ Status Agent::start() {
   status_.last_reload_timestamp_seconds = unix_seconds(std::chrono::system_clock::now());
   status_.tenants_configured = state_.tenants.size();
 
-  auto server = HttpServer::listen(io_, options_.metrics_address,
-                                   [this](const HttpRequest& req) { return handle_http(req); });
+  auto handler = [this](const HttpRequest& req, const HttpPeer& peer) { return handle_http(req, peer); };
+  auto server = HttpServer::listen_tcp(io_, options_.metrics_address, handler);
   if (!server) {
     datapaths_.clear();
-    return server.error();
+    return server.error().with_context("metrics");
   }
   http_ = std::move(server).value();
-  log::info("serving metrics", {{"address", options_.metrics_address}});
+  log::info("serving metrics", {{"address", http_->local_address()}});
+  if (!options_.admin_socket.empty()) {
+    auto admin = HttpServer::listen_unix(io_, options_.admin_socket, handler);
+    if (!admin) {
+      datapaths_.clear();
+      return admin.error().with_context("admin API");
+    }
+    admin_ = std::move(admin).value();
+    log::info("serving admin API", {{"socket", options_.admin_socket}, {"mode", "0600"}});
+  }
+  if (options_.config_path && options_.watch_config) {
+    auto watch = ConfigWatch::start(io_, *options_.config_path, [this] { (void)reload(); });
+    if (watch) config_watch_ = std::move(watch).value();
+    else log::warn("config file not watched; reload with SIGHUP", {{"error", watch.error().message}});
+  }
 
   wait_for_signal();
   take_snapshot();
@@ -108,7 +122,7 @@ Status Agent::start() {
   return ok_status();
 }
 
-void Agent::reload() {
+Status Agent::reload() {
   ++status_.reloads_total;
   auto policy = read_policy();
   if (!policy) {
@@ -116,7 +130,7 @@ void Agent::reload() {
     status_.last_reload_success = false;
     last_reload_error_ = policy.error().message;
     log::error("config reload refused, the running policy stays", {{"error", last_reload_error_}});
-    return;
+    return policy.error();
   }
   DesiredState next = compile_policy(policy.value(), state_.tenant_ids);
   for (auto& dp : datapaths_) {
@@ -125,7 +139,7 @@ void Agent::reload() {
       status_.last_reload_success = false;
       last_reload_error_ = s.error().message;
       log::error("config reload failed while applying", {{"interface", dp->interface()}, {"error", last_reload_error_}});
-      return;
+      return s.error();
     }
   }
   policy_ = std::move(policy).value();
@@ -135,6 +149,7 @@ void Agent::reload() {
   status_.tenants_configured = state_.tenants.size();
   last_reload_error_.clear();
   log::info("config reloaded", {{"tenants", std::to_string(state_.tenants.size())}});
+  return ok_status();
 }
 
 void Agent::wait_for_signal() {
@@ -142,7 +157,7 @@ void Agent::wait_for_signal() {
     if (ec || stopping_) return;
     if (sig == SIGHUP) {
       log::info("SIGHUP received, reloading config");
-      reload();
+      (void)reload();
       wait_for_signal();
       return;
     }
@@ -156,7 +171,9 @@ void Agent::stop() {
   stopping_ = true;
   telemetry_timer_.cancel();
   signals_.cancel();
+  config_watch_.reset();
   if (http_) http_->stop();
+  if (admin_) admin_->stop();
   datapaths_.clear();
   log::info("stopped");
 }
@@ -203,7 +220,15 @@ std::string Agent::readiness_json(bool& ready) const {
   return j.dump(2) + "\n";
 }
 
-HttpResponse Agent::handle_http(const HttpRequest& req) {
+HttpResponse Agent::handle_http(const HttpRequest& req, const HttpPeer& peer) {
+  std::string_view path(req.target().data(), req.target().size());
+  path = path.substr(0, path.find('?'));
+  if (path.rfind("/v1/", 0) == 0) {
+    if (!peer.admin_socket)
+      return make_response(req, http::status::forbidden,
+                           "the admin API is served on the agent's unix socket (--admin-socket)\n");
+    return handle_admin(req);
+  }
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
     auto res = make_response(req, http::status::method_not_allowed, "only GET and HEAD are served here\n");
     res.set(http::field::allow, "GET, HEAD");
@@ -223,6 +248,100 @@ HttpResponse Agent::handle_http(const HttpRequest& req) {
     return make_response(req, ready ? http::status::ok : http::status::service_unavailable, body, "application/json");
   }
   return make_response(req, http::status::not_found, "not found: try /metrics, /healthz or /readyz\n");
+}
+
+nlohmann::json Agent::status_json() const {
+  nlohmann::json j;
+  j["version"] = kVersion;
+  j["kernel"] = host_.kernel_release;
+  for (const auto& f : status_.kernel_features) j["kernel_features"][f.name] = f.available;
+  j["config"] = {{"source", status_.config_source},
+                 {"version", policy_.version},
+                 {"last_reload_success", status_.last_reload_success},
+                 {"last_reload_timestamp_seconds", status_.last_reload_timestamp_seconds},
+                 {"reloads_total", status_.reloads_total},
+                 {"reload_failures_total", status_.reload_failures_total}};
+  if (!last_reload_error_.empty()) j["config"]["last_reload_error"] = last_reload_error_;
+  j["tenants"] = state_.tenants.size();
+  j["interfaces"] = nlohmann::json::array();
+  for (const auto& dp : datapaths_) {
+    nlohmann::json ifc{{"name", dp->interface()}, {"attached", nlohmann::json::array()}};
+    for (const auto& a : dp->attachments())
+      ifc["attached"].push_back({{"hook", a.hook}, {"mode", a.mode}, {"exclusive", a.exclusive}});
+    if (snapshot_)
+      for (const auto& c : snapshot_->interfaces)
+        if (c.interface == dp->interface()) {
+          ifc["flow_table_capacity"] = c.flow_capacity;
+          ifc["packets_total"] = c.datapath.packets_seen;
+          ifc["nvme_packets_total"] = c.datapath.packets_nvme;
+          ifc["parse_errors_total"] = c.datapath.parse_errors;
+        }
+    j["interfaces"].push_back(ifc);
+  }
+  return j;
+}
+
+nlohmann::json Agent::tenants_json() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& slot : state_.tenants) {
+    nlohmann::json t{{"name", slot.name},
+                     {"id", slot.id},
+                     {"active", (slot.flags & NVQOS_TENANT_F_ACTIVE) != 0},
+                     {"quarantine", (slot.flags & NVQOS_TENANT_F_DROP_INGRESS) != 0},
+                     {"match", nlohmann::json::array()}};
+    for (const auto& spec : policy_.tenants)
+      if (spec.name == slot.name)
+        for (const auto& rule : spec.match) {
+          nlohmann::json r;
+          if (rule.remote) r["remote"] = rule.remote->text;
+          if (rule.port) r["port"] = rule.port;
+          t["match"].push_back(r);
+        }
+    if (snapshot_)
+      for (const auto& ifc : snapshot_->interfaces)
+        for (const auto& c : ifc.tenants)
+          if (c.id == slot.id) {
+            const auto& s = c.stats;
+            t["interfaces"][ifc.interface] = {
+                {"ingress_bytes", s.bytes[NVQOS_DIR_INGRESS]},     {"egress_bytes", s.bytes[NVQOS_DIR_EGRESS]},
+                {"ingress_packets", s.packets[NVQOS_DIR_INGRESS]}, {"egress_packets", s.packets[NVQOS_DIR_EGRESS]},
+                {"flows_opened", s.flows_opened},                  {"flows_closed", s.flows_closed},
+                {"dropped_packets", s.dropped_packets}};
+          }
+    out.push_back(t);
+  }
+  return {{"snapshot_timestamp_seconds", snapshot_ ? unix_seconds(snapshot_->taken) : 0.0}, {"tenants", out}};
+}
+
+HttpResponse Agent::handle_admin(const HttpRequest& req) {
+  std::string_view path(req.target().data(), req.target().size());
+  path = path.substr(0, path.find('?'));
+  auto json_response = [&](http::status st, const nlohmann::json& j) {
+    return make_response(req, st, j.dump(2) + "\n", "application/json");
+  };
+  auto wrong_method = [&](const char* allowed) {
+    auto res = json_response(http::status::method_not_allowed,
+                             {{"error", std::string("method not allowed; use ") + allowed}});
+    res.set(http::field::allow, allowed);
+    return res;
+  };
+  if (path == "/v1/status") {
+    if (req.method() != http::verb::get) return wrong_method("GET");
+    return json_response(http::status::ok, status_json());
+  }
+  if (path == "/v1/tenants") {
+    if (req.method() != http::verb::get) return wrong_method("GET");
+    return json_response(http::status::ok, tenants_json());
+  }
+  if (path == "/v1/reload") {
+    if (req.method() != http::verb::post) return wrong_method("POST");
+    if (auto s = reload(); !s)
+      return json_response(http::status::unprocessable_entity, {{"reloaded", false}, {"error", s.error().message}});
+    return json_response(http::status::ok, {{"reloaded", true}, {"tenants", state_.tenants.size()}});
+  }
+  return json_response(http::status::not_found,
+                       {{"error", "unknown endpoint " + std::string(path)},
+                        {"endpoints", {"GET /v1/status", "GET /v1/tenants", "POST /v1/reload"}}});
 }
 
 }  // namespace nvqos::agent

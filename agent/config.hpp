@@ -16,7 +16,7 @@ namespace nvqos::agent {
 class ConfigError : public std::runtime_error {
  public:
   ConfigError(std::string pointer, std::string reason)
-      : std::runtime_error((pointer.empty() ? std::string("config") : pointer) + ": " + reason),
+      : std::runtime_error(pointer.empty() ? reason : pointer + ": " + reason),
         pointer_(std::move(pointer)),
         reason_(std::move(reason)) {}
   const std::string& pointer() const { return pointer_; }

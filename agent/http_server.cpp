@@ -1,9 +1,15 @@
 #include "http_server.hpp"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <filesystem>
 #include <optional>
 
 #include "log.hpp"
@@ -13,16 +19,18 @@ namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
 using tcp = asio::ip::tcp;
+using unix_stream = asio::local::stream_protocol;
 
 namespace {
 
 constexpr auto kSessionTimeout = std::chrono::seconds(30);
 constexpr std::size_t kMaxRequestBodyBytes = 1 << 20;
 
-class Session : public std::enable_shared_from_this<Session> {
+template <typename Protocol>
+class Session : public std::enable_shared_from_this<Session<Protocol>> {
  public:
-  Session(tcp::socket socket, std::shared_ptr<HttpHandler> handler)
-      : stream_(std::move(socket)), handler_(std::move(handler)) {}
+  Session(typename Protocol::socket socket, std::shared_ptr<HttpHandler> handler, HttpPeer peer)
+      : stream_(std::move(socket)), handler_(std::move(handler)), peer_(peer) {}
 
   void start() { do_read(); }
 
@@ -32,11 +40,12 @@ class Session : public std::enable_shared_from_this<Session> {
     parser_->body_limit(kMaxRequestBodyBytes);
     stream_.expires_after(kSessionTimeout);
     http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+                     [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
   }
 
   void on_read(beast::error_code ec) {
-    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset) {
+    if (ec == http::error::end_of_stream || ec == beast::error::timeout || ec == asio::error::connection_reset ||
+        ec == asio::error::operation_aborted) {
       close();
       return;
     }
@@ -50,7 +59,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     HttpRequest req = parser_->release();
     try {
-      response_ = (*handler_)(req);
+      response_ = (*handler_)(req, peer_);
     } catch (const std::exception& e) {
       log::error("HTTP handler failed", {{"target", std::string(req.target())}, {"error", e.what()}});
       response_ = make_response(req, http::status::internal_server_error, "internal error\n");
@@ -61,7 +70,7 @@ class Session : public std::enable_shared_from_this<Session> {
   void do_write() {
     response_.prepare_payload();
     stream_.expires_after(kSessionTimeout);
-    http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    http::async_write(stream_, response_, [self = this->shared_from_this()](beast::error_code ec, std::size_t) {
       if (ec || !self->response_.keep_alive()) {
         self->close();
         return;
@@ -72,44 +81,91 @@ class Session : public std::enable_shared_from_this<Session> {
 
   void close() {
     beast::error_code ignored;
-    stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
+    stream_.socket().shutdown(Protocol::socket::shutdown_send, ignored);
   }
 
-  beast::tcp_stream stream_;
+  beast::basic_stream<Protocol> stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpResponse response_;
   std::shared_ptr<HttpHandler> handler_;
+  HttpPeer peer_;
+};
+
+template <typename Protocol>
+class Listener final : public HttpServer {
+ public:
+  Listener(asio::io_context& io, HttpHandler handler, HttpPeer peer, std::string unlink_on_stop = {})
+      : io_(io),
+        acceptor_(io),
+        handler_(std::make_shared<HttpHandler>(std::move(handler))),
+        peer_(peer),
+        unlink_on_stop_(std::move(unlink_on_stop)) {}
+  ~Listener() override { stop(); }
+
+  beast::error_code open(const typename Protocol::endpoint& ep, bool reuse_address) {
+    beast::error_code ec;
+    acceptor_.open(ep.protocol(), ec);
+    if (!ec && reuse_address) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor_.bind(ep, ec);
+    if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    return ec;
+  }
+
+  void accept() {
+    acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, typename Protocol::socket socket) {
+      if (ec == asio::error::operation_aborted) return;
+      if (!ec) std::make_shared<Session<Protocol>>(std::move(socket), handler_, peer_)->start();
+      else log::warn("accept failed", {{"error", ec.message()}});
+      if (acceptor_.is_open()) accept();
+    });
+  }
+
+  void stop() override {
+    if (!acceptor_.is_open()) return;
+    beast::error_code ignored;
+    acceptor_.close(ignored);
+    if (!unlink_on_stop_.empty()) ::unlink(unlink_on_stop_.c_str());
+  }
+
+  std::string local_address() const override {
+    beast::error_code ec;
+    auto ep = acceptor_.local_endpoint(ec);
+    if constexpr (std::is_same_v<Protocol, tcp>)
+      return ep.address().to_string() + ":" + std::to_string(ep.port());
+    else
+      return ep.path();
+  }
+
+ private:
+  asio::io_context& io_;
+  typename Protocol::acceptor acceptor_;
+  std::shared_ptr<HttpHandler> handler_;
+  HttpPeer peer_;
+  std::string unlink_on_stop_;
 };
 
 }  // namespace
 
-bool parse_listen_address(const std::string& text, tcp::endpoint& out, std::string& why) {
+bool parse_listen_address(const std::string& text, std::string& host, unsigned short& port, std::string& why) {
   auto colon = text.rfind(':');
   if (colon == std::string::npos) {
     why = "\"" + text + "\" needs a port (HOST:PORT, [V6]:PORT or :PORT)";
     return false;
   }
-  std::string host = text.substr(0, colon);
+  host = text.substr(0, colon);
   std::string port_text = text.substr(colon + 1);
   if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
   if (host.empty()) host = "0.0.0.0";
-  unsigned long port = 0;
   try {
     std::size_t used = 0;
-    port = std::stoul(port_text, &used);
-    if (used != port_text.size() || port > 65535) throw std::out_of_range("port");
+    unsigned long p = std::stoul(port_text, &used);
+    if (used != port_text.size() || p > 65535) throw std::out_of_range("port");
+    port = static_cast<unsigned short>(p);
   } catch (const std::exception&) {
     why = "\"" + port_text + "\" is not a TCP port (0-65535)";
     return false;
   }
-  beast::error_code ec;
-  auto addr = asio::ip::make_address(host, ec);
-  if (ec) {
-    why = "\"" + host + "\" is not an IP address";
-    return false;
-  }
-  out = tcp::endpoint(addr, static_cast<unsigned short>(port));
   return true;
 }
 
@@ -122,41 +178,36 @@ HttpResponse make_response(const HttpRequest& req, http::status status, std::str
   return res;
 }
 
-HttpServer::HttpServer(asio::io_context& io, HttpHandler handler)
-    : io_(io), acceptor_(io), handler_(std::make_shared<HttpHandler>(std::move(handler))) {}
-
-HttpServer::~HttpServer() { stop(); }
-
-Result<std::unique_ptr<HttpServer>> HttpServer::listen(asio::io_context& io, const std::string& address,
-                                                       HttpHandler handler) {
-  tcp::endpoint ep;
-  std::string why;
-  if (!parse_listen_address(address, ep, why)) return Error{EINVAL, "metrics address: " + why};
-  std::unique_ptr<HttpServer> server(new HttpServer(io, std::move(handler)));
+Result<std::unique_ptr<HttpServer>> HttpServer::listen_tcp(asio::io_context& io, const std::string& address,
+                                                           HttpHandler handler) {
+  std::string host, why;
+  unsigned short port = 0;
+  if (!parse_listen_address(address, host, port, why)) return Error{EINVAL, "listen address: " + why};
   beast::error_code ec;
-  server->acceptor_.open(ep.protocol(), ec);
-  if (!ec) server->acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) server->acceptor_.bind(ep, ec);
-  if (!ec) server->acceptor_.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) return Error{ec.value(), "listen on " + address + ": " + ec.message()};
-  server->do_accept();
-  return server;
+  auto addr = asio::ip::make_address(host, ec);
+  if (ec) return Error{EINVAL, "listen address: \"" + host + "\" is not an IP address"};
+  auto server = std::make_unique<Listener<tcp>>(io, std::move(handler), HttpPeer{false});
+  if (auto err = server->open(tcp::endpoint(addr, port), true))
+    return Error{err.value(), "listen on " + address + ": " + err.message()};
+  server->accept();
+  return std::unique_ptr<HttpServer>(std::move(server));
 }
 
-tcp::endpoint HttpServer::local_endpoint() const { return acceptor_.local_endpoint(); }
-
-void HttpServer::stop() {
-  beast::error_code ignored;
-  acceptor_.close(ignored);
-}
-
-void HttpServer::do_accept() {
-  acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, tcp::socket socket) {
-    if (ec == asio::error::operation_aborted) return;
-    if (!ec) std::make_shared<Session>(std::move(socket), handler_)->start();
-    else log::warn("accept failed", {{"error", ec.message()}});
-    if (acceptor_.is_open()) do_accept();
-  });
+Result<std::unique_ptr<HttpServer>> HttpServer::listen_unix(asio::io_context& io, const std::string& path,
+                                                            HttpHandler handler) {
+  std::error_code fs_ec;
+  auto dir = std::filesystem::path(path).parent_path();
+  if (!dir.empty()) std::filesystem::create_directories(dir, fs_ec);
+  ::unlink(path.c_str());  // a socket file left by a killed agent
+  auto server = std::make_unique<Listener<unix_stream>>(io, std::move(handler), HttpPeer{true}, path);
+  // The socket is created 0600 (umask), not chmod-ed after bind, so it is
+  // never reachable by others even for an instant.
+  mode_t old_umask = ::umask(0177);
+  auto err = server->open(unix_stream::endpoint(path), false);
+  ::umask(old_umask);
+  if (err) return Error{err.value(), "listen on unix socket " + path + ": " + err.message()};
+  server->accept();
+  return std::unique_ptr<HttpServer>(std::move(server));
 }
 
 }  // namespace nvqos::agent

@@ -53,7 +53,7 @@ bool parse_interval(const std::string& text, std::chrono::milliseconds& out) {
 int main(int argc, char** argv) {
   po::options_description opts("nvqos-agent options");
   std::vector<std::string> interfaces;
-  std::string config, metrics_address, interval_text, xdp_mode_text, log_level_text, log_format_text;
+  std::string config, metrics_address, admin_socket, interval_text, xdp_mode_text, log_level_text, log_format_text;
   opts.add_options()
       ("help,h", "show this help")
       ("version", "print the version")
@@ -63,6 +63,9 @@ int main(int argc, char** argv) {
       ("validate", "check the config file and exit (0: valid, 2: invalid)")
       ("metrics-address", po::value(&metrics_address)->default_value("0.0.0.0:9465"),
        "HTTP listen address for /metrics, /healthz, /readyz")
+      ("admin-socket", po::value(&admin_socket)->default_value("/run/nvqos/agent.sock"),
+       "unix socket (mode 0600) of the admin API used by nvqosctl; empty to disable")
+      ("no-watch-config", "do not reload when the config file changes (SIGHUP still reloads)")
       ("telemetry-interval", po::value(&interval_text)->default_value("1s"),
        "how often the kernel maps are read: e.g. 500ms, 1s")
       ("xdp-mode", po::value(&xdp_mode_text)->default_value("best"),
@@ -122,6 +125,8 @@ int main(int argc, char** argv) {
   }
   if (!config.empty()) options.config_path = config;
   options.metrics_address = metrics_address;
+  options.admin_socket = admin_socket;
+  options.watch_config = !vm.count("no-watch-config");
   if (!parse_interval(interval_text, options.telemetry_interval)) {
     std::cerr << "nvqos-agent: --telemetry-interval \"" << interval_text << "\": use e.g. 500ms or 1s (10ms..1h)\n";
     return kExitUsage;

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -144,7 +145,7 @@ class AgentInNetns : public ::testing::Test {
     log_path_ = (dir_ / "agent.log").string();
     std::vector<std::string> argv{"ip", "netns", "exec", ns.name(), agent_path(), "--interface", ifname,
                                   "--metrics-address", "127.0.0.1:" + std::to_string(kMetricsPort),
-                                  "--telemetry-interval", "100ms"};
+                                  "--telemetry-interval", "100ms", "--admin-socket", admin_socket()};
     if (config) {
       argv.push_back("--config");
       argv.push_back(*config);
@@ -153,6 +154,14 @@ class AgentInNetns : public ::testing::Test {
     agent_ns_ = ns.name();
     bool ready = wait_until([&] { return !agent_->running() || readyz() == 200; }, 15s);
     ASSERT_TRUE(ready && agent_->running()) << "agent not ready:\n" << read_file(log_path_);
+  }
+
+  std::string admin_socket() const { return (dir_ / "agent.sock").string(); }
+  std::string nvqosctl(const std::string& args, int* rc = nullptr) {
+    std::string out;
+    int status = run(std::string(NVQOS_CTL_PATH) + " --socket " + admin_socket() + " " + args, &out);
+    if (rc) *rc = status;
+    return out;
   }
 
   int readyz() {
@@ -286,6 +295,57 @@ TEST_F(AgentInNetns, ReloadAttachesXdpForQuarantineAndRefusesBadConfig) {
   agent_->signal(SIGHUP);
   EXPECT_TRUE(wait_until([&] { return !metric_value(metrics(), "nvqos_datapath_attached_info", {{"hook", "xdp"}}); }, 5s));
   EXPECT_EQ(metric_value(metrics(), "nvqos_config_reload_success", {}), 1.0);
+}
+
+TEST_F(AgentInNetns, AdminApiOnAPrivateSocketAndLiveReloadOnFileChange) {
+  auto config = write_config(kTwoTenants);
+  start_agent(*target_, veth_->a_name(), config);
+
+  struct stat st {};
+  ASSERT_EQ(stat(admin_socket().c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u) << "admin socket must not be reachable by other users";
+
+  int rc = -1;
+  std::string status = nvqosctl("status", &rc);
+  EXPECT_EQ(rc, 0) << status;
+  EXPECT_NE(status.find(veth_->a_name()), std::string::npos) << status;
+  EXPECT_NE(status.find("tc_ingress/clsact"), std::string::npos) << status;
+  std::string tenants = nvqosctl("tenants");
+  EXPECT_NE(tenants.find("10.201.0.3/32 port 4420"), std::string::npos) << tenants;
+
+  // The admin API is not served on the TCP metrics listener.
+  std::string body;
+  int http = -1;
+  in_netns(target_->name(), [&] { http = http_get("127.0.0.1", kMetricsPort, "/v1/status", &body); });
+  EXPECT_EQ(http, 403) << body;
+
+  // Replace the file the way editors and ConfigMap volumes do (rename over
+  // it): the agent notices without a signal.
+  write_config(R"({"tenants": [{"name": "silver", "match": [{"remote": "10.201.0.0/24"}]}]})");
+  EXPECT_TRUE(wait_until([&] { return nvqosctl("tenants --json").find("\"silver\"") != std::string::npos; }, 5s))
+      << read_file(log_path_);
+  EXPECT_EQ(nvqosctl("tenants --json").find("\"gold\""), std::string::npos);
+
+  // A bad file is refused, reported by `nvqosctl reload`, and silver stays.
+  write_config("{not json");
+  std::string out = nvqosctl("reload", &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("not valid JSON at line 1"), std::string::npos) << out;
+  EXPECT_NE(nvqosctl("tenants --json").find("\"silver\""), std::string::npos);
+  EXPECT_NE(nvqosctl("status").find("last reload FAILED"), std::string::npos);
+}
+
+TEST(NvqosctlOffline, ValidatesAndExplainsAMissingAgent) {
+  std::string out;
+  int rc = run(std::string(NVQOS_CTL_PATH) + " --socket /nonexistent/agent.sock status", &out);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("is nvqos-agent running?"), std::string::npos) << out;
+  auto path = std::filesystem::temp_directory_path() / unique_name("nvqctl-bad.json");
+  std::ofstream(path) << R"({"tenants": [{"name": "a", "match": []}]})";
+  rc = run(std::string(NVQOS_CTL_PATH) + " validate " + path.string(), &out);
+  std::filesystem::remove(path);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(out.find("/tenants/0/match"), std::string::npos) << out;
 }
 
 TEST(AgentErrors, NamesAMissingInterface) {
