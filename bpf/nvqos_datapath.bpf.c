@@ -12,6 +12,7 @@
 #include "lib/classify.h"
 #include "lib/consts.h"
 #include "lib/maps.h"
+#include "lib/nvme_pdu.h"
 #include "lib/parse.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
@@ -123,8 +124,8 @@ static __always_inline void flow_track_state(struct nvqos_flow_value *flow, __u8
 
 /*
  * tc, both directions: parse, classify, find or open the flow, account.
- * Always TC_ACT_OK: this issue observes, it does not enforce. The NVMe/TCP PDU
- * walk of a later issue runs on the flow found here, after the accounting.
+ * Always TC_ACT_OK: this issue observes, it does not enforce. After the
+ * accounting, the PDU walk times the connection's NVMe commands.
  */
 static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 {
@@ -186,6 +187,9 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 		flow->last_seen_ns = now;
 		flow_track_state(flow, pkt.tcp_flags, ts);
 	}
+	nvme_track(skb, &pkt, &key, tenant_id, role, dir);
+	if (pkt.tcp_flags & (NVQOS_TCP_F_FIN | NVQOS_TCP_F_RST))
+		nvme_close(&key);
 	return TC_ACT_OK;
 }
 

@@ -83,4 +83,48 @@ struct {
 	__type(value, struct nvqos_settings);
 } settings SEC(".maps");
 
+// Commands awaiting their completion, keyed by (connection, CID): submit time,
+// tenant, op, bytes. Inserted by tc on a command capsule, deleted by tc on its
+// completion or when the connection closes; the agent deletes entries older
+// than the command timeout and counts them as timeouts.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, NVQOS_MAX_INFLIGHT_CMDS);
+	__type(key, struct nvqos_inflight_key);
+	__type(value, struct nvqos_inflight_value);
+} inflight_cmds SEC(".maps");
+
+// Per-CPU command counters per (tenant, op, role). Written by tc; the agent sums CPUs.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, NVQOS_MAX_CMD_KEYS);
+	__type(key, struct nvqos_cmd_key);
+	__type(value, struct nvqos_cmd_stats);
+} cmd_stats SEC(".maps");
+
+// Command latency histogram per (tenant, op, role), shared by all CPUs
+// (atomic adds): 8 KiB per key whatever the CPU count. Written by tc; read by
+// the agent.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, NVQOS_MAX_CMD_KEYS);
+	__type(key, struct nvqos_cmd_key);
+	__type(value, struct nvqos_cmd_hist);
+} cmd_latency SEC(".maps");
+
+// Commands slower than their tenant's slow_cmd_ns, rate-limited. Written by
+// tc; consumed by the agent.
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, NVQOS_SLOW_CMD_RINGBUF_BYTES);
+} slow_cmd_events SEC(".maps");
+
+// Per-CPU health counters of the PDU walk (one entry). Written by tc; read by the agent.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nvqos_nvme_stats);
+} nvme_stats SEC(".maps");
+
 #endif /* NVQOS_BPF_MAPS_H */

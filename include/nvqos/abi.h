@@ -86,6 +86,7 @@ struct nvqos_tenant_rule_value {
 struct nvqos_tenant_config {
 	__u32 flags;
 	__u32 pad;
+	__u64 slow_cmd_ns; /* commands slower than this go to slow_cmd_events; 0 = none */
 };
 
 /* nvme_ports: hash keyed by a TCP port in host byte order. */
@@ -155,6 +156,106 @@ struct nvqos_datapath_stats {
 struct nvqos_settings {
 	__u32 flags;
 	__u32 pad;
+};
+
+/*
+ * NVMe/TCP command tracking (docs/design.md, "Command tracking"). tc follows
+ * the PDU stream of every connection, times each command from its capsule to
+ * its completion and accounts it per (tenant, op, role).
+ */
+enum nvqos_cmd_op {
+	NVQOS_CMD_OP_READ = 0,
+	NVQOS_CMD_OP_WRITE = 1,
+	NVQOS_CMD_OP_FLUSH = 2,
+	NVQOS_CMD_OP_ADMIN = 3, /* admin queue and Fabrics commands */
+	NVQOS_CMD_OP_OTHER = 4, /* other I/O commands */
+	NVQOS_CMD_OP_MAX = 5,
+};
+
+/* Status Code Type of a failed completion (CQE status bits 10:8). */
+enum nvqos_status_class {
+	NVQOS_STATUS_GENERIC = 0,
+	NVQOS_STATUS_COMMAND_SPECIFIC = 1,
+	NVQOS_STATUS_MEDIA = 2,
+	NVQOS_STATUS_PATH = 3,
+	NVQOS_STATUS_VENDOR = 4, /* SCT 7h and reserved types */
+	NVQOS_STATUS_CLASS_MAX = 5,
+};
+
+#define NVQOS_MAX_CMD_KEYS 1024u          /* (tenant, op, role) with command stats */
+#define NVQOS_MAX_INFLIGHT_CMDS 262144u   /* inflight_cmds LRU entries */
+#define NVQOS_SLOW_CMD_RINGBUF_BYTES (256u * 1024u)
+/* slow_cmd_events token bucket: events per second and burst, all tenants together. */
+#define NVQOS_SLOW_CMD_RATE 1000u
+#define NVQOS_SLOW_CMD_BURST 200u
+
+/* cmd_stats / cmd_latency key. */
+struct nvqos_cmd_key {
+	__u32 tenant_id;
+	__u8 op;   /* enum nvqos_cmd_op */
+	__u8 role; /* enum nvqos_role */
+	__u16 pad;
+};
+
+/* cmd_stats: per-CPU hash; user space sums CPUs. */
+struct nvqos_cmd_stats {
+	__u64 submitted;  /* command capsules seen and tracked */
+	__u64 completed;  /* completions matched to a tracked command (latency samples) */
+	__u64 bytes;      /* data length (SGL) of completed commands */
+	__u64 errors[NVQOS_STATUS_CLASS_MAX]; /* completed with a non-zero status */
+	__u64 aborted;    /* in flight when the connection closed (FIN/RST) */
+};
+
+/* cmd_latency: hash of one shared histogram per key (atomic adds), ns in
+ * NVQOS_HIST_KERNEL_SUB_BITS log-linear buckets; the last bucket holds all
+ * larger values. */
+#define NVQOS_CMD_HIST_BUCKETS 1024u /* == NVQOS_HIST_KERNEL_BUCKETS */
+struct nvqos_cmd_hist {
+	__u64 buckets[NVQOS_CMD_HIST_BUCKETS];
+};
+
+/* inflight_cmds: LRU hash of commands awaiting their completion. */
+struct nvqos_inflight_key {
+	struct nvqos_flow_key flow;
+	__u16 cid;
+	__u16 pad;
+};
+
+struct nvqos_inflight_value {
+	__u64 submit_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+	__u32 tenant_id;
+	__u32 bytes;
+	__u8 op;   /* enum nvqos_cmd_op */
+	__u8 role; /* enum nvqos_role */
+	__u8 opcode;
+	__u8 pad[5];
+};
+
+/* slow_cmd_events ring buffer record. */
+struct nvqos_slow_cmd_event {
+	struct nvqos_flow_key flow;
+	__u64 latency_ns;
+	__u32 tenant_id;
+	__u32 bytes;
+	__u16 cid;
+	__u16 status; /* CQE status without the phase bit */
+	__u8 op;
+	__u8 role;
+	__u8 opcode;
+	__u8 pad;
+};
+
+/* nvme_stats: per-CPU array, one entry: health of the PDU walk. */
+struct nvqos_nvme_stats {
+	__u64 pdus;            /* PDU headers parsed */
+	__u64 desync;          /* times a stream lost track of PDU boundaries */
+	__u64 resync;          /* times a lost stream found a PDU boundary again */
+	__u64 unmatched_resp;  /* completions without a tracked command */
+	__u64 inflight_insert_failed;
+	__u64 tls_flows;       /* connections that start with a TLS ClientHello */
+	__u64 slow_cmd_events; /* slow-command records sent */
+	__u64 slow_cmd_dropped; /* suppressed by the rate limit or a full ring */
+	__u64 cid_reused;      /* a capsule reused the CID of a tracked command */
 };
 
 #endif /* NVQOS_ABI_H */

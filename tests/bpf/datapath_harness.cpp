@@ -119,6 +119,13 @@ void Datapath::set_tenant_flags(std::uint32_t tenant_id, std::uint32_t flags) {
   update(skel_->maps.tenant_config, &tenant_id, &value);
 }
 
+void Datapath::set_tenant_slow_cmd_ns(std::uint32_t tenant_id, std::uint64_t slow_cmd_ns) {
+  nvqos_tenant_config value{};
+  value.flags = NVQOS_TENANT_F_ACTIVE;
+  value.slow_cmd_ns = slow_cmd_ns;
+  update(skel_->maps.tenant_config, &tenant_id, &value);
+}
+
 nvqos_tenant_stats Datapath::tenant_stats(std::uint32_t tenant_id) const {
   return sum_percpu<nvqos_tenant_stats>(skel_->maps.tenant_stats, tenant_id);
 }
@@ -148,6 +155,71 @@ std::vector<std::pair<nvqos_flow_key, nvqos_flow_value>> Datapath::flows() const
     if (auto value = flow(key)) out.emplace_back(key, *value);
   }
   return out;
+}
+
+nvqos_cmd_stats Datapath::cmd_stats(const nvqos_cmd_key &key) const {
+  const int cpus = libbpf_num_possible_cpus();
+  if (cpus <= 0) fail(cpus, "count possible CPUs");
+  std::vector<nvqos_cmd_stats> values(cpus);
+  nvqos_cmd_stats total{};
+  if (bpf_map__lookup_elem(skel_->maps.cmd_stats, &key, sizeof(key), values.data(),
+                           sizeof(nvqos_cmd_stats) * cpus, 0) != 0) {
+    if (errno == ENOENT) return total;
+    fail(errno, "lookup cmd_stats");
+  }
+  for (const nvqos_cmd_stats &v : values) {
+    total.submitted += v.submitted;
+    total.completed += v.completed;
+    total.bytes += v.bytes;
+    for (unsigned i = 0; i < NVQOS_STATUS_CLASS_MAX; ++i) total.errors[i] += v.errors[i];
+    total.aborted += v.aborted;
+  }
+  return total;
+}
+
+nvqos_nvme_stats Datapath::nvme_stats() const {
+  return sum_percpu<nvqos_nvme_stats>(skel_->maps.nvme_stats, 0);
+}
+
+std::vector<std::uint64_t> Datapath::cmd_latency(const nvqos_cmd_key &key) const {
+  auto hist = std::make_unique<nvqos_cmd_hist>();
+  if (bpf_map__lookup_elem(skel_->maps.cmd_latency, &key, sizeof(key), hist.get(), sizeof(*hist),
+                           0) != 0) {
+    if (errno == ENOENT) return {};
+    fail(errno, "lookup cmd_latency");
+  }
+  return {std::begin(hist->buckets), std::end(hist->buckets)};
+}
+
+std::size_t Datapath::inflight_count() const {
+  std::size_t count = 0;
+  nvqos_inflight_key key{};
+  nvqos_inflight_key next{};
+  const nvqos_inflight_key *prev = nullptr;
+  while (bpf_map__get_next_key(skel_->maps.inflight_cmds, prev, &next, sizeof(next)) == 0) {
+    key = next;
+    prev = &key;
+    ++count;
+  }
+  return count;
+}
+
+std::vector<nvqos_slow_cmd_event> Datapath::drain_slow_cmd_events() {
+  std::vector<nvqos_slow_cmd_event> events;
+  auto on_event = [](void *ctx, void *data, std::size_t size) -> int {
+    if (size >= sizeof(nvqos_slow_cmd_event)) {
+      nvqos_slow_cmd_event e;
+      std::memcpy(&e, data, sizeof(e));
+      static_cast<std::vector<nvqos_slow_cmd_event> *>(ctx)->push_back(e);
+    }
+    return 0;
+  };
+  std::unique_ptr<ring_buffer, decltype(&ring_buffer__free)> rb(
+      ring_buffer__new(bpf_map__fd(skel_->maps.slow_cmd_events), on_event, &events, nullptr),
+      &ring_buffer__free);
+  if (!rb) fail(errno, "open ring buffer slow_cmd_events");
+  if (ring_buffer__consume(rb.get()) < 0) fail(errno, "consume slow_cmd_events");
+  return events;
 }
 
 RunResult Datapath::ingress(const Bytes &frame, const SkbContext &ctx, std::uint32_t repeat) {

@@ -55,11 +55,21 @@ class Datapath {
   void set_port_bitmap(const std::vector<std::uint16_t> &ports);
   void set_settings(std::uint32_t flags);
   void set_tenant_flags(std::uint32_t tenant_id, std::uint32_t flags);
+  void set_tenant_slow_cmd_ns(std::uint32_t tenant_id, std::uint64_t slow_cmd_ns);
 
   nvqos_tenant_stats tenant_stats(std::uint32_t tenant_id) const;  // summed over CPUs
   nvqos_datapath_stats datapath_stats() const;                     // summed over CPUs
   std::optional<nvqos_flow_value> flow(const nvqos_flow_key &key) const;
   std::vector<std::pair<nvqos_flow_key, nvqos_flow_value>> flows() const;
+
+  // NVMe command tracking: summed over CPUs; zeros for a key never seen.
+  nvqos_cmd_stats cmd_stats(const nvqos_cmd_key &key) const;
+  nvqos_nvme_stats nvme_stats() const;
+  // The latency histogram of a key, empty if none.
+  std::vector<std::uint64_t> cmd_latency(const nvqos_cmd_key &key) const;
+  std::size_t inflight_count() const;
+  // Slow-command records waiting in the ring buffer (consumes them).
+  std::vector<nvqos_slow_cmd_event> drain_slow_cmd_events();
 
   RunResult ingress(const Bytes &frame, const SkbContext &ctx = {}, std::uint32_t repeat = 1);
   RunResult egress(const Bytes &frame, const SkbContext &ctx = {}, std::uint32_t repeat = 1);

@@ -112,6 +112,13 @@ PacketBuilder &PacketBuilder::tcp_options(std::size_t bytes) {
 
 PacketBuilder &PacketBuilder::payload(std::size_t bytes) {
   payload_ = bytes;
+  payload_data_.reset();
+  return *this;
+}
+
+PacketBuilder &PacketBuilder::payload(const Bytes &data) {
+  payload_ = data.size();
+  payload_data_ = data;
   return *this;
 }
 
@@ -206,7 +213,10 @@ Bytes PacketBuilder::build() const {
   put16(out, 0);      // checksum
   put16(out, 0);      // urgent pointer
   out.insert(out.end(), tcp_options_, 0x01);  // NOP
-  for (std::size_t i = 0; i < payload_; ++i) out.push_back(static_cast<std::uint8_t>(i));
+  if (payload_data_)
+    out.insert(out.end(), payload_data_->begin(), payload_data_->end());
+  else
+    for (std::size_t i = 0; i < payload_; ++i) out.push_back(static_cast<std::uint8_t>(i));
   out.insert(out.end(), trailer_, 0);
   return out;
 }

@@ -53,7 +53,8 @@ class PacketBuilder {
   PacketBuilder &tcp(std::uint16_t sport, std::uint16_t dport, std::uint8_t flags = kTcpAck,
                      std::uint32_t seq = 1);
   PacketBuilder &tcp_options(std::size_t bytes);  // multiple of 4, up to 40
-  PacketBuilder &payload(std::size_t bytes);
+  PacketBuilder &payload(std::size_t bytes);  // bytes 0, 1, 2, ... (mod 256)
+  PacketBuilder &payload(const Bytes &data);   // these bytes
 
   // Malformations: raw header field values instead of the computed ones.
   PacketBuilder &raw_ihl(std::uint8_t words);
@@ -99,6 +100,7 @@ class PacketBuilder {
   std::uint32_t seq_ = 1;
   std::size_t tcp_options_ = 0;
   std::size_t payload_ = 0;
+  std::optional<Bytes> payload_data_;
   std::size_t trailer_ = 0;
   std::optional<std::uint8_t> raw_ihl_;
   std::optional<std::uint8_t> raw_version_;
