@@ -80,6 +80,10 @@ EOF
         check_gt "$tag-$job-writes" "$(jq "[$sel | .ops.write.ios // 0] | add // 0" "$report")" 0 "writes"
         check_gt "$tag-$job-verified" "$(jq "[$sel | .verify.checked_chunks // 0] | add // 0" "$report")" 0 "chunks verified"
       done
+      # The kernel target grants 16 KiB of in-capsule data (6.1 and 6.12): the small job's writes
+      # must travel in the capsule and the large job's through R2T.
+      check_eq "$tag-small-write-path" "$(jq -r '.jobs[] | select(.name == "small") | .writes' "$report")" in-capsule
+      check_eq "$tag-large-write-path" "$(jq -r '.jobs[] | select(.name == "large") | .writes' "$report")" r2t
       check_eq "$tag-io-errors" "$(jq -c '[.jobs[].ops[].errors | if type == "object" then (to_entries[] | .value) else . end] | add // 0' "$report")" 0
     else
       fail "$tag-report" "no JSON report: $(tail -2 "$OUT/$tag.stderr")"
