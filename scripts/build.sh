@@ -5,7 +5,8 @@ cd "$(dirname "$0")/.."
 build_dir=${NVQOS_BUILD_DIR:-build}
 jobs=${NVQOS_JOBS:-$(nproc)}
 echo "build: configuring into $build_dir"
-cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$build_dir.configure.log" 2>&1 ||
-  { cat "$build_dir.configure.log"; exit 1; }
+mkdir -p "$build_dir"
+cmake -S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$build_dir/configure.log" 2>&1 ||
+  { cat "$build_dir/configure.log"; exit 1; }
 echo "build: compiling with $jobs jobs"
 cmake --build "$build_dir" -j "$jobs"
