@@ -18,12 +18,13 @@ if ! have_bin nvqos-load && ! have_bin nvqos-target; then
 fi
 load_modules nvmet nvmet-tcp nvme-tcp || finish
 
-# capture_start NAME PORT: tcpdump of the phase's first packets on loopback, to $OUT/NAME.pcap.
+# capture_start NAME PORT: tcpdump of the phase's first 2000 packets on loopback (connects and a few
+# hundred I/Os, ~25 MB with 64 KiB loopback frames), to $OUT/NAME.pcap.
 # It writes to tmpfs and the file moves to the 9p share afterwards: writing through 9p under TCG is
 # slow enough to make tcpdump drop packets.
 capture_start() {
   CAPTURE_NAME=$1
-  tcpdump -i lo -s 0 -B 32768 -c 4000 -w "/tmp/$1.pcap" "tcp port $2" >/dev/null 2>&1 &
+  tcpdump -i lo -s 0 -B 32768 -c 2000 -w "/tmp/$1.pcap" "tcp port $2" >/dev/null 2>&1 &
   CAPTURE_PID=$!
   sleep 1
 }
