@@ -4,6 +4,8 @@
 #include <bpf/bpf.h>
 #include <net/if.h>
 
+#include <time.h>
+
 #include <cstring>
 #include <memory>
 #include <set>
@@ -293,7 +295,81 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
   if (int err = bpf_map__lookup_elem(skel_->maps.datapath_stats, &zero, sizeof zero, dp_raw.data(), dp_raw.size(), 0))
     return Error::from_errno(err, "read datapath_stats of " + ifname_);
   out.datapath = sum_percpu<nvqos_datapath_stats>(dp_raw, possible_cpus_);
+  if (auto st = read_commands(out); !st) return st.error();
   return out;
+}
+
+std::uint64_t CommandCounters::in_flight() const {
+  const std::uint64_t done = stats.completed + stats.aborted + timeouts;
+  return stats.submitted > done ? stats.submitted - done : 0;
+}
+
+// Deletes commands older than the command timeout and counts them per key:
+// whoever deletes an entry (tc on completion, or this sweep) owns it.
+Status InterfaceDatapath::sweep_inflight(std::uint64_t& remaining) const {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);  // the clock of bpf_ktime_get_ns()
+  const std::uint64_t now_ns = std::uint64_t(ts.tv_sec) * 1000000000ull + std::uint64_t(ts.tv_nsec);
+  const std::uint64_t timeout_ns = std::chrono::nanoseconds(options_.command_timeout).count();
+  bpf_map* map = skel_->maps.inflight_cmds;
+  std::vector<nvqos_inflight_key> expired;
+  nvqos_inflight_key key{}, next{};
+  const nvqos_inflight_key* prev = nullptr;
+  remaining = 0;
+  while (bpf_map__get_next_key(map, prev, &next, sizeof next) == 0) {
+    key = next;
+    prev = &key;
+    nvqos_inflight_value value{};
+    if (bpf_map__lookup_elem(map, &key, sizeof key, &value, sizeof value, 0) != 0) continue;  // completed meanwhile
+    if (now_ns > value.submit_ns && now_ns - value.submit_ns > timeout_ns)
+      expired.push_back(key);
+    else
+      ++remaining;
+  }
+  for (const auto& k : expired) {
+    nvqos_inflight_value value{};
+    if (bpf_map__lookup_elem(map, &k, sizeof k, &value, sizeof value, 0) != 0) continue;
+    if (bpf_map__delete_elem(map, &k, sizeof k, 0) != 0) continue;  // tc completed it first
+    ++timeouts_[CommandKey{value.tenant_id, value.op, value.role}];
+  }
+  return ok_status();
+}
+
+Status InterfaceDatapath::read_commands(InterfaceCounters& out) const {
+  __u32 zero = 0;
+  std::vector<std::uint8_t> nvme_raw(percpu_stride<nvqos_nvme_stats>() * possible_cpus_);
+  if (int err = bpf_map__lookup_elem(skel_->maps.nvme_stats, &zero, sizeof zero, nvme_raw.data(), nvme_raw.size(), 0))
+    return Error::from_errno(err, "read nvme_stats of " + ifname_);
+  out.nvme = sum_percpu<nvqos_nvme_stats>(nvme_raw, possible_cpus_);
+  if (auto st = sweep_inflight(out.inflight_entries); !st) return st;
+
+  const auto now = LatencyWindow::Clock::now();
+  std::vector<std::uint8_t> raw(percpu_stride<nvqos_cmd_stats>() * possible_cpus_);
+  auto hist = std::make_unique<nvqos_cmd_hist>();
+  nvqos_cmd_key key{}, next{};
+  const nvqos_cmd_key* prev = nullptr;
+  while (bpf_map__get_next_key(skel_->maps.cmd_stats, prev, &next, sizeof next) == 0) {
+    key = next;
+    prev = &key;
+    if (bpf_map__lookup_elem(skel_->maps.cmd_stats, &key, sizeof key, raw.data(), raw.size(), 0) != 0) continue;
+    CommandCounters c;
+    c.key = CommandKey{key.tenant_id, key.op, key.role};
+    const TenantSlot* tenant = current_.tenant(key.tenant_id);
+    c.tenant = tenant ? tenant->name : "id:" + std::to_string(key.tenant_id);
+    c.stats = sum_percpu<nvqos_cmd_stats>(raw, possible_cpus_);
+    if (auto it = timeouts_.find(c.key); it != timeouts_.end()) c.timeouts = it->second;
+    if (bpf_map__lookup_elem(skel_->maps.cmd_latency, &key, sizeof key, hist.get(), sizeof *hist, 0) == 0) {
+      c.latency.assign(std::begin(hist->buckets), std::end(hist->buckets));
+      auto [it, inserted] = latency_windows_.try_emplace(c.key, options_.latency_window);
+      it->second.update(now, c.latency);
+      const LogLinearHistogram window = it->second.histogram();
+      c.window_count = window.count();
+      if (!window.empty())
+        for (double q : kLatencyQuantiles) c.window_quantiles.emplace_back(q, double(window.quantile(q)) / 1e9);
+    }
+    out.commands.push_back(std::move(c));
+  }
+  return ok_status();
 }
 
 std::vector<Attachment> InterfaceDatapath::attachments() const {

@@ -4,11 +4,15 @@
 // difference, without detaching anything.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "commands.hpp"
 #include "kernel_objects.hpp"
 #include "nvqos/abi.h"
 #include "policy.hpp"
@@ -20,6 +24,10 @@ namespace nvqos::agent {
 
 struct DatapathOptions {
   XdpMode xdp_mode = XdpMode::best;
+  // A tracked NVMe command older than this is deleted and counted as a timeout.
+  std::chrono::seconds command_timeout{60};
+  // Window of the command latency quantiles.
+  std::chrono::seconds latency_window{60};
 };
 
 struct Attachment {
@@ -34,9 +42,26 @@ struct TenantCounters {
   nvqos_tenant_stats stats{};  // summed over CPUs
 };
 
+// NVMe commands of one (tenant, op, role): counters since the programs were loaded.
+struct CommandCounters {
+  CommandKey key;
+  std::string tenant;
+  nvqos_cmd_stats stats{};                 // summed over CPUs
+  std::uint64_t timeouts = 0;              // swept by the agent
+  std::vector<std::uint64_t> latency;      // fine kernel histogram (ns buckets), cumulative
+  std::uint64_t window_count = 0;          // completions in the latency window
+  std::vector<std::pair<double, double>> window_quantiles;  // (quantile, seconds); empty if none
+
+  // Commands tracked and not yet completed, aborted or timed out.
+  std::uint64_t in_flight() const;
+};
+
 struct InterfaceCounters {
   std::string interface;
   std::vector<TenantCounters> tenants;
+  std::vector<CommandCounters> commands;
+  nvqos_nvme_stats nvme{};           // summed over CPUs
+  std::uint64_t inflight_entries = 0;  // entries of inflight_cmds after the sweep
   nvqos_datapath_stats datapath{};  // summed over CPUs
   std::uint32_t flow_capacity = 0;
   std::vector<Attachment> attachments;
@@ -53,6 +78,8 @@ class InterfaceDatapath {
   // Moves the maps (and the XDP attachment) to `next`. On error the data path
   // is left as consistent as the kernel allows and the error says what failed.
   Status apply(const DesiredState& next);
+  // Also sweeps timed-out commands and advances the latency windows: call it
+  // once per telemetry interval.
   Result<InterfaceCounters> read_counters() const;
 
   const std::string& interface() const { return ifname_; }
@@ -68,6 +95,8 @@ class InterfaceDatapath {
   Status write_tenants(const DesiredState& next);
   Status write_settings(const DesiredState& next);
   Status reclassify_flows(const DesiredState& next);
+  Status read_commands(InterfaceCounters& out) const;
+  Status sweep_inflight(std::uint64_t& remaining) const;
 
   struct SkeletonDeleter {
     void operator()(nvqos_datapath* skel) const;
@@ -85,6 +114,9 @@ class InterfaceDatapath {
   DesiredState current_;
   bool has_current_ = false;
   int possible_cpus_;
+  // Telemetry state that read_counters() advances (hence mutable).
+  mutable std::map<CommandKey, LatencyWindow> latency_windows_;
+  mutable std::map<CommandKey, std::uint64_t> timeouts_;
 };
 
 }  // namespace nvqos::agent

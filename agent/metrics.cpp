@@ -4,6 +4,9 @@
 #include <prometheus/text_serializer.h>
 
 #include <functional>
+#include <iterator>
+#include <limits>
+#include <sstream>
 
 namespace nvqos::agent {
 namespace {
@@ -122,6 +125,120 @@ void datapath_families(std::vector<MetricFamily>& out, const Snapshot& s) {
                                                   1);
 }
 
+std::string quantile_text(double q) {
+  std::ostringstream text;
+  text << q;  // 0.5, 0.99, 0.999
+  return text.str();
+}
+
+prometheus::ClientMetric::Label label(const char* name, std::string value) { return {name, std::move(value)}; }
+
+void command_families(std::vector<MetricFamily>& out, const Snapshot& s) {
+  auto labels = [](const InterfaceCounters& ifc, const CommandCounters& c) {
+    return std::vector<prometheus::ClientMetric::Label>{label("interface", ifc.interface), label("tenant", c.tenant),
+                                                        label("op", cmd_op_name(c.key.op)),
+                                                        label("role", cmd_role_name(c.key.role))};
+  };
+  {
+    auto& f = out.emplace_back();
+    f.name = "nvqos_nvme_command_latency_seconds";
+    f.help = "NVMe command latency from capsule to completion as seen on this host's wire, since the data path "
+             "was loaded. Buckets are summed from the kernel's fine histogram (each fine bucket at its midpoint).";
+    f.type = MetricType::Histogram;
+    for (const auto& ifc : s.interfaces)
+      for (const auto& c : ifc.commands) {
+        const CoarseHistogram h = coarse_latency_histogram(c.latency);
+        ClientMetric m;
+        m.label = labels(ifc, c);
+        m.histogram.sample_count = h.count;
+        m.histogram.sample_sum = h.sum_seconds;
+        for (std::size_t b = 0; b < h.cumulative.size(); ++b)
+          m.histogram.bucket.push_back({h.cumulative[b], kLatencyBucketBoundsSeconds[b]});
+        m.histogram.bucket.push_back({h.count, std::numeric_limits<double>::infinity()});
+        f.metric.push_back(std::move(m));
+      }
+  }
+  FamilyBuilder quantiles(out, "nvqos_nvme_command_latency_quantile_seconds",
+                          "NVMe command latency quantiles over the agent's sliding window, from the kernel's fine "
+                          "histogram (<= 1.6% error); absent while the window holds no completion.",
+                          MetricType::Gauge);
+  FamilyBuilder window_count(out, "nvqos_nvme_command_latency_window_commands",
+                             "NVMe commands completed in the latency quantiles' sliding window.", MetricType::Gauge);
+  for (const auto& ifc : s.interfaces)
+    for (const auto& c : ifc.commands) {
+      window_count.add(labels(ifc, c), double(c.window_count));
+      for (const auto& [q, seconds] : c.window_quantiles) {
+        auto l = labels(ifc, c);
+        l.push_back(label("quantile", quantile_text(q)));
+        quantiles.add(std::move(l), seconds);
+      }
+    }
+  struct PerCommand {
+    const char* name;
+    const char* help;
+    MetricType type;
+    std::function<double(const CommandCounters&)> get;
+  };
+  const PerCommand per_command[] = {
+      {"nvqos_nvme_commands_total", "NVMe commands completed (latency samples).", MetricType::Counter,
+       [](const CommandCounters& c) { return double(c.stats.completed); }},
+      {"nvqos_nvme_commands_submitted_total", "NVMe command capsules seen and tracked.", MetricType::Counter,
+       [](const CommandCounters& c) { return double(c.stats.submitted); }},
+      {"nvqos_nvme_bytes_total", "Data bytes (SGL length) of completed NVMe commands.", MetricType::Counter,
+       [](const CommandCounters& c) { return double(c.stats.bytes); }},
+      {"nvqos_nvme_commands_aborted_total", "NVMe commands in flight when their connection closed (FIN/RST).",
+       MetricType::Counter, [](const CommandCounters& c) { return double(c.stats.aborted); }},
+      {"nvqos_nvme_command_timeouts_total", "NVMe commands without a completion within the command timeout.",
+       MetricType::Counter, [](const CommandCounters& c) { return double(c.timeouts); }},
+      {"nvqos_nvme_commands_in_flight", "NVMe commands tracked and not yet completed, aborted or timed out.",
+       MetricType::Gauge, [](const CommandCounters& c) { return double(c.in_flight()); }},
+  };
+  for (const auto& f : per_command) {
+    FamilyBuilder b(out, f.name, f.help, f.type);
+    for (const auto& ifc : s.interfaces)
+      for (const auto& c : ifc.commands) b.add(labels(ifc, c), f.get(c));
+  }
+  FamilyBuilder errors(out, "nvqos_nvme_command_errors_total",
+                       "NVMe commands completed with an error, by status code type (status).", MetricType::Counter);
+  for (const auto& ifc : s.interfaces)
+    for (const auto& c : ifc.commands)
+      for (std::uint32_t sc = 0; sc < NVQOS_STATUS_CLASS_MAX; ++sc) {
+        auto l = labels(ifc, c);
+        l.push_back(label("status", status_class_name(sc)));
+        errors.add(std::move(l), double(c.stats.errors[sc]));
+      }
+  struct PerInterface {
+    const char* name;
+    const char* help;
+    std::function<double(const nvqos_nvme_stats&)> get;
+  };
+  const PerInterface walk[] = {
+      {"nvqos_nvme_pdus_total", "NVMe/TCP PDU headers parsed.", [](const nvqos_nvme_stats& n) { return double(n.pdus); }},
+      {"nvqos_nvme_desync_total",
+       "Times a connection's PDU walk lost track of PDU boundaries (bytes not seen, a malformed header, too many "
+       "PDUs in one packet); commands in between are not timed.",
+       [](const nvqos_nvme_stats& n) { return double(n.desync); }},
+      {"nvqos_nvme_resync_total", "Times a lost or newly joined PDU walk found a PDU boundary again.",
+       [](const nvqos_nvme_stats& n) { return double(n.resync); }},
+      {"nvqos_nvme_unmatched_completions_total", "NVMe completions whose command was not tracked.",
+       [](const nvqos_nvme_stats& n) { return double(n.unmatched_resp); }},
+      {"nvqos_nvme_inflight_insert_failures_total", "NVMe commands that could not be tracked (map full).",
+       [](const nvqos_nvme_stats& n) { return double(n.inflight_insert_failed); }},
+      {"nvqos_nvme_cid_reused_total", "NVMe capsules that reused the CID of a tracked command (completion lost).",
+       [](const nvqos_nvme_stats& n) { return double(n.cid_reused); }},
+      {"nvqos_nvme_tls_flows_total", "NVMe/TCP connections that started with TLS: flow accounting only.",
+       [](const nvqos_nvme_stats& n) { return double(n.tls_flows); }},
+      {"nvqos_nvme_slow_command_events_total", "Slow-command records sent to the agent.",
+       [](const nvqos_nvme_stats& n) { return double(n.slow_cmd_events); }},
+      {"nvqos_nvme_slow_command_events_dropped_total", "Slow-command records suppressed by the rate limit or a full ring.",
+       [](const nvqos_nvme_stats& n) { return double(n.slow_cmd_dropped); }},
+  };
+  for (const auto& f : walk) {
+    FamilyBuilder b(out, f.name, f.help, MetricType::Counter);
+    for (const auto& ifc : s.interfaces) b.add({{"interface", ifc.interface}}, f.get(ifc.nvme));
+  }
+}
+
 void agent_families(std::vector<MetricFamily>& out, const Snapshot& s, const AgentStatus& st) {
   FamilyBuilder(out, "nvqos_build_info", "Version of the running agent.", MetricType::Gauge)
       .add({{"version", st.version}}, 1);
@@ -158,6 +275,7 @@ std::string render_metrics(const Snapshot& snapshot, const AgentStatus& status) 
   std::vector<MetricFamily> families;
   tenant_families(families, snapshot);
   datapath_families(families, snapshot);
+  command_families(families, snapshot);
   agent_families(families, snapshot, status);
   return prometheus::TextSerializer().Serialize(families);
 }
