@@ -68,7 +68,7 @@
 #define NVQOS_PDU_CH_LEN 8
 #define NVQOS_PDU_PEEK_MAX 52 /* capsule bytes read: through the Connect QID */
 #define NVQOS_PDU_HDR_BUF 128 /* >= 63 + NVQOS_PDU_PEEK_MAX, a bound the verifier can see */
-#define NVQOS_PDU_MAX_PER_SKB 32
+#define NVQOS_PDU_MAX_PER_SKB 128
 #define NVQOS_PDU_MAX_PLEN (64u << 20)
 
 /* One direction of a connection in NVMe/TCP terms. */

@@ -261,21 +261,22 @@ TEST_F(NvmeTrackTest, SixteenPdusPerSkbAndTheWalkLimit) {
   EXPECT_EQ(s.completed, 16u);
   expect_clean_walk();
 
-  // 40 completions in one skb: the walk parses NVQOS_PDU_MAX_PER_SKB (32) and says it lost the rest.
-  cmds.clear();
+  // More completions in one skb than the walk parses (NVQOS_PDU_MAX_PER_SKB): it counts the
+  // loss as a desync and leaves the rest in flight.
+  constexpr unsigned kLimit = 128, kMore = 8;
   rsps.clear();
-  for (std::uint16_t cid = 100; cid < 140; ++cid) {
-    cmds = cat({cmds, read_cmd(cid, 4096)});
+  for (unsigned i = 0; i < kLimit + kMore; ++i) {
+    const auto cid = static_cast<std::uint16_t>(1000 + i);
+    cmds = read_cmd(cid, 4096);
+    conn.h2c(cmds);
     rsps = cat({rsps, response(cid)});
   }
-  conn.h2c(Bytes(cmds.begin(), cmds.begin() + 20 * 72));
-  conn.h2c(Bytes(cmds.begin() + 20 * 72, cmds.end()));
   conn.c2h(rsps);
   s = dp_->cmd_stats(cmd_key(NVQOS_CMD_OP_READ, NVQOS_ROLE_INITIATOR));
-  EXPECT_EQ(s.submitted, 56u);
-  EXPECT_EQ(s.completed, 16u + 32u);
+  EXPECT_EQ(s.submitted, 16u + kLimit + kMore);
+  EXPECT_EQ(s.completed, 16u + kLimit);
   EXPECT_EQ(dp_->nvme_stats().desync, 1u);
-  EXPECT_EQ(dp_->inflight_count(), 8u) << "the 8 unparsed completions leave their commands in flight";
+  EXPECT_EQ(dp_->inflight_count(), kMore);
 }
 
 TEST_F(NvmeTrackTest, GarbageAfterAValidHeaderDesyncsWithoutASample) {
