@@ -20,6 +20,8 @@
 
 #include "bench_empty.skel.h"
 #include "datapath_harness.hpp"
+#include "nvqos/nvmf/nvme.h"
+#include "nvqos/nvmf/pdu.h"
 #include "packet_builder.hpp"
 
 namespace {
@@ -275,6 +277,79 @@ int run_bench(const Options &o) {
   });
   rows.push_back({"bench_tc_empty", "distinct packets", "single-shot", "-", shot_floor, shot_floor, std::nullopt});
   rows.push_back({"nvqos_tc_ingress", "NVMe/TCP, new flow (LRU insert)", "single-shot", "bitmap", shot_new, shot_floor, std::nullopt});
+
+  // The NVMe/TCP PDU walk. A repeated packet would be walked once and then skipped as a
+  // retransmission, so each single shot is the next segment of the stream (distinct
+  // sequence numbers; commands with distinct CIDs). BPF_PROG_TEST_RUN takes frames up to
+  // about a page: the "4 KiB data PDU" is the first 3 KiB segment of one (the walk reads the
+  // header and jumps over the data by PLEN whatever its length), and the 16 PDUs of a
+  // 64 KiB super-packet are 16 C2HData PDUs of 128 bytes (the same 16 header reads).
+  namespace nvmf = nvqos::nvmf;
+  const std::uint32_t h2c_isn = 1000, c2h_isn = 5000;
+  dp.egress(PacketBuilder().ip("10.0.0.1", "10.0.0.2").tcp(kLocalPort, kNvmePort, 0x02, h2c_isn).build());
+  dp.ingress(PacketBuilder().ip("10.0.0.2", "10.0.0.1").tcp(kNvmePort, kLocalPort, 0x12, c2h_isn).build());
+  const std::vector<std::uint8_t> data(4096, 0x5a);
+  std::uint32_t h2c_seq = h2c_isn + 1, c2h_seq = c2h_isn + 1;
+  auto command = [&](std::uint32_t cid) {
+    const Bytes pdu = nvmf::encode_pdu(nvmf::CapsuleCmd{nvmf::make_read(cid, 1, 0, 7, 4096), {}});
+    Bytes frame = PacketBuilder().ip("10.0.0.1", "10.0.0.2").tcp(kLocalPort, kNvmePort, 0x18, h2c_seq).payload(pdu).build();
+    h2c_seq += pdu.size();
+    return frame;
+  };
+  auto data_pdu = [&]() {
+    nvmf::C2HData d;
+    d.datal = 4096;
+    d.data = std::span<const std::uint8_t>(data.data(), 4096);
+    const Bytes pdu = nvmf::encode_pdu(d);
+    Bytes frame = PacketBuilder().ip("10.0.0.2", "10.0.0.1").tcp(kNvmePort, kLocalPort, 0x18, c2h_seq)
+                      .payload(Bytes(pdu.begin(), pdu.begin() + 3072)).build();
+    c2h_seq += pdu.size();
+    return frame;
+  };
+  auto sixteen_pdus = [&]() {
+    Bytes pdus;
+    for (int i = 0; i < 16; ++i) {
+      nvmf::C2HData d;
+      d.datal = 128;
+      d.data = std::span<const std::uint8_t>(data.data(), 128);
+      const Bytes pdu = nvmf::encode_pdu(d);
+      pdus.insert(pdus.end(), pdu.begin(), pdu.end());
+    }
+    Bytes frame = PacketBuilder().ip("10.0.0.2", "10.0.0.1").tcp(kNvmePort, kLocalPort, 0x18, c2h_seq).payload(pdus).build();
+    c2h_seq += pdus.size();
+    return frame;
+  };
+  const std::uint32_t c2h_before_floor = c2h_seq;
+  const double walk_floor = bench.single_shot("empty tc on NVMe/TCP segments, single shots", [&](std::uint32_t, std::uint32_t) {
+    return run_tc(tc_empty, sixteen_pdus());
+  });
+  c2h_seq = c2h_before_floor;  // the empty program's segments were not part of the stream
+  rows.push_back({"bench_tc_empty", "NVMe/TCP segments", "single-shot", "-", walk_floor, walk_floor, std::nullopt});
+  rows.push_back({"nvqos_tc_egress", "PDU walk: 72-byte command capsule (in-flight insert)", "single-shot", "bitmap",
+                  bench.single_shot("nvqos_tc_egress on command capsules", [&](std::uint32_t, std::uint32_t i) {
+                    const auto cid = static_cast<std::uint16_t>(i);
+                    const RunResult shot = run_tc(tc_out, command(cid));
+                    // Completed (untimed) so the in-flight table stays as small as in real use.
+                    nvmf::Cqe cqe;
+                    cqe.cid = cid;
+                    const Bytes rsp = nvmf::encode_pdu(nvmf::CapsuleResp{cqe});
+                    run_tc(tc_in, PacketBuilder().ip("10.0.0.2", "10.0.0.1").tcp(kNvmePort, kLocalPort, 0x18, c2h_seq).payload(rsp).build());
+                    c2h_seq += rsp.size();
+                    return shot;
+                  }),
+                  walk_floor, std::nullopt});
+  rows.push_back({"nvqos_tc_ingress", "PDU walk: 4 KiB C2HData PDU (first segment)", "single-shot", "bitmap",
+                  bench.single_shot("nvqos_tc_ingress on data PDUs", [&](std::uint32_t, std::uint32_t) { return run_tc(tc_in, data_pdu()); }),
+                  walk_floor, std::nullopt});
+  rows.push_back({"nvqos_tc_ingress", "PDU walk: 16 PDUs in one skb", "single-shot", "bitmap",
+                  bench.single_shot("nvqos_tc_ingress on 16-PDU skbs", [&](std::uint32_t, std::uint32_t) { return run_tc(tc_in, sixteen_pdus()); }),
+                  walk_floor, std::nullopt});
+  const Bytes mid_pdu = PacketBuilder().ip("10.0.0.2", "10.0.0.1").tcp(kNvmePort, kLocalPort, 0x10, c2h_seq - 100).payload(64).build();
+  rows.push_back({"nvqos_tc_ingress", "PDU walk: segment inside a PDU's data (skipped)", "repeat", "bitmap",
+                  bench.repeated("nvqos_tc_ingress on data-only segments", [&](std::uint32_t n) { return run_tc(tc_in, mid_pdu, {}, n); }),
+                  tc_floor, std::nullopt});
+  const nvqos_nvme_stats walk = dp.nvme_stats();
+  if (walk.desync != 0) throw std::runtime_error("benchmark PDU streams desynchronised");
 
   if (dp.datapath_stats().parse_errors != 0) throw std::runtime_error("benchmark packets produced parse errors");
   print_table(rows);
