@@ -65,6 +65,22 @@ class NvmeCommandsTest : public ::testing::Test {
         (dir_ / "target.log").string());
   }
 
+  // Link shaping of a torture run: MTU on both ends, GRO on both ends.
+  void shape_link(int mtu, bool gro) {
+    for (const auto& [ns, ifname] : {std::pair{target_.get(), target_if_}, std::pair{initiator_.get(), host_if_}}) {
+      must(ns->exec() + "ip link set dev " + ifname + " mtu " + std::to_string(mtu));
+      if (run(ns->exec() + "ethtool -K " + ifname + " gro " + (gro ? "on" : "off") + " >/dev/null 2>&1") != 0)
+        GTEST_SKIP() << "ethtool cannot switch GRO on " << ifname;
+    }
+  }
+
+  void start_initiator_agent() {
+    start_agent(*initiator_, host_if_,
+                std::string(R"({"version": 1, "tenants": [)") + R"({"name": "gold", "match": [{"remote": ")" +
+                    kGoldTarget + R"(/32"}]}, {"name": "bronze", "match": [{"remote": ")" + kBronzeTarget +
+                    R"(/32"}]}]})");
+  }
+
   void TearDown() override {
     agent_.reset();
     target_proc_.reset();
@@ -101,14 +117,14 @@ class NvmeCommandsTest : public ::testing::Test {
   }
 
   // Two jobs at once: gold QD1 4 KiB random reads, bronze QD16 128 KiB reads and writes.
-  nlohmann::json run_load(const std::string& runtime) {
+  nlohmann::json run_load(const std::string& runtime, const std::string& bronze_bs = "128k") {
     const std::string jobs = (dir_ / "jobs.json").string();
     std::ofstream(jobs) << nlohmann::json{
         {"jobs",
          {{{"name", "gold"}, {"target", std::string(kGoldTarget) + ":4420"}, {"subnqn", kSubnqn},
            {"rw", "randread"}, {"bs", "4k"}, {"qd", 1}, {"runtime", runtime}},
           {{"name", "bronze"}, {"target", std::string(kBronzeTarget) + ":4420"}, {"subnqn", kSubnqn},
-           {"rw", "randrw"}, {"bs", "128k"}, {"qd", 16}, {"runtime", runtime}, {"offset", "512m"},
+           {"rw", "randrw"}, {"bs", bronze_bs}, {"qd", 16}, {"runtime", runtime}, {"offset", "512m"},
            {"size", "512m"}}}}}
                         .dump();
     const std::string out = (dir_ / "load.json").string();
@@ -166,12 +182,48 @@ class NvmeCommandsTest : public ::testing::Test {
 };
 
 TEST_F(NvmeCommandsTest, InitiatorSideAgreesWithTheLoadGenerator) {
-  start_agent(*initiator_, host_if_,
-              std::string(R"({"version": 1, "tenants": [)") + R"({"name": "gold", "match": [{"remote": ")" +
-                  kGoldTarget + R"(/32"}]}, {"name": "bronze", "match": [{"remote": ")" + kBronzeTarget +
-                  R"(/32"}]}]})");
+  start_initiator_agent();
   const nlohmann::json load = run_load("4s");
   expect_agreement(load, "initiator");
+}
+
+// Segmentation torture: MSS 536 (headers split across segments, many PDUs per frame),
+// GRO off and on, 1 MiB reads and writes: every command still counted and timed.
+class NvmeSegmentationTest : public NvmeCommandsTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(NvmeSegmentationTest, TinyMssAndOneMebibyteIosCountExactly) {
+  shape_link(576, GetParam());
+  if (IsSkipped()) return;
+  start_initiator_agent();
+  const nlohmann::json load = run_load("3s", "1m");
+  expect_agreement(load, "initiator");
+}
+
+INSTANTIATE_TEST_SUITE_P(Gro, NvmeSegmentationTest, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "gro_on" : "gro_off"; });
+
+// Drops by a TBF on the target's side: lost and retransmitted segments make the walk lose
+// PDUs. It must say so (desync) and time fewer commands, never a wrong pairing: no sample
+// beyond the slowest command nvqos-load saw.
+TEST_F(NvmeCommandsTest, DropsDesyncButNeverMisattribute) {
+  must(target_->exec() + "tc qdisc add dev " + target_if_ + " root tbf rate 300mbit burst 16k latency 2ms");
+  start_initiator_agent();
+  const nlohmann::json load = run_load("3s", "1m");
+  std::this_thread::sleep_for(600ms);
+  const std::string text = metrics();
+  EXPECT_GT(metric_value(text, "nvqos_nvme_desync_total", {}).value_or(0), 0) << "the TBF dropped nothing?";
+  for (const auto& job : load.at("jobs")) {
+    const std::string tenant = job.at("name");
+    for (const auto& [op, v] : job.at("ops").items()) {
+      SCOPED_TRACE(tenant + " " + op);
+      const std::map<std::string, std::string> labels{{"tenant", tenant}, {"op", op}, {"role", "initiator"}};
+      EXPECT_LE(metric_value(text, "nvqos_nvme_commands_total", labels).value_or(0), v.at("ios").get<double>());
+      auto l = labels;
+      l["quantile"] = "0.999";
+      const auto p999 = metric_value(text, "nvqos_nvme_command_latency_quantile_seconds", l);
+      if (p999) EXPECT_LE(*p999 * 1e6, v.at("latency_us").at("max").get<double>() * 1.035 + 20.0);
+    }
+  }
 }
 
 // On the target the agent times the target's service (capsule in, completion out),
