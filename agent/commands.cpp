@@ -69,4 +69,17 @@ LogLinearHistogram LatencyWindow::histogram() const {
   return kernel_latency_histogram(counts);
 }
 
+bool LogRateLimiter::allow(Clock::time_point now) {
+  if (now - second_ >= std::chrono::seconds(1)) {
+    second_ = now;
+    in_second_ = 0;
+  }
+  if (in_second_ < per_second_) {
+    ++in_second_;
+    return true;
+  }
+  ++suppressed_;
+  return false;
+}
+
 }  // namespace nvqos::agent

@@ -75,4 +75,21 @@ class LatencyWindow {
   std::deque<Delta> deltas_;
 };
 
+// At most `per_second` events pass in any one-second step of the clock.
+class LogRateLimiter {
+ public:
+  using Clock = std::chrono::steady_clock;
+  explicit LogRateLimiter(std::uint32_t per_second) : per_second_(per_second) {}
+  bool allow(Clock::time_point now);
+  std::uint64_t suppressed() const { return suppressed_; }
+
+ private:
+  std::uint32_t per_second_;
+  Clock::time_point second_{};
+  std::uint32_t in_second_ = 0;
+  std::uint64_t suppressed_ = 0;
+};
+
+inline constexpr std::uint32_t kSlowCommandLogsPerSecond = 10;
+
 }  // namespace nvqos::agent

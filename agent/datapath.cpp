@@ -5,6 +5,7 @@
 #include <net/if.h>
 
 #include <time.h>
+#include <unistd.h>
 
 #include <cstring>
 #include <memory>
@@ -299,6 +300,57 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
   return out;
 }
 
+Status InterfaceDatapath::watch_slow_commands(boost::asio::io_context& io) {
+  auto on_record = [](void* ctx, void* data, std::size_t size) -> int {
+    if (size < sizeof(nvqos_slow_cmd_event)) return 0;
+    nvqos_slow_cmd_event event;
+    std::memcpy(&event, data, sizeof event);
+    static_cast<InterfaceDatapath*>(ctx)->on_slow_command(event);
+    return 0;
+  };
+  slow_ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.slow_cmd_events), on_record, this, nullptr));
+  if (!slow_ring_) return Error::from_errno(errno, "open ring buffer slow_cmd_events of " + ifname_);
+  const int fd = dup(ring_buffer__epoll_fd(slow_ring_.get()));
+  if (fd < 0) return Error::from_errno(errno, "dup the epoll fd of slow_cmd_events");
+  slow_fd_ = std::make_unique<boost::asio::posix::stream_descriptor>(io, fd);
+  wait_slow_commands();
+  return ok_status();
+}
+
+void InterfaceDatapath::wait_slow_commands() {
+  slow_fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
+    if (ec == boost::asio::error::operation_aborted) return;  // closing: `this` may be gone
+    if (ec) {
+      log::warn("slow-command events stopped", {{"interface", ifname_}, {"error", ec.message()}});
+      return;
+    }
+    if (int err = ring_buffer__consume(slow_ring_.get()); err < 0)
+      log::warn("read slow_cmd_events", {{"interface", ifname_}, {"error", std::strerror(-err)}});
+    wait_slow_commands();
+  });
+}
+
+void InterfaceDatapath::on_slow_command(const nvqos_slow_cmd_event& e) {
+  ++slow_received_;
+  if (!slow_log_limit_.allow(std::chrono::steady_clock::now())) return;
+  const TenantSlot* tenant = current_.tenant(e.tenant_id);
+  char local[INET6_ADDRSTRLEN] = "", remote[INET6_ADDRSTRLEN] = "";
+  inet_ntop(AF_INET6, e.flow.local_addr, local, sizeof local);
+  inet_ntop(AF_INET6, e.flow.remote_addr, remote, sizeof remote);
+  log::info("slow NVMe command",
+            {{"interface", ifname_},
+             {"tenant", tenant ? tenant->name : "id:" + std::to_string(e.tenant_id)},
+             {"op", cmd_op_name(e.op)},
+             {"role", cmd_role_name(e.role)},
+             {"cid", std::to_string(e.cid)},
+             {"opcode", std::to_string(e.opcode)},
+             {"latency_us", std::to_string(e.latency_ns / 1000)},
+             {"bytes", std::to_string(e.bytes)},
+             {"status", std::to_string(e.status)},
+             {"local", std::string(local) + "." + std::to_string(ntohs(e.flow.local_port))},
+             {"remote", std::string(remote) + "." + std::to_string(ntohs(e.flow.remote_port))}});
+}
+
 std::uint64_t CommandCounters::in_flight() const {
   const std::uint64_t done = stats.completed + stats.aborted + timeouts;
   return stats.submitted > done ? stats.submitted - done : 0;
@@ -341,6 +393,7 @@ Status InterfaceDatapath::read_commands(InterfaceCounters& out) const {
   if (int err = bpf_map__lookup_elem(skel_->maps.nvme_stats, &zero, sizeof zero, nvme_raw.data(), nvme_raw.size(), 0))
     return Error::from_errno(err, "read nvme_stats of " + ifname_);
   out.nvme = sum_percpu<nvqos_nvme_stats>(nvme_raw, possible_cpus_);
+  out.slow_commands_received = slow_received_;
   if (auto st = sweep_inflight(out.inflight_entries); !st) return st;
 
   const auto now = LatencyWindow::Clock::now();

@@ -4,6 +4,10 @@
 // difference, without detaching anything.
 #pragma once
 
+#include <bpf/libbpf.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -62,6 +66,7 @@ struct InterfaceCounters {
   std::vector<CommandCounters> commands;
   nvqos_nvme_stats nvme{};           // summed over CPUs
   std::uint64_t inflight_entries = 0;  // entries of inflight_cmds after the sweep
+  std::uint64_t slow_commands_received = 0;  // records read from slow_cmd_events
   nvqos_datapath_stats datapath{};  // summed over CPUs
   std::uint32_t flow_capacity = 0;
   std::vector<Attachment> attachments;
@@ -82,6 +87,11 @@ class InterfaceDatapath {
   // once per telemetry interval.
   Result<InterfaceCounters> read_counters() const;
 
+  // Reads slow_cmd_events on `io` from now on: every record is counted and
+  // logged, at most kSlowCommandLogsPerSecond per second (the kernel already
+  // rate-limits what it sends).
+  Status watch_slow_commands(boost::asio::io_context& io);
+
   const std::string& interface() const { return ifname_; }
   std::vector<Attachment> attachments() const;
 
@@ -96,6 +106,8 @@ class InterfaceDatapath {
   Status write_settings(const DesiredState& next);
   Status reclassify_flows(const DesiredState& next);
   Status read_commands(InterfaceCounters& out) const;
+  void wait_slow_commands();
+  void on_slow_command(const nvqos_slow_cmd_event& event);
   Status sweep_inflight(std::uint64_t& remaining) const;
 
   struct SkeletonDeleter {
@@ -117,6 +129,14 @@ class InterfaceDatapath {
   // Telemetry state that read_counters() advances (hence mutable).
   mutable std::map<CommandKey, LatencyWindow> latency_windows_;
   mutable std::map<CommandKey, std::uint64_t> timeouts_;
+  // Slow-command records: libbpf's ring buffer, its epoll fd watched by the io_context.
+  struct RingBufferDeleter {
+    void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
+  };
+  std::unique_ptr<ring_buffer, RingBufferDeleter> slow_ring_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> slow_fd_;
+  std::uint64_t slow_received_ = 0;
+  LogRateLimiter slow_log_limit_{kSlowCommandLogsPerSecond};
 };
 
 }  // namespace nvqos::agent

@@ -237,6 +237,10 @@ void command_families(std::vector<MetricFamily>& out, const Snapshot& s) {
     FamilyBuilder b(out, f.name, f.help, MetricType::Counter);
     for (const auto& ifc : s.interfaces) b.add({{"interface", ifc.interface}}, f.get(ifc.nvme));
   }
+  FamilyBuilder slow(out, "nvqos_nvme_slow_commands_received_total",
+                     "Slow-command records the agent read from the kernel (logged at most 10 per second).",
+                     MetricType::Counter);
+  for (const auto& ifc : s.interfaces) slow.add({{"interface", ifc.interface}}, double(ifc.slow_commands_received));
 }
 
 void agent_families(std::vector<MetricFamily>& out, const Snapshot& s, const AgentStatus& st) {

@@ -79,6 +79,16 @@ TEST(CoarseHistogram, FineBucketsLandAtTheirMidpoint) {
   EXPECT_NEAR(h.sum_seconds, 2 * 40e-6 + 3 * 400e-6 + 30.0, 30.0 * 0.02);
 }
 
+TEST(LogRateLimiter, PassesAtMostNPerSecond) {
+  LogRateLimiter limit(3);
+  const LogRateLimiter::Clock::time_point t0 = LogRateLimiter::Clock::now();
+  int passed = 0;
+  for (int i = 0; i < 10; ++i) passed += limit.allow(t0 + std::chrono::milliseconds(i));
+  EXPECT_EQ(passed, 3);
+  EXPECT_EQ(limit.suppressed(), 7u);
+  EXPECT_TRUE(limit.allow(t0 + 1001ms)) << "a new second";
+}
+
 TEST(CommandMetrics, ExposesHistogramQuantilesAndErrors) {
   Snapshot s;
   InterfaceCounters ifc;
