@@ -114,7 +114,17 @@ Status InterfaceDatapath::sync_xdp(bool wanted) {
   }
   bpf_map* map;
   bpf_object__for_each_map(map, obj) {
-    bpf_map* shared = bpf_object__find_map_by_name(skel_->obj, bpf_map__name(map));
+    // Internal maps (.rodata of string constants) are recreated from the same
+    // ELF bytes, so both instances hold identical copies; only real maps are
+    // shared. Matched by name by hand: libbpf 1.1's find_map_by_name crashes
+    // on this object's internal maps.
+    if (bpf_map__is_internal(map)) continue;
+    bpf_map* shared = nullptr;
+    bpf_map* candidate;
+    bpf_object__for_each_map(candidate, skel_->obj) {
+      if (!bpf_map__is_internal(candidate) && std::strcmp(bpf_map__name(candidate), bpf_map__name(map)) == 0)
+        shared = candidate;
+    }
     int err = shared ? bpf_map__reuse_fd(map, bpf_map__fd(shared)) : -ENOENT;
     if (err) {
       bpf_object__close(obj);
