@@ -362,7 +362,7 @@ void InterfaceDatapath::on_slow_command(const nvqos_slow_cmd_event& e) {
 }
 
 std::uint64_t CommandCounters::in_flight() const {
-  const std::uint64_t done = stats.completed + stats.aborted + timeouts;
+  const std::uint64_t done = stats.completed + stats.aborted + stats.lost + timeouts;
   return stats.submitted > done ? stats.submitted - done : 0;
 }
 

@@ -56,7 +56,7 @@ struct CommandCounters {
   std::uint64_t window_count = 0;          // completions in the latency window
   std::vector<std::pair<double, double>> window_quantiles;  // (quantile, seconds); empty if none
 
-  // Commands tracked and not yet completed, aborted or timed out.
+  // Commands tracked and not yet completed, aborted, lost or timed out.
   std::uint64_t in_flight() const;
 };
 

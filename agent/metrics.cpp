@@ -188,9 +188,12 @@ void command_families(std::vector<MetricFamily>& out, const Snapshot& s) {
        [](const CommandCounters& c) { return double(c.stats.bytes); }},
       {"nvqos_nvme_commands_aborted_total", "NVMe commands in flight when their connection closed (FIN/RST).",
        MetricType::Counter, [](const CommandCounters& c) { return double(c.stats.aborted); }},
+      {"nvqos_nvme_commands_lost_total",
+       "NVMe commands whose completion the walk never saw (their CID was reused by a later capsule).",
+       MetricType::Counter, [](const CommandCounters& c) { return double(c.stats.lost); }},
       {"nvqos_nvme_command_timeouts_total", "NVMe commands without a completion within the command timeout.",
        MetricType::Counter, [](const CommandCounters& c) { return double(c.timeouts); }},
-      {"nvqos_nvme_commands_in_flight", "NVMe commands tracked and not yet completed, aborted or timed out.",
+      {"nvqos_nvme_commands_in_flight", "NVMe commands tracked and not yet completed, aborted, lost or timed out.",
        MetricType::Gauge, [](const CommandCounters& c) { return double(c.in_flight()); }},
   };
   for (const auto& f : per_command) {

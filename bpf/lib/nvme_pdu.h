@@ -412,6 +412,16 @@ static __noinline void cmd_submit(struct nvme_walk *w, const __u8 *h)
 		v.bytes = 0;
 	/* A tracked CID reused: its completion was never seen; the old command is lost. */
 	if (bpf_map_update_elem(&inflight_cmds, &ik, &v, BPF_NOEXIST)) {
+		struct nvqos_inflight_value *old = bpf_map_lookup_elem(&inflight_cmds, &ik);
+
+		if (old) {
+			sk.tenant_id = old->tenant_id;
+			sk.op = old->op;
+			sk.role = old->role;
+			s = cmd_stats_of(&sk);
+			if (s)
+				s->lost++;
+		}
 		if (bpf_map_update_elem(&inflight_cmds, &ik, &v, BPF_ANY)) {
 			w->ns->inflight_insert_failed++;
 			return;

@@ -204,6 +204,7 @@ struct nvqos_cmd_stats {
 	__u64 bytes;      /* data length (SGL) of completed commands */
 	__u64 errors[NVQOS_STATUS_CLASS_MAX]; /* completed with a non-zero status */
 	__u64 aborted;    /* in flight when the connection closed (FIN/RST) */
+	__u64 lost;       /* replaced by a capsule reusing its CID: completion never seen */
 };
 
 /* cmd_latency: hash of one shared histogram per key (atomic adds), ns in

@@ -68,7 +68,7 @@ const std::vector<AbiStruct> &abi_structs() {
       {"nvqos_cmd_stats", sizeof(nvqos_cmd_stats),
        {NVQOS_MEMBER(nvqos_cmd_stats, submitted), NVQOS_MEMBER(nvqos_cmd_stats, completed),
         NVQOS_MEMBER(nvqos_cmd_stats, bytes), NVQOS_MEMBER(nvqos_cmd_stats, errors),
-        NVQOS_MEMBER(nvqos_cmd_stats, aborted)}},
+        NVQOS_MEMBER(nvqos_cmd_stats, aborted), NVQOS_MEMBER(nvqos_cmd_stats, lost)}},
       {"nvqos_cmd_hist", sizeof(nvqos_cmd_hist), {NVQOS_MEMBER(nvqos_cmd_hist, buckets)}},
       {"nvqos_inflight_key", sizeof(nvqos_inflight_key),
        {NVQOS_MEMBER(nvqos_inflight_key, flow), NVQOS_MEMBER(nvqos_inflight_key, cid),

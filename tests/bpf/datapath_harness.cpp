@@ -173,6 +173,7 @@ nvqos_cmd_stats Datapath::cmd_stats(const nvqos_cmd_key &key) const {
     total.bytes += v.bytes;
     for (unsigned i = 0; i < NVQOS_STATUS_CLASS_MAX; ++i) total.errors[i] += v.errors[i];
     total.aborted += v.aborted;
+    total.lost += v.lost;
   }
   return total;
 }

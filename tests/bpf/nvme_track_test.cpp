@@ -324,6 +324,20 @@ TEST_F(NvmeTrackTest, RetransmittedSegmentsCountOnce) {
   expect_clean_walk();
 }
 
+TEST_F(NvmeTrackTest, ACidReusedWhileTrackedCountsTheOldCommandLost) {
+  Connection conn(*dp_, NVQOS_ROLE_INITIATOR);
+  conn.handshake();
+  conn.h2c(read_cmd(6, 4096));
+  conn.h2c(nvmf::encode_pdu(nvmf::CapsuleCmd{nvmf::make_flush(6, 1), {}}));  // CID 6 again
+  conn.c2h(response(6));
+  const nvqos_cmd_stats read = dp_->cmd_stats(cmd_key(NVQOS_CMD_OP_READ, NVQOS_ROLE_INITIATOR));
+  EXPECT_EQ(read.lost, 1u);
+  EXPECT_EQ(read.completed, 0u);
+  EXPECT_EQ(dp_->cmd_stats(cmd_key(NVQOS_CMD_OP_FLUSH, NVQOS_ROLE_INITIATOR)).completed, 1u)
+      << "the completion belongs to the newer command";
+  EXPECT_EQ(dp_->nvme_stats().cid_reused, 1u);
+}
+
 TEST_F(NvmeTrackTest, LostHeaderDesyncsAndRetransmissionNeverResyncs) {
   Connection conn(*dp_, NVQOS_ROLE_INITIATOR);
   conn.handshake();
