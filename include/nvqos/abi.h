@@ -4,9 +4,9 @@
  * the BPF programs (bpf/) and user space (agent/, tools/, tests/) see.
  *
  * Rules: include nothing but <linux/types.h>; fixed-width __u8..__u64 only;
- * explicit padding so both compilers lay the structs out identically. The C++
- * side pins sizes and offsets with static_assert (agent/abi_check.cpp) and a
- * test compares them with the BTF of the compiled objects.
+ * explicit padding so both compilers lay the structs out identically.
+ * tests/bpf/abi_btf_test.cpp compares every struct's size and field offsets
+ * with the BTF of the compiled object, so drift fails the suite.
  */
 #ifndef NVQOS_ABI_H
 #define NVQOS_ABI_H
