@@ -71,6 +71,11 @@ std::vector<std::uint16_t> get_ports(const json& j, const std::string& where) {
   return ports;
 }
 
+// Slow-command threshold in microseconds (1 us .. 1 h), stored in ns.
+std::uint64_t get_slow_threshold(const json& j, const std::string& where) {
+  return get_uint(j, where, 1, 3600ull * 1000 * 1000) * 1000;
+}
+
 bool valid_tenant_name(const std::string& name) {
   if (name.empty() || name.size() > kMaxTenantNameLength) return false;
   return std::all_of(name.begin(), name.end(), [](unsigned char c) {
@@ -100,7 +105,7 @@ MatchRule parse_match_rule(const json& j, const std::string& where) {
 
 TenantSpec parse_tenant(const json& j, const std::string& where) {
   require_object(j, where);
-  reject_unknown_keys(j, where, {"name", "match", "quarantine"});
+  reject_unknown_keys(j, where, {"name", "match", "quarantine", "slow_command_threshold_us"});
   TenantSpec t;
   if (!j.contains("name") || !j["name"].is_string())
     throw ConfigError(ptr(where, "name"), "required: the tenant's name (string)");
@@ -115,6 +120,8 @@ TenantSpec parse_tenant(const json& j, const std::string& where) {
   for (std::size_t i = 0; i < j["match"].size(); ++i)
     t.match.push_back(parse_match_rule(j["match"][i], ptr(ptr(where, "match"), i)));
   if (j.contains("quarantine")) t.quarantine = get_bool(j["quarantine"], ptr(where, "quarantine"));
+  if (j.contains("slow_command_threshold_us"))
+    t.slow_command_ns = get_slow_threshold(j["slow_command_threshold_us"], ptr(where, "slow_command_threshold_us"));
   return t;
 }
 
@@ -262,8 +269,11 @@ Policy parse_policy(std::string_view text) {
   }
   if (root.contains("default_tenant")) {
     const auto& d = require_object(root["default_tenant"], "/default_tenant");
-    reject_unknown_keys(d, "/default_tenant", {"enabled"});
+    reject_unknown_keys(d, "/default_tenant", {"enabled", "slow_command_threshold_us"});
     if (d.contains("enabled")) p.default_tenant_enabled = get_bool(d["enabled"], "/default_tenant/enabled");
+    if (d.contains("slow_command_threshold_us"))
+      p.default_tenant_slow_command_ns =
+          get_slow_threshold(d["slow_command_threshold_us"], "/default_tenant/slow_command_threshold_us");
   }
   if (root.contains("tenants")) {
     if (!root["tenants"].is_array()) throw ConfigError("/tenants", "must be a list of tenants");

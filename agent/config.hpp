@@ -50,6 +50,7 @@ struct TenantSpec {
   std::string name;
   std::vector<MatchRule> match;
   bool quarantine = false;  // drop all of the tenant's NVMe/TCP ingress (XDP)
+  std::uint64_t slow_command_ns = 0;  // report commands slower than this; 0 = off
 };
 
 struct Policy {
@@ -57,6 +58,7 @@ struct Policy {
   std::vector<std::uint16_t> io_ports{4420};
   std::vector<std::uint16_t> discovery_ports{8009};
   bool default_tenant_enabled = true;
+  std::uint64_t default_tenant_slow_command_ns = 0;
   std::vector<TenantSpec> tenants;
   std::uint32_t max_flows = 131072;
 };

@@ -171,6 +171,7 @@ Status InterfaceDatapath::write_tenants(const DesiredState& next) {
     }
     nvqos_tenant_config value{};
     value.flags = t.flags;
+    value.slow_cmd_ns = t.slow_command_ns;
     if (int err = bpf_map__update_elem(config, &t.id, sizeof t.id, &value, sizeof value, BPF_ANY))
       return map_error(err, "write tenant", "tenant_config");
   }

@@ -57,7 +57,8 @@ DesiredState compile_policy(const Policy& policy, const TenantIds& previous) {
   }
 
   st.tenants.push_back({NVQOS_TENANT_DEFAULT, std::string(kDefaultTenantName),
-                        policy.default_tenant_enabled ? NVQOS_TENANT_F_ACTIVE : 0u});
+                        policy.default_tenant_enabled ? NVQOS_TENANT_F_ACTIVE : 0u,
+                        policy.default_tenant_slow_command_ns});
   for (const auto& t : policy.tenants) {
     std::uint32_t id = st.tenant_ids.at(t.name);
     std::uint32_t flags = NVQOS_TENANT_F_ACTIVE;
@@ -65,7 +66,7 @@ DesiredState compile_policy(const Policy& policy, const TenantIds& previous) {
       flags |= NVQOS_TENANT_F_DROP_INGRESS;
       st.needs_xdp = true;
     }
-    st.tenants.push_back({id, t.name, flags});
+    st.tenants.push_back({id, t.name, flags, t.slow_command_ns});
     for (const auto& rule : t.match) {
       RuleKey key;
       key.port_be = htons(rule.port);

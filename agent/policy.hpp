@@ -21,6 +21,7 @@ struct TenantSlot {
   std::uint32_t id = 0;
   std::string name;
   std::uint32_t flags = 0;  // NVQOS_TENANT_F_*
+  std::uint64_t slow_command_ns = 0;
 };
 
 struct RuleKey {

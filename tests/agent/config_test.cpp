@@ -36,7 +36,7 @@ TEST(Config, FullConfigParses) {
     "default_tenant": {"enabled": false},
     "tenants": [
       {"name": "gold", "match": [{"remote": "10.0.0.0/24"}, {"remote": "fd00::5", "port": 4421}]},
-      {"name": "bronze", "quarantine": true, "match": [{"port": 4420}]}
+      {"name": "bronze", "quarantine": true, "slow_command_threshold_us": 2500, "match": [{"port": 4420}]}
     ],
     "limits": {"max_flows": 4096}
   })");
@@ -52,6 +52,8 @@ TEST(Config, FullConfigParses) {
   EXPECT_EQ(gold.match[1].remote->text, "fd00::5/128");
   EXPECT_EQ(gold.match[1].port, 4421);
   EXPECT_TRUE(p.tenants[1].quarantine);
+  EXPECT_EQ(p.tenants[1].slow_command_ns, 2'500'000u);
+  EXPECT_EQ(p.tenants[0].slow_command_ns, 0u);
   EXPECT_FALSE(p.tenants[1].match[0].remote.has_value());
 }
 
@@ -125,6 +127,10 @@ const Refusal kRefusals[] = {
      "/tenants/1/match/0", "already belongs to tenant \"a\""},
     {"quarantine not bool", R"({"tenants": [{"name": "a", "quarantine": 1, "match": [{"port": 4420}]}]})",
      "/tenants/0/quarantine", "true or false"},
+    {"slow threshold zero", R"({"tenants": [{"name": "a", "slow_command_threshold_us": 0, "match": [{"port": 4420}]}]})",
+     "/tenants/0/slow_command_threshold_us", "out of range"},
+    {"slow threshold as string", R"({"default_tenant": {"slow_command_threshold_us": "5ms"}})",
+     "/default_tenant/slow_command_threshold_us", "whole number"},
     {"max_flows too small", R"({"limits": {"max_flows": 10}})", "/limits/max_flows", "out of range"},
     {"default tenant typo", R"({"default_tenant": {"enable": true}})", "/default_tenant/enable", "unknown field"},
 };

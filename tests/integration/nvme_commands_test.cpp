@@ -187,6 +187,27 @@ TEST_F(NvmeCommandsTest, InitiatorSideAgreesWithTheLoadGenerator) {
   expect_agreement(load, "initiator");
 }
 
+TEST_F(NvmeCommandsTest, SlowCommandsOfATenantReachTheAgent) {
+  // gold reports every command (threshold 1 us), bronze none: events name gold only.
+  start_agent(*initiator_, host_if_,
+              std::string(R"({"version": 1, "tenants": [)") + R"({"name": "gold", "slow_command_threshold_us": 1, )" +
+                  R"("match": [{"remote": ")" + kGoldTarget + R"(/32"}]}, {"name": "bronze", "match": [{"remote": ")" +
+                  kBronzeTarget + R"(/32"}]}]})");
+  run_load("2s");
+  double received = 0;
+  wait_until(
+      [&] {
+        received = metric_value(metrics(), "nvqos_nvme_slow_commands_received_total", {}).value_or(0);
+        return received > 0;
+      },
+      5s);
+  EXPECT_GT(received, 0);
+  const std::string log = read_file((dir_ / "agent.log").string());
+  EXPECT_NE(log.find("msg=\"slow NVMe command\""), std::string::npos) << log;
+  EXPECT_NE(log.find("tenant=gold"), std::string::npos);
+  EXPECT_EQ(log.find("msg=\"slow NVMe command\" interface=" + host_if_ + " tenant=bronze"), std::string::npos);
+}
+
 // Segmentation torture: MSS 536 (headers split across segments, many PDUs per frame),
 // GRO off and on, 1 MiB reads and writes: every command still counted and timed.
 class NvmeSegmentationTest : public NvmeCommandsTest, public ::testing::WithParamInterface<bool> {};
@@ -221,7 +242,9 @@ TEST_F(NvmeCommandsTest, DropsDesyncButNeverMisattribute) {
       auto l = labels;
       l["quantile"] = "0.999";
       const auto p999 = metric_value(text, "nvqos_nvme_command_latency_quantile_seconds", l);
-      if (p999) EXPECT_LE(*p999 * 1e6, v.at("latency_us").at("max").get<double>() * 1.035 + 20.0);
+      if (p999) {
+        EXPECT_LE(*p999 * 1e6, v.at("latency_us").at("max").get<double>() * 1.035 + 20.0);
+      }
     }
   }
 }
