@@ -33,6 +33,11 @@ ip -n "$ini" addr add 10.77.0.2/24 dev nvqdemo-i
 ip -n "$ini" addr add 10.77.0.3/24 dev nvqdemo-i
 ip -n "$tgt" link set nvqdemo-t up
 ip -n "$ini" link set nvqdemo-i up
+# A veth hands one connection's packets to tc on whichever CPU sent them, out of
+# order across CPUs; steer each receive queue to one CPU, as RSS does on a NIC,
+# so the kernel's PDU walk sees every stream in order.
+ip netns exec "$tgt" sh -c 'echo 1 > /sys/class/net/nvqdemo-t/queues/rx-0/rps_cpus'
+ip netns exec "$ini" sh -c 'echo 1 > /sys/class/net/nvqdemo-i/queues/rx-0/rps_cpus'
 # Each tenant's initiator reaches the target from its own address.
 ip -n "$ini" route add 10.77.0.1/32 dev nvqdemo-i src 10.77.0.2
 ip -n "$ini" route add 10.77.0.11/32 dev nvqdemo-i src 10.77.0.3
@@ -94,6 +99,25 @@ awk '
         v[t, "nvqos_tenant_flows_opened_total", "all"]
   }' "$work/metrics.txt"
 echo
+awk '
+  /^nvqos_nvme_commands_total\{/ {
+    match($0, /tenant="[^"]*"/); t = substr($0, RSTART + 8, RLENGTH - 9)
+    match($0, /op="[^"]*"/); o = substr($0, RSTART + 4, RLENGTH - 5)
+    if ($2 > 0) { n[t "/" o] = $2 }
+  }
+  /^nvqos_nvme_command_latency_quantile_seconds\{/ {
+    match($0, /tenant="[^"]*"/); t = substr($0, RSTART + 8, RLENGTH - 9)
+    match($0, /op="[^"]*"/); o = substr($0, RSTART + 4, RLENGTH - 5)
+    match($0, /quantile="[^"]*"/); q = substr($0, RSTART + 10, RLENGTH - 11)
+    lat[t "/" o, q] = $2 * 1e6
+  }
+  END {
+    printf "  %-16s %10s %10s %10s %10s   (NVMe commands timed in the kernel, target side)\n", "tenant/op", "commands", "p50 (us)", "p99 (us)", "p99.9 (us)"
+    for (k in n)
+      printf "  %-16s %10d %10.0f %10.0f %10.0f\n", k, n[k], lat[k, "0.5"], lat[k, "0.99"], lat[k, "0.999"]
+  }' "$work/metrics.txt"
+echo
 echo "  in = initiator to target (commands, write data), out = target to initiator (read data, completions)."
-echo "  Each tenant's connections (admin queue + I/O queues) are attributed by the initiator's address."
+echo "  Each tenant's connections (admin queue + I/O queues) are attributed by the initiator's address;"
+echo "  on the target the agent times each command from its capsule arriving to its completion leaving."
 step "done; namespaces, processes and files are removed"
