@@ -152,8 +152,8 @@ class AgentInNetns : public ::testing::Test {
     }
     agent_ = std::make_unique<ChildProcess>(argv, log_path_);
     agent_ns_ = ns.name();
-    bool ready = wait_until([&] { return !agent_->running() || readyz() == 200; }, 15s);
-    ASSERT_TRUE(ready && agent_->running()) << "agent not ready:\n" << read_file(log_path_);
+    ASSERT_TRUE(wait_agent_ready(*agent_, agent_ns_, kMetricsPort, 15s)) << "agent not ready:\n"
+                                                                          << read_file(log_path_);
   }
 
   std::string admin_socket() const { return (dir_ / "agent.sock").string(); }
@@ -164,15 +164,9 @@ class AgentInNetns : public ::testing::Test {
     return out;
   }
 
-  int readyz() {
-    int status = -1;
-    in_netns(agent_ns_, [&] { status = http_get("127.0.0.1", kMetricsPort, "/readyz", nullptr); });
-    return status;
-  }
-
   std::string metrics() {
     std::string body;
-    in_netns(agent_ns_, [&] { http_get("127.0.0.1", kMetricsPort, "/metrics", &body); });
+    http_get_in(agent_ns_, "127.0.0.1", kMetricsPort, "/metrics", &body);
     return body;
   }
 
@@ -315,8 +309,7 @@ TEST_F(AgentInNetns, AdminApiOnAPrivateSocketAndLiveReloadOnFileChange) {
 
   // The admin API is not served on the TCP metrics listener.
   std::string body;
-  int http = -1;
-  in_netns(target_->name(), [&] { http = http_get("127.0.0.1", kMetricsPort, "/v1/status", &body); });
+  int http = http_get_in(target_->name(), "127.0.0.1", kMetricsPort, "/v1/status", &body);
   EXPECT_EQ(http, 403) << body;
 
   // Replace the file the way editors and ConfigMap volumes do (rename over

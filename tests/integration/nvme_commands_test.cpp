@@ -100,19 +100,12 @@ class NvmeCommandsTest : public ::testing::Test {
                                  "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "200ms",
                                  "--admin-socket", (dir_ / "agent.sock").string()},
         (dir_ / "agent.log").string());
-    const bool ready = wait_until(
-        [&] {
-          int status = -1;
-          in_netns(agent_ns_, [&] { status = http_get("127.0.0.1", kMetricsPort, "/readyz", nullptr); });
-          return !agent_->running() || status == 200;
-        },
-        15s);
-    ASSERT_TRUE(ready && agent_->running()) << read_file((dir_ / "agent.log").string());
+    ASSERT_TRUE(wait_agent_ready(*agent_, agent_ns_, kMetricsPort, 15s)) << read_file((dir_ / "agent.log").string());
   }
 
   std::string metrics() {
     std::string body;
-    in_netns(agent_ns_, [&] { http_get("127.0.0.1", kMetricsPort, "/metrics", &body); });
+    http_get_in(agent_ns_, "127.0.0.1", kMetricsPort, "/metrics", &body);
     return body;
   }
 

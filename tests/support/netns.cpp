@@ -170,6 +170,19 @@ int http_get(const std::string& host, int port, const std::string& path, std::st
   return status;
 }
 
+int http_get_in(const std::string& netns, const std::string& host, int port, const std::string& path,
+                std::string* body) {
+  int status = -1;
+  in_netns(netns, [&] { status = http_get(host, port, path, body); });
+  return status;
+}
+
+bool wait_agent_ready(ChildProcess& agent, const std::string& netns, int port, std::chrono::milliseconds timeout) {
+  wait_until([&] { return !agent.running() || http_get_in(netns, "127.0.0.1", port, "/readyz", nullptr) == 200; },
+             timeout);
+  return agent.running() && http_get_in(netns, "127.0.0.1", port, "/readyz", nullptr) == 200;
+}
+
 std::optional<double> metric_value(const std::string& text, const std::string& name,
                                    const std::map<std::string, std::string>& labels) {
   std::istringstream in(text);

@@ -76,6 +76,14 @@ std::string read_file(const std::string& path);
 // Returns the status code and fills body; -1 if the connection failed.
 int http_get(const std::string& host, int port, const std::string& path, std::string* body);
 
+// http_get() from inside network namespace `netns`.
+int http_get_in(const std::string& netns, const std::string& host, int port, const std::string& path,
+                std::string* body);
+
+// Waits until an agent started in `netns` answers 200 on /readyz at
+// 127.0.0.1:port; false if it exited first or the timeout passed.
+bool wait_agent_ready(ChildProcess& agent, const std::string& netns, int port, std::chrono::milliseconds timeout);
+
 // Value of the sample `name{labels}` in Prometheus text, labels given as
 // {"key", "value"} pairs that must all match; nullopt if absent.
 std::optional<double> metric_value(const std::string& text, const std::string& name,
