@@ -171,6 +171,7 @@ Status InterfaceDatapath::write_tenants(const DesiredState& next) {
     }
     nvqos_tenant_config value{};
     value.flags = t.flags;
+    value.limiter_id = NVQOS_LIMITER_NONE;
     value.slow_cmd_ns = t.slow_command_ns;
     if (int err = bpf_map__update_elem(config, &t.id, sizeof t.id, &value, sizeof value, BPF_ANY))
       return map_error(err, "write tenant", "tenant_config");
@@ -179,6 +180,7 @@ Status InterfaceDatapath::write_tenants(const DesiredState& next) {
     for (const auto& t : current_.tenants)
       if (!next.tenant(t.id)) {
         nvqos_tenant_config value{};
+        value.limiter_id = NVQOS_LIMITER_NONE;
         if (int err = bpf_map__update_elem(config, &t.id, sizeof t.id, &value, sizeof value, BPF_ANY))
           return map_error(err, "clear tenant", "tenant_config");
       }

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 packages=(
-  build-essential cmake pkg-config clang llvm lld
+  build-essential cmake pkg-config ccache clang llvm lld
   libbpf-dev libxdp-dev bpftool libelf-dev zlib1g-dev
   libboost-dev libboost-program-options-dev
   prometheus-cpp-dev nlohmann-json3-dev
@@ -13,7 +13,7 @@ packages=(
   libclang-rt-dev
   iproute2 iperf3 ethtool procps psmisc curl
   tshark prometheus
-  python3 python3-yaml
+  python3 python3-yaml python3-matplotlib
 )
 
 missing=()

@@ -81,12 +81,53 @@ struct nvqos_tenant_rule_value {
 };
 
 /* tenant_config: array indexed by tenant id; written by the agent. */
-#define NVQOS_TENANT_F_ACTIVE (1u << 0)      /* slot holds a configured tenant */
+#define NVQOS_TENANT_F_ACTIVE (1u << 0)       /* slot holds a configured tenant */
 #define NVQOS_TENANT_F_DROP_INGRESS (1u << 1) /* XDP drops the tenant's ingress */
+#define NVQOS_TENANT_F_SET_PRIORITY (1u << 2) /* egress: skb->priority = classid[role] (HTB leaf) */
+#define NVQOS_TENANT_F_MARK_DSCP (1u << 3)    /* egress: rewrite the IP DSCP to dscp */
+#define NVQOS_TENANT_F_EDT (1u << 4)          /* egress: pace with skb->tstamp (needs sch_fq) */
+#define NVQOS_TENANT_F_INGRESS_LIMIT (1u << 5) /* XDP: drop ingress above the limiter's bucket */
+#define NVQOS_LIMITER_NONE 0xffffffffu
 struct nvqos_tenant_config {
 	__u32 flags;
-	__u32 pad;
+	__u32 limiter_id;  /* index into limiter_config/limiter_state; NVQOS_LIMITER_NONE = none */
 	__u64 slow_cmd_ns; /* commands slower than this go to slow_cmd_events; 0 = none */
+	__u32 classid[NVQOS_ROLE_MAX]; /* HTB class (major << 16 | minor) of egress as initiator / target */
+	__u8 dscp;         /* 6-bit DSCP, with NVQOS_TENANT_F_MARK_DSCP */
+	__u8 pad[7];
+};
+
+/*
+ * QoS limiters (docs/design.md, "QoS"). One limiter per tenant, or one shared
+ * by all tenants of an aggregate class. Egress limits are paced with EDT
+ * (skb->tstamp, honoured by sch_fq); ingress limits are XDP token buckets.
+ * Bulk data leaves the target for reads and the initiator for writes, so the
+ * role of the egress traffic tells which of the read/write limits applies.
+ * IOPS limits count command capsules (initiator egress) or completions
+ * (target egress).
+ */
+#define NVQOS_MAX_LIMITERS NVQOS_MAX_TENANTS
+enum nvqos_limit_kind {
+	NVQOS_LIMIT_EGRESS_BYTES = 0,     /* wire bytes leaving, any op */
+	NVQOS_LIMIT_READ_BYTES = 1,       /* wire bytes leaving as target */
+	NVQOS_LIMIT_WRITE_BYTES = 2,      /* wire bytes leaving as initiator */
+	NVQOS_LIMIT_IOPS = 3,             /* commands, any op */
+	NVQOS_LIMIT_READ_IOPS = 4,
+	NVQOS_LIMIT_WRITE_IOPS = 5,
+	NVQOS_LIMIT_INGRESS_BYTES = 6,    /* wire bytes arriving (XDP) */
+	NVQOS_LIMIT_INGRESS_PACKETS = 7,  /* packets arriving (XDP) */
+	NVQOS_LIMIT_MAX = 8,
+};
+
+/* A rate and the credit that may be spent above it after an idle period. */
+struct nvqos_rate {
+	__u64 per_sec; /* units (bytes, commands, packets) per second; 0 = unlimited */
+	__u64 burst;   /* units of credit at most */
+};
+
+/* limiter_config: array indexed by limiter id; written by the agent. */
+struct nvqos_limiter_config {
+	struct nvqos_rate limit[NVQOS_LIMIT_MAX];
 };
 
 /* nvme_ports: hash keyed by a TCP port in host byte order. */
@@ -156,6 +197,7 @@ struct nvqos_datapath_stats {
 struct nvqos_settings {
 	__u32 flags;
 	__u32 pad;
+	__u64 fixed_now_ns; /* tests only: non-zero replaces the QoS clock, so tests are deterministic */
 };
 
 /*

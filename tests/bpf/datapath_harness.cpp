@@ -116,12 +116,14 @@ void Datapath::set_settings(std::uint32_t flags) {
 void Datapath::set_tenant_flags(std::uint32_t tenant_id, std::uint32_t flags) {
   nvqos_tenant_config value{};
   value.flags = flags;
+  value.limiter_id = NVQOS_LIMITER_NONE;
   update(skel_->maps.tenant_config, &tenant_id, &value);
 }
 
 void Datapath::set_tenant_slow_cmd_ns(std::uint32_t tenant_id, std::uint64_t slow_cmd_ns) {
   nvqos_tenant_config value{};
   value.flags = NVQOS_TENANT_F_ACTIVE;
+  value.limiter_id = NVQOS_LIMITER_NONE;
   value.slow_cmd_ns = slow_cmd_ns;
   update(skel_->maps.tenant_config, &tenant_id, &value);
 }
