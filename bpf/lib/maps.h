@@ -83,6 +83,26 @@ struct {
 	__type(value, struct nvqos_settings);
 } settings SEC(".maps");
 
+// QoS rates per limiter id (one per tenant, or shared by an aggregate
+// class's tenants). Written by the agent; read by tc egress (EDT) and XDP
+// (ingress ceiling).
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NVQOS_MAX_LIMITERS);
+	__type(key, __u32);
+	__type(value, struct nvqos_limiter_config);
+} limiter_config SEC(".maps");
+
+// QoS limiter clocks per limiter id, shared by all CPUs (see abi.h for the
+// arithmetic and the burst balance). Written by tc egress and XDP; read by
+// the agent, which may zero an entry.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, NVQOS_MAX_LIMITERS);
+	__type(key, __u32);
+	__type(value, struct nvqos_limiter_state);
+} limiter_state SEC(".maps");
+
 // Commands awaiting their completion, keyed by (connection, CID): submit time,
 // tenant, op, bytes. Inserted by tc on a command capsule, deleted by tc on its
 // completion or when the connection closes; the agent deletes entries older

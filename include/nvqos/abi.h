@@ -130,6 +130,50 @@ struct nvqos_limiter_config {
 	struct nvqos_rate limit[NVQOS_LIMIT_MAX];
 };
 
+/*
+ * limiter_state: array indexed by limiter id; written by tc egress (egress
+ * kinds) and XDP (ingress kinds); user space only reads it, and zeroes an
+ * entry to forget a limiter's history (e.g. when its rates change).
+ *
+ * Every kind k with a rate is a virtual clock, next_ns[k]: the time (the
+ * data path's clock: CLOCK_MONOTONIC as bpf_ktime_get_ns(), or
+ * settings.fixed_now_ns when set) at which the limiter has spent all its
+ * credit. A unit costs T = 10^9 / per_sec ns; the credit of an idle limiter
+ * is capped by never letting next_ns lag now by more than
+ * B = burst * 10^9 / per_sec (burst clamped to NVQOS_LIMITER_MAX_BURST).
+ *  - Egress (EDT): a packet charging units_k > 0 to the kinds k that apply
+ *    to it (bytes: EGRESS, plus READ as target or WRITE as initiator; IOPS:
+ *    the command capsules (initiator) or completions (target) it carries)
+ *    departs at D = max(now, departure_ns[role], max over those k of
+ *    max(next_ns[k], now - B_k)), cut to now + NVQOS_EDT_HORIZON_NS (counted
+ *    in throttle_capped); then next_ns[k] = min(max(next_ns[k], D - B_k), D)
+ *    + units_k * T_k, so the debt never exceeds the horizon plus one
+ *    packet, and departure_ns[role] = D. departure_ns keeps the departures
+ *    of a role in order, so a packet without a capsule never overtakes the
+ *    capsule before it on its connection (a connection has one role), and
+ *    one role's debt does not hold the other's packets. skb->tstamp
+ *    becomes max(skb->tstamp, D).
+ *  - Ingress (XDP): with n = max(next_ns[k], now - max(B_k, T_k)), a packet
+ *    passes if n + units_k * T_k <= now for every ingress kind with a rate
+ *    (each then advances next_ns[k] to that sum), else it is dropped and
+ *    the state is left alone. max(B, T) lets a burst below one packet pass
+ *    packets at the rate rather than none.
+ * The burst balance of kind k in its units at time now is therefore
+ *   balance_k = min(burst_k, max(0, now - next_ns[k]) * per_sec_k / 10^9)
+ * (0 while next_ns[k] >= now: packets are being delayed). A tenant's byte
+ * balance is the smallest balance of its limiter's egress byte kinds with a
+ * rate (EGRESS, READ, WRITE bytes); its IO balance the smallest of the IOPS
+ * kinds. Updates are plain read-modify-writes of the shared value (as
+ * Cilium's EDT does): two CPUs updating one limiter in the same instant may
+ * lose one packet's charge, letting it through for free.
+ */
+#define NVQOS_EDT_HORIZON_NS 2000000000ull     /* 2 s; sch_fq drops beyond its horizon (10 s default) */
+#define NVQOS_LIMITER_MAX_BURST (1ull << 34) /* units; keeps burst * 10^9 in 64 bits */
+struct nvqos_limiter_state {
+	__u64 next_ns[NVQOS_LIMIT_MAX];     /* per enum nvqos_limit_kind */
+	__u64 departure_ns[NVQOS_ROLE_MAX]; /* egress: the latest departure per role */
+};
+
 /* nvme_ports: hash keyed by a TCP port in host byte order. */
 struct nvqos_port_value {
 	__u32 kind; /* enum nvqos_port_kind */
@@ -178,8 +222,13 @@ struct nvqos_tenant_stats {
 	__u64 packets[NVQOS_DIR_MAX];       /* wire packets (GSO/GRO: segment count) */
 	__u64 flows_opened;           /* flow_table inserts */
 	__u64 flows_closed;           /* first FIN/RST of a flow */
-	__u64 dropped_bytes;          /* dropped by policy (XDP) */
+	__u64 dropped_bytes;          /* dropped by quarantine (XDP, NVQOS_TENANT_F_DROP_INGRESS) */
 	__u64 dropped_packets;
+	__u64 throttled_packets;      /* egress wire packets EDT stamped later than they would have left */
+	__u64 throttle_delay_ns;      /* sum over throttled skbs of the delay added */
+	__u64 throttle_capped;        /* egress skbs whose delay was cut to NVQOS_EDT_HORIZON_NS */
+	__u64 ingress_limit_dropped_bytes;   /* dropped by the ingress ceiling (XDP) */
+	__u64 ingress_limit_dropped_packets;
 };
 
 /* datapath_stats: per-CPU array, one entry, health of the data path itself. */
