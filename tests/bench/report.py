@@ -91,26 +91,39 @@ def section_throughput(r, d):
 
 
 def section_isolation(r, d):
-    r.add("## 3. Isolation: gold's latency beside a bulk tenant", "")
+    r.add("## 3. Isolation: gold's latency beside a bulk tenant", "",
+          "The noisy-neighbour scenario of `scripts/nvqos_isolation.py` (the demo's and the isolation test's "
+          "code): target -- router (1 Gbit/s bottleneck) -- initiator; gold QD1 4 KiB random reads, bronze "
+          "QD32 128 KiB reads and writes; cases of equal length in one run. Latency is nvqos-load's.", "")
     if not d:
         return r.missing("isolation", "nvqos-bench-isolation")
-    cases = d["cases"]
+    names = {"solo": "gold alone", "capacity": "bronze alone", "shared": "gold + bronze, no nvqos",
+             "nvqos": "gold + bronze, nvqos"}
     rows = []
-    for name, c in cases.items():
-        q = c["gold_latency_us"]
-        rows.append([name, f"{q['p50']:.0f} µs", f"{q['p99']:.0f} µs", f"{q['p99.9']:.0f} µs",
-                     "–" if c.get("bronze_mib_s") is None else f"{c['bronze_mib_s']:.0f} MiB/s"])
-    if d.get("description"):
-        r.add(d["description"], "")
+    for c in d["cases"]:
+        g, b = c.get("gold"), c.get("bronze")
+        rows.append([names.get(c["case"], c["case"])] +
+                    ([f"{g['latency_us'][q]:.0f} µs" for q in ("p50", "p99", "p99.9")] if g else ["–"] * 3) +
+                    [f"{b['mib_per_s']:.1f} MiB/s" if b else "–"])
     r.table(["case", "gold p50", "gold p99", "gold p99.9", "bronze throughput"], rows)
-    with_cdf = {n: c["gold_cdf_us"] for n, c in cases.items() if c.get("gold_cdf_us")}
+    s = d.get("summary", {})
+    for case in ("shared", "nvqos"):
+        if f"gold_p99_inflation_{case}" in s:
+            line = f"- {names[case]}: gold p99 = {s[f'gold_p99_inflation_{case}']:.2f} × alone"
+            if f"bronze_share_of_unused_{case}" in s:
+                line += f"; bronze gets {s[f'bronze_share_of_unused_{case}'] * 100:.0f}% of the capacity gold leaves unused"
+            r.add(line)
+    mech = d.get("mechanism")
+    r.add("", f"Mechanism in the nvqos case: {json.dumps(mech) if mech else 'not reported'}.", "")
+    with_cdf = [c for c in d["cases"] if c.get("cdf")]
     if with_cdf:
         fig, ax = plt.subplots(figsize=(7, 4))
-        for name, points in with_cdf.items():
-            ax.plot([p[0] for p in points], [p[1] for p in points], label=name)
+        for c in with_cdf:
+            ax.plot([p[0] for p in c["cdf"]], [p[1] for p in c["cdf"]], label=names.get(c["case"], c["case"]))
         ax.set_xscale("log")
         ax.set_xlabel("gold read latency (µs)")
-        ax.set_ylabel("fraction of commands ≤ latency")
+        ax.set_ylabel("fraction of reads ≤ latency")
+        ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         r.plot(fig, "bench-isolation-cdf.png", "gold latency CDF")
 
