@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * The nvqos data path: tc ingress/egress account NVMe/TCP traffic per
- * connection and tenant; XDP drops the ingress of tenants the policy blocks.
+ * connection and tenant, tc egress applies the tenants' QoS (priority, DSCP,
+ * EDT); XDP drops the ingress of tenants the policy blocks or limits.
  * docs/design.md ("Data path") explains the choices.
  */
 #include <linux/bpf.h>
@@ -14,6 +15,7 @@
 #include "lib/maps.h"
 #include "lib/nvme_pdu.h"
 #include "lib/parse.h"
+#include "lib/qos.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -124,8 +126,9 @@ static __always_inline void flow_track_state(struct nvqos_flow_value *flow, __u8
 
 /*
  * tc, both directions: parse, classify, find or open the flow, account.
- * Always TC_ACT_OK: this issue observes, it does not enforce. After the
- * accounting, the PDU walk times the connection's NVMe commands.
+ * Always TC_ACT_OK: egress QoS delays (EDT), marks and classifies, it never
+ * drops. After the accounting, the PDU walk times the connection's NVMe
+ * commands and counts what egress QoS charges to IOPS limits.
  */
 static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 {
@@ -133,6 +136,7 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 	struct nvqos_tenant_stats *ts;
 	struct nvqos_flow_value *flow;
 	struct nvqos_flow_key key;
+	struct nvme_ios ios = {};
 	struct nvqos_pkt pkt;
 	struct wire_size wire;
 	__u32 tenant_id;
@@ -187,7 +191,9 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 		flow->last_seen_ns = now;
 		flow_track_state(flow, pkt.tcp_flags, ts);
 	}
-	nvme_track(skb, &pkt, &key, tenant_id, role, dir);
+	nvme_track(skb, &pkt, &key, tenant_id, role, dir, &ios);
+	if (dir == NVQOS_DIR_EGRESS)
+		qos_egress(skb, &pkt, tenant_id, role, wire.bytes, wire.packets, &ios);
 	if (pkt.tcp_flags & (NVQOS_TCP_F_FIN | NVQOS_TCP_F_RST))
 		nvme_close(&key);
 	return TC_ACT_OK;
@@ -215,8 +221,8 @@ static __always_inline __u32 xdp_tenant_of(const struct nvqos_flow_key *key, int
 }
 
 /*
- * XDP, ingress only: drop early what the policy blocks, before the stack
- * spends anything on it. Everything else passes untouched and uncounted; tc
+ * XDP, ingress only: drop early what the policy blocks (quarantine) or what
+ * exceeds the tenant's ingress ceiling, before the stack spends anything on it. Everything else passes untouched and uncounted; tc
  * accounts it (and counts its parse errors) once the stack has built the skb.
  */
 SEC("xdp")
@@ -243,8 +249,10 @@ int nvqos_xdp_ingress(struct xdp_md *ctx)
 
 	tenant_id = xdp_tenant_of(&key, role, settings);
 	config = bpf_map_lookup_elem(&tenant_config, &tenant_id);
-	if (!config || !(config->flags & NVQOS_TENANT_F_DROP_INGRESS))
+	if (!config || !(config->flags & (NVQOS_TENANT_F_DROP_INGRESS | NVQOS_TENANT_F_INGRESS_LIMIT)))
 		return XDP_PASS;
+	if (!(config->flags & NVQOS_TENANT_F_DROP_INGRESS))
+		return nvqos_qos_xdp_ingress(config->limiter_id, tenant_id, pkt.ip_len);
 
 	ts = tenant_stats_of(tenant_id);
 	if (ts) {

@@ -134,11 +134,21 @@ struct {
 	__type(value, __u64);
 } slow_cmd_tat SEC(".maps");
 
+/*
+ * Commands started (capsules) and completed (CapsuleResp, C2HData with
+ * SUCCESS) in one skb, per enum nvqos_cmd_op: what QoS charges to IOPS
+ * limits. A completion whose command was not tracked counts as OTHER.
+ */
+struct nvme_ios {
+	__u16 n[NVQOS_CMD_OP_MAX];
+};
+
 /* What the walk of one skb works with. */
 struct nvme_walk {
 	const struct nvqos_flow_key *key;
 	struct nvqos_nvme_stats *ns;
 	struct nvme_conn *conn;
+	struct nvme_ios *ios;
 	__u64 now; /* read once per skb, when the first command or completion needs it */
 	__u32 tenant_id;
 	__u8 role;
@@ -436,7 +446,8 @@ static __noinline void cmd_submit(struct nvme_walk *w, const __u8 *h)
 		s->submitted++;
 }
 
-static __noinline void cmd_complete(struct nvme_walk *w, __u16 cid, __u16 status)
+/* Returns the op of the completed command (OTHER when it was not tracked). */
+static __noinline __u8 cmd_complete(struct nvme_walk *w, __u16 cid, __u16 status)
 {
 	struct nvqos_inflight_key ik = {};
 	struct nvqos_inflight_value v;
@@ -452,12 +463,12 @@ static __noinline void cmd_complete(struct nvme_walk *w, __u16 cid, __u16 status
 	found = bpf_map_lookup_elem(&inflight_cmds, &ik);
 	if (!found) {
 		w->ns->unmatched_resp++;
-		return;
+		return NVQOS_CMD_OP_OTHER;
 	}
 	v = *found;
 	/* Whoever deletes the entry owns the sample: never two samples for one command. */
 	if (bpf_map_delete_elem(&inflight_cmds, &ik))
-		return;
+		return v.op;
 	if (nvqos_cmd_clock_ns(w) > v.submit_ns)
 		latency = w->now - v.submit_ns;
 
@@ -479,6 +490,13 @@ static __noinline void cmd_complete(struct nvme_walk *w, __u16 cid, __u16 status
 		__sync_fetch_and_add(&hist->buckets[bucket], 1);
 	}
 	slow_cmd_report(w, &v, cid, status, latency);
+	return v.op;
+}
+
+static __always_inline void ios_count(struct nvme_walk *w, __u8 op)
+{
+	if (op < NVQOS_CMD_OP_MAX)
+		w->ios->n[op]++;
 }
 
 /* Acts on one complete, plausible PDU header. */
@@ -491,14 +509,15 @@ static __always_inline void pdu_handle(struct nvme_walk *w, const __u8 *h)
 		break;
 	case NVME_TCP_CMD:
 		cmd_submit(w, h);
+		ios_count(w, cmd_op_of(h[PDU_OFF_CMD_OPCODE], w->conn->flags));
 		break;
 	case NVME_TCP_RSP:
-		cmd_complete(w, get_le16(h + PDU_OFF_RSP_CID),
-			     get_le16(h + PDU_OFF_RSP_STATUS) >> 1);
+		ios_count(w, cmd_complete(w, get_le16(h + PDU_OFF_RSP_CID),
+					  get_le16(h + PDU_OFF_RSP_STATUS) >> 1));
 		break;
 	case NVME_TCP_C2H_DATA:
 		if (h[1] & NVME_TCP_F_SUCCESS)
-			cmd_complete(w, get_le16(h + PDU_OFF_DATA_CCCID), 0);
+			ios_count(w, cmd_complete(w, get_le16(h + PDU_OFF_DATA_CCCID), 0));
 		break;
 	}
 }
@@ -680,17 +699,19 @@ static __always_inline void stream_start(const struct nvqos_flow_key *key, __u8 
 
 /*
  * tc, after accounting: walk the PDUs of an NVMe/TCP segment of a known
- * connection. Pure ACKs cost nothing beyond the payload length test.
+ * connection, counting its commands and completions in *ios (zeroed by the
+ * caller). Pure ACKs cost nothing beyond the payload length test.
  */
 static __always_inline void nvme_track(struct __sk_buff *skb, const struct nvqos_pkt *pkt,
 				       const struct nvqos_flow_key *key, __u32 tenant_id, int role,
-				       __u32 dir)
+				       __u32 dir, struct nvme_ios *ios)
 {
 	__u32 hdrs = pkt->ip_hdr_len + pkt->tcp_hdr_len;
 	struct walk_loop l = {
 		.skb = skb,
 		.w = {
 			.key = key,
+			.ios = ios,
 			.tenant_id = tenant_id,
 			.role = role,
 			.sdir = (role == NVQOS_ROLE_INITIATOR) == (dir == NVQOS_DIR_EGRESS) ? STREAM_H2C

@@ -41,10 +41,20 @@ T sum_percpu(const bpf_map *map, std::uint32_t key) {
   return total;
 }
 
-RunResult run(const bpf_program *prog, bpf_test_run_opts &opts) {
+// Room for what a program may add to the frame.
+constexpr std::size_t kDataOutSlack = 256;
+
+RunResult run(const bpf_program *prog, bpf_test_run_opts &opts, Bytes &data_out) {
+  data_out.resize(opts.data_size_in + kDataOutSlack);
+  opts.data_out = data_out.data();
+  opts.data_size_out = static_cast<__u32>(data_out.size());
   const int err = bpf_prog_test_run_opts(bpf_program__fd(prog), &opts);
   if (err != 0) fail(errno, std::string("test run of ") + bpf_program__name(prog));
-  return {opts.retval, opts.duration};
+  data_out.resize(opts.data_size_out);
+  RunResult r;
+  r.retval = opts.retval;
+  r.duration_ns = opts.duration;
+  return r;
 }
 
 }  // namespace
@@ -64,16 +74,28 @@ RunResult run_tc(const bpf_program *prog, const Bytes &frame, const SkbContext &
   skb.ifindex = ctx.ifindex;
   skb.gso_segs = ctx.gso_segs;
   skb.gso_size = ctx.gso_size;
+  skb.tstamp = ctx.tstamp;
+  skb.priority = ctx.priority;
+  __sk_buff out{};
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
-              .data_size_in = static_cast<__u32>(frame.size()), .ctx_in = &skb,
-              .ctx_size_in = sizeof(skb), .repeat = static_cast<int>(repeat));
-  return run(prog, opts);
+              .data_size_in = static_cast<__u32>(frame.size()), .ctx_in = &skb, .ctx_out = &out,
+              .ctx_size_in = sizeof(skb), .ctx_size_out = sizeof(out),
+              .repeat = static_cast<int>(repeat));
+  Bytes data;
+  RunResult r = run(prog, opts, data);
+  r.tstamp = out.tstamp;
+  r.priority = out.priority;
+  r.data = std::move(data);
+  return r;
 }
 
 RunResult run_xdp(const bpf_program *prog, const Bytes &frame, std::uint32_t repeat) {
   LIBBPF_OPTS(bpf_test_run_opts, opts, .data_in = frame.data(),
               .data_size_in = static_cast<__u32>(frame.size()), .repeat = static_cast<int>(repeat));
-  return run(prog, opts);
+  Bytes data;
+  RunResult r = run(prog, opts, data);
+  r.data = std::move(data);
+  return r;
 }
 
 Datapath::Datapath() {
@@ -126,6 +148,32 @@ void Datapath::set_tenant_slow_cmd_ns(std::uint32_t tenant_id, std::uint64_t slo
   value.limiter_id = NVQOS_LIMITER_NONE;
   value.slow_cmd_ns = slow_cmd_ns;
   update(skel_->maps.tenant_config, &tenant_id, &value);
+}
+
+void Datapath::set_tenant_config(std::uint32_t tenant_id, const nvqos_tenant_config &config) {
+  update(skel_->maps.tenant_config, &tenant_id, &config);
+}
+
+void Datapath::set_limiter(std::uint32_t limiter_id, const nvqos_limiter_config &config) {
+  update(skel_->maps.limiter_config, &limiter_id, &config);
+}
+
+nvqos_limiter_state Datapath::limiter_state(std::uint32_t limiter_id) const {
+  nvqos_limiter_state state{};
+  if (bpf_map__lookup_elem(skel_->maps.limiter_state, &limiter_id, sizeof(limiter_id), &state,
+                           sizeof(state), 0) != 0)
+    fail(errno, "lookup limiter_state");
+  return state;
+}
+
+void Datapath::set_clock(std::uint64_t fixed_now_ns) {
+  const std::uint32_t zero = 0;
+  nvqos_settings value{};
+  if (bpf_map__lookup_elem(skel_->maps.settings, &zero, sizeof(zero), &value, sizeof(value), 0) !=
+      0)
+    fail(errno, "lookup settings");
+  value.fixed_now_ns = fixed_now_ns;
+  update(skel_->maps.settings, &zero, &value);
 }
 
 nvqos_tenant_stats Datapath::tenant_stats(std::uint32_t tenant_id) const {

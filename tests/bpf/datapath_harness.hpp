@@ -26,11 +26,17 @@ struct SkbContext {
   std::uint32_t ifindex = 0;
   std::uint32_t gso_segs = 0;
   std::uint32_t gso_size = 0;
+  std::uint64_t tstamp = 0;
+  std::uint32_t priority = 0;
 };
 
 struct RunResult {
-  std::uint32_t retval;
-  std::uint32_t duration_ns;  // kernel-measured mean per repeat
+  std::uint32_t retval = 0;
+  std::uint32_t duration_ns = 0;  // kernel-measured mean per repeat
+  // tc: the skb after the (last) run.
+  std::uint64_t tstamp = 0;
+  std::uint32_t priority = 0;
+  Bytes data;  // the frame after the (last) run, tc and XDP
 };
 
 // Throw std::system_error naming the program on failure.
@@ -56,6 +62,11 @@ class Datapath {
   void set_settings(std::uint32_t flags);
   void set_tenant_flags(std::uint32_t tenant_id, std::uint32_t flags);
   void set_tenant_slow_cmd_ns(std::uint32_t tenant_id, std::uint64_t slow_cmd_ns);
+  void set_tenant_config(std::uint32_t tenant_id, const nvqos_tenant_config &config);
+  void set_limiter(std::uint32_t limiter_id, const nvqos_limiter_config &config);
+  nvqos_limiter_state limiter_state(std::uint32_t limiter_id) const;
+  // settings.fixed_now_ns (0 = the real clock), keeping the flags.
+  void set_clock(std::uint64_t fixed_now_ns);
 
   nvqos_tenant_stats tenant_stats(std::uint32_t tenant_id) const;  // summed over CPUs
   nvqos_datapath_stats datapath_stats() const;                     // summed over CPUs
