@@ -309,6 +309,14 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
   if (int err = bpf_map__lookup_elem(skel_->maps.datapath_stats, &zero, sizeof zero, dp_raw.data(), dp_raw.size(), 0))
     return Error::from_errno(err, "read datapath_stats of " + ifname_);
   out.datapath = sum_percpu<nvqos_datapath_stats>(dp_raw, possible_cpus_);
+  for (auto [name, prog] : {std::pair{"tc_ingress", skel_->progs.nvqos_tc_ingress},
+                            std::pair{"tc_egress", skel_->progs.nvqos_tc_egress}}) {
+    bpf_prog_info info{};
+    __u32 len = sizeof info;
+    if (int err = bpf_obj_get_info_by_fd(bpf_program__fd(prog), &info, &len))
+      return Error::from_errno(err, std::string("read program info of ") + name + " on " + ifname_);
+    out.programs.push_back({name, info.run_time_ns, info.run_cnt});
+  }
   if (auto st = read_commands(out); !st) return st.error();
   return out;
 }

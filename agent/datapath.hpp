@@ -60,6 +60,14 @@ struct CommandCounters {
   std::uint64_t in_flight() const;
 };
 
+// Kernel run statistics of one attached program; zero unless the host enables them
+// (sysctl kernel.bpf_stats_enabled=1: they cost ~20 ns per run, so they are off by default).
+struct ProgramStats {
+  std::string program;  // "tc_ingress", "tc_egress"
+  std::uint64_t run_time_ns = 0;
+  std::uint64_t runs = 0;
+};
+
 struct InterfaceCounters {
   std::string interface;
   std::vector<TenantCounters> tenants;
@@ -70,6 +78,7 @@ struct InterfaceCounters {
   nvqos_datapath_stats datapath{};  // summed over CPUs
   std::uint32_t flow_capacity = 0;
   std::vector<Attachment> attachments;
+  std::vector<ProgramStats> programs;
 };
 
 class InterfaceDatapath {

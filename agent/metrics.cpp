@@ -123,6 +123,16 @@ void datapath_families(std::vector<MetricFamily>& out, const Snapshot& s) {
     for (const auto& a : ifc.attachments) att.add({{"interface", ifc.interface}, {"hook", a.hook}, {"mode", a.mode},
                                                    {"exclusive", a.exclusive ? "true" : "false"}},
                                                   1);
+  FamilyBuilder run_time(out, "nvqos_bpf_program_run_time_seconds_total",
+                         "Kernel time spent in each nvqos program (0 unless sysctl kernel.bpf_stats_enabled=1).",
+                         MetricType::Counter);
+  FamilyBuilder runs(out, "nvqos_bpf_program_runs_total",
+                     "Runs of each nvqos program (0 unless sysctl kernel.bpf_stats_enabled=1).", MetricType::Counter);
+  for (const auto& ifc : s.interfaces)
+    for (const auto& p : ifc.programs) {
+      run_time.add({{"interface", ifc.interface}, {"program", p.program}}, double(p.run_time_ns) / 1e9);
+      runs.add({{"interface", ifc.interface}, {"program", p.program}}, double(p.runs));
+    }
 }
 
 std::string quantile_text(double q) {

@@ -56,6 +56,15 @@ TEST(Metrics, ActiveFlowsNeverNegative) {
   EXPECT_TRUE(has_line(text, "nvqos_tenant_flows_active{interface=\"eth0\",tenant=\"gold\"} 0"));
 }
 
+TEST(Metrics, ProgramRunTimeInSecondsPerProgram) {
+  Snapshot s = one_interface();
+  s.interfaces[0].programs.push_back({"tc_ingress", 2'500'000'000, 100});
+  std::string text = render_metrics(s, AgentStatus{});
+  EXPECT_TRUE(has_line(text, "nvqos_bpf_program_run_time_seconds_total{interface=\"eth0\",program=\"tc_ingress\"} 2.5"))
+      << text;
+  EXPECT_TRUE(has_line(text, "nvqos_bpf_program_runs_total{interface=\"eth0\",program=\"tc_ingress\"} 100"));
+}
+
 TEST(Metrics, ReloadStatusIsExported) {
   AgentStatus st;
   st.last_reload_success = false;
