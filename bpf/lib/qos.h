@@ -102,18 +102,28 @@ static __always_inline __u64 qos_sub_floor(__u64 t, __u64 d)
  */
 static __always_inline void qos_mark_dscp(struct __sk_buff *skb, const struct qos_egress_pkt *p)
 {
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	__u32 off = p->l3_off;
 	__u16 old_word, new_word;
+	__u8 *first;
 	__u8 tos;
 
-	if (bpf_skb_load_bytes(skb, p->l3_off, &old_word, sizeof(old_word)))
+	/* Read directly (the parser saw the header linear); write through helpers only, since a
+	 * direct write would make the verifier un-clone every skb the program sees. */
+	if (off > NVQOS_PARSE_PULL_LEN)
 		return;
+	first = data + off;
+	if ((void *)(first + sizeof(old_word)) > end)
+		return;
+	old_word = *(__u16 *)first;
 	if (p->family == NVQOS_FAMILY_IPV4) {
 		tos = bpf_ntohs(old_word) & 0xff;
 		tos = (p->dscp << NVQOS_IP_DSCP_SHIFT) | (tos & NVQOS_IP_ECN_MASK);
 		new_word = bpf_htons((bpf_ntohs(old_word) & 0xff00) | tos);
 		if (new_word == old_word)
 			return;
-		if (bpf_l3_csum_replace(skb, p->l3_off + NVQOS_IPV4_CSUM_OFF, old_word, new_word,
+		if (bpf_l3_csum_replace(skb, off + NVQOS_IPV4_CSUM_OFF, old_word, new_word,
 					sizeof(new_word)))
 			return;
 	} else {
@@ -122,7 +132,7 @@ static __always_inline void qos_mark_dscp(struct __sk_buff *skb, const struct qo
 		if (new_word == old_word)
 			return;
 	}
-	bpf_skb_store_bytes(skb, p->l3_off, &new_word, sizeof(new_word), 0);
+	bpf_skb_store_bytes(skb, off, &new_word, sizeof(new_word), 0);
 }
 
 /* The skb's charge to each egress kind: bytes by role, IOPS by op. */

@@ -264,6 +264,61 @@ int run_bench(const Options &o) {
   dp.set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT | NVQOS_SETTINGS_F_PORT_BITMAP);
   run_cases("bitmap");
 
+  // QoS on tc egress, the known flow (tenant 0, bitmap ports): without QoS flags, then with
+  // priority + DSCP + EDT on the real clock, within the limiter's rate (no stamp) and far
+  // above it (every packet stamped). A repeated skb keeps the DSCP its first run wrote, so the
+  // rewrite (un-cloned test skbs: no header copy) is measured in single shots, where every
+  // run gets a fresh copy of the frame.
+  const std::uint32_t all_qos =
+      NVQOS_TENANT_F_SET_PRIORITY | NVQOS_TENANT_F_MARK_DSCP | NVQOS_TENANT_F_EDT;
+  auto qos = [&](std::uint32_t flags, std::uint64_t bytes_per_sec) {
+    nvqos_tenant_config c{};
+    c.flags = NVQOS_TENANT_F_ACTIVE | flags;
+    c.limiter_id = 0;
+    c.classid[NVQOS_ROLE_INITIATOR] = c.classid[NVQOS_ROLE_TARGET] = 0x10010;
+    c.dscp = 46;
+    dp.set_tenant_config(NVQOS_TENANT_DEFAULT, c);
+    nvqos_limiter_config l{};
+    l.limit[NVQOS_LIMIT_EGRESS_BYTES] = {bytes_per_sec, bytes_per_sec / 1000};
+    dp.set_limiter(0, l);
+  };
+  constexpr std::uint64_t kFastBytes = 100000000000ull / 8;  // 100 Gbit/s: never reached here
+  constexpr std::uint64_t kSlowBytes = 1000000;               // 8 Mbit/s: always in debt
+  struct QosCase {
+    const char *packet;
+    std::uint32_t flags;
+    std::uint64_t rate;
+  };
+  const QosCase qos_cases[] = {
+      {"NVMe/TCP known flow, QoS off", 0, kFastBytes},
+      {"... QoS prio+DSCP+EDT, within rate", all_qos, kFastBytes},
+      {"... QoS prio+DSCP+EDT, throttled", all_qos, kSlowBytes},
+  };
+  for (const QosCase &c : qos_cases) {
+    qos(c.flags, c.rate);
+    rows.push_back({"nvqos_tc_egress", c.packet, "repeat", "bitmap",
+                    bench.repeated(std::string("nvqos_tc_egress, ") + c.packet,
+                                   [&](std::uint32_t n) { return run_tc(tc_out, nvme_out, {}, n); }),
+                    tc_floor, std::nullopt});
+  }
+  const double qos_shot_floor = bench.single_shot("empty tc, single shots of one frame", [&](std::uint32_t, std::uint32_t) {
+    return run_tc(tc_empty, nvme_out);
+  });
+  rows.push_back({"bench_tc_empty", "NVMe/TCP, one frame", "single-shot", "-", qos_shot_floor, qos_shot_floor, std::nullopt});
+  const QosCase qos_shots[] = {
+      {"NVMe/TCP known flow, QoS off", 0, kFastBytes},
+      {"... QoS DSCP (rewritten every skb)", NVQOS_TENANT_F_MARK_DSCP, kFastBytes},
+      {"... QoS prio+DSCP+EDT, throttled", all_qos, kSlowBytes},
+  };
+  for (const QosCase &c : qos_shots) {
+    qos(c.flags, c.rate);
+    rows.push_back({"nvqos_tc_egress", c.packet, "single-shot", "bitmap",
+                    bench.single_shot(std::string("nvqos_tc_egress, ") + c.packet + ", single shots",
+                                      [&](std::uint32_t, std::uint32_t) { return run_tc(tc_out, nvme_out); }),
+                    qos_shot_floor, std::nullopt});
+  }
+  qos(0, kFastBytes);  // the PDU walk figures below are without QoS
+
   // A repeated packet inserts its flow once; a new flow needs a new packet each run.
   auto new_flow_packet = [](std::uint32_t run, std::uint32_t i) {
     const std::string remote = "10.200." + std::to_string(run % 250) + "." + std::to_string(i % 250 + 1);
