@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <optional>
+#include <vector>
 
 #include "log.hpp"
 
@@ -33,6 +34,13 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
       : stream_(std::move(socket)), handler_(std::move(handler)), peer_(peer) {}
 
   void start() { do_read(); }
+
+  // Ends the session at once, also while it waits for a keep-alive client's next request (up to
+  // kSessionTimeout): the agent's event loop only returns, and the agent only exits, when no
+  // session is left, and Prometheus keeps its scrape connection open between scrapes.
+  void abort() {
+    asio::post(stream_.get_executor(), [self = this->shared_from_this()] { self->stream_.close(); });
+  }
 
  private:
   void do_read() {
@@ -115,8 +123,14 @@ class Listener final : public HttpServer {
   void accept() {
     acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, typename Protocol::socket socket) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) std::make_shared<Session<Protocol>>(std::move(socket), handler_, peer_)->start();
-      else log::warn("accept failed", {{"error", ec.message()}});
+      if (!ec) {
+        auto session = std::make_shared<Session<Protocol>>(std::move(socket), handler_, peer_);
+        std::erase_if(sessions_, [](const auto& s) { return s.expired(); });
+        sessions_.push_back(session);
+        session->start();
+      } else {
+        log::warn("accept failed", {{"error", ec.message()}});
+      }
       if (acceptor_.is_open()) accept();
     });
   }
@@ -126,6 +140,9 @@ class Listener final : public HttpServer {
     beast::error_code ignored;
     acceptor_.close(ignored);
     if (!unlink_on_stop_.empty()) ::unlink(unlink_on_stop_.c_str());
+    for (const auto& s : sessions_)
+      if (auto session = s.lock()) session->abort();
+    sessions_.clear();
   }
 
   std::string local_address() const override {
@@ -143,6 +160,7 @@ class Listener final : public HttpServer {
   std::shared_ptr<HttpHandler> handler_;
   HttpPeer peer_;
   std::string unlink_on_stop_;
+  std::vector<std::weak_ptr<Session<Protocol>>> sessions_;  // open connections, for stop()
 };
 
 }  // namespace

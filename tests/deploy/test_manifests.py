@@ -37,7 +37,7 @@ CONTRACT_METRICS = {
     "nvqos_slo_objective_seconds", "nvqos_slo_compliance_ratio", "nvqos_slo_controller_info",
     "nvqos_access_denied_total",
 }
-CAPABILITY_REASONS = {"BPF", "NET_ADMIN", "PERFMON", "SYS_RESOURCE"}
+CAPABILITY_REASONS = {"BPF", "NET_ADMIN", "PERFMON", "SYS_ADMIN", "SYS_RESOURCE"}
 
 
 def agent():
@@ -361,7 +361,7 @@ class Systemd(unittest.TestCase):
     @unittest.skipUnless(shutil.which("systemd-analyze"), "systemd-analyze is not installed")
     def test_unit_verifies(self):
         unit = (ROOT / "deploy" / "systemd" / "nvqos-agent.service").read_text()
-        self.assertIn("CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN\n", unit)
+        self.assertIn("CapabilityBoundingSet=CAP_BPF CAP_PERFMON CAP_NET_ADMIN CAP_SYS_ADMIN\n", unit)
         with tempfile.TemporaryDirectory() as tmp:
             path = pathlib.Path(tmp, "nvqos-agent.service")
             # verify insists that ExecStart's program exists: point it at this build's agent.

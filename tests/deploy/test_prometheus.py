@@ -40,7 +40,7 @@ HOST_ADDRS = {"gold": f"{SUBNET}.2", "bronze": f"{SUBNET}.3", "blocked": f"{SUBN
 SUBNQN = "nqn.2026-11.io.nvqos:deploy-test"
 PROM = "127.0.0.1:9090"
 RATE_INTERVAL = "15s"
-LOAD_SECONDS = 40
+LOAD_SECONDS = 50
 
 
 def log(msg):
@@ -63,6 +63,9 @@ class Lab:
         self.ns_t, self.ns_i = f"dpl{self.tag}t", f"dpl{self.tag}i"
         self.if_t, self.if_i = f"dpl{self.tag}t", f"dpl{self.tag}i"
         self.dir = pathlib.Path(tempfile.mkdtemp(prefix="nvqos-deploy-"))
+        # One bpffs instance for the test's "host", bound into every agent's /sys/fs/bpf as the
+        # DaemonSet's hostPath mount is: pins outlive an agent, so a restarted one can adopt them.
+        self.bpffs = self.dir / "bpffs"
         self.procs = []
 
     def close(self, keep_logs_on_failure):
@@ -78,6 +81,7 @@ class Lab:
                 p.wait()
         for ns in (self.ns_t, self.ns_i):
             run(["ip", "netns", "del", ns], check=False, capture=True)
+        run(["umount", "-l", str(self.bpffs)], check=False, capture=True)
         if keep_logs_on_failure:
             for f in sorted(self.dir.glob("*.log")):
                 text = f.read_text(errors="replace")
@@ -103,6 +107,8 @@ class Lab:
         return int(code or 0), body
 
     def network(self):
+        self.bpffs.mkdir()
+        run(["mount", "-t", "bpf", "bpf", str(self.bpffs)])
         for ns in (self.ns_t, self.ns_i):
             run(["ip", "netns", "add", ns])
             run(["ip", "-n", ns, "link", "set", "lo", "up"])
@@ -184,23 +190,25 @@ def agent_command(lab, ns, node, workdir, env):
     envs = [f"{k}={v}" for k, v in {"NODE_NAME": node, "NVQOS_AGENT_BIN": lab.build["agent"],
                                       "NVQOS_INTERFACES_DIR": f"{workdir}/interfaces", **env}.items()]
     # `ip netns exec` gives the agent its namespace's sysfs, as a hostNetwork pod has, in a mount
-    # namespace of its own; bpffs is mounted there while still privileged, standing in for the
-    # DaemonSet's hostPath mount (without it the agent would need CAP_SYS_ADMIN to mount one).
-    launch = ("mount -t bpf bpf /sys/fs/bpf && exec setpriv --bounding-set=-all," + keep +
+    # namespace of its own; the test's bpffs is bound there while still privileged, standing in for
+    # the DaemonSet's hostPath mount (without it the agent would need CAP_SYS_ADMIN to mount one).
+    launch = (f"mount --bind {lab.bpffs} /sys/fs/bpf && exec setpriv --bounding-set=-all," + keep +
               ' --inh-caps=-all --no-new-privs -- env "$@"')
     return lab.ns_exec(ns) + ["sh", "-c", launch, "launch"] + envs + [entrypoint] + args
 
 
-def start_agent(lab, ns, node, policy, interfaces_file=None, env=None):
+def start_agent(lab, ns, node, policy, interfaces_file=None, env=None, name=None):
+    """Starts (or, with `policy` None, restarts) the agent of `node`; returns (process, policy path)."""
     workdir = lab.dir / node
-    for sub in ("policy", "run", "interfaces"):
-        (workdir / sub).mkdir(parents=True)
-    (workdir / "policy" / "policy.json").write_text(json.dumps(policy, indent=2))
-    if interfaces_file:
-        (workdir / "interfaces" / node).write_text(interfaces_file + "\n")
+    if policy is not None:
+        for sub in ("policy", "run", "interfaces"):
+            (workdir / sub).mkdir(parents=True)
+        (workdir / "policy" / "policy.json").write_text(json.dumps(policy, indent=2))
+        if interfaces_file:
+            (workdir / "interfaces" / node).write_text(interfaces_file + "\n")
     cmd = agent_command(lab, ns, node, workdir, env or {})
     log(f"agent {node}: {' '.join(cmd[5:])}")
-    proc = lab.spawn(f"agent-{node}", cmd)
+    proc = lab.spawn(name or f"agent-{node}", cmd)
     deadline = time.time() + 30
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -209,7 +217,7 @@ def start_agent(lab, ns, node, policy, interfaces_file=None, env=None):
             status, body = lab.curl(ns, "http://127.0.0.1:9465/healthz")
             if status != 200:
                 raise RuntimeError(f"agent {node}: /healthz answered {status} {body}")
-            return workdir / "policy" / "policy.json"
+            return proc, workdir / "policy" / "policy.json"
         time.sleep(0.2)
     raise RuntimeError(f"agent {node} not ready within 30 s")
 
@@ -352,7 +360,7 @@ def scenario(lab):
     # Initiator: interface from the node address (downward API status.hostIP); target: from the
     # interfaces ConfigMap's key for its node.
     start_agent(lab, lab.ns_i, "initiator-0", ini_policy, env={"NVQOS_HOST_IP": HOST_ADDRS["gold"]})
-    tgt_policy_path = start_agent(lab, lab.ns_t, "target-0", tgt_policy, interfaces_file=lab.if_t)
+    tgt_agent, tgt_policy_path = start_agent(lab, lab.ns_t, "target-0", tgt_policy, interfaces_file=lab.if_t)
 
     # What the agents export, from both (the quarantine drops and role=target series are the target's).
     texts = [lab.curl(lab.ns_i, "http://127.0.0.1:9465/metrics")[1],
@@ -455,7 +463,45 @@ def scenario(lab):
             log(f"metrics the dashboards/alerts use, {kind}: " + ", ".join(names))
     ok &= counts["FAIL"] == 0
     ok &= check_alerts(prom, stand_ins)
-    load.wait(timeout=LOAD_SECONDS + 30)
+    ok &= rolling_update(lab, prom, tgt_agent, load, tgt_policy_path, tgt_policy)
+    status = load.wait(timeout=LOAD_SECONDS + 30)
+    log(f"nvqos-load exit status {status} (0: every command completed without error)")
+    return ok and status == 0
+
+
+def rolling_update(lab, prom, agent, load, policy_path, policy):
+    """What a DaemonSet rolling update does to the target's agent, under load and while Prometheus
+    holds its keep-alive scrape connection: SIGTERM, which must end the agent well within the pod's
+    grace period, then the same command again. With the DaemonSet's keep-on-exit flag the new agent
+    adopts the pinned state, so no counter may reset (Prometheus' resets()) and no command may fail
+    (nvqos-load's exit status)."""
+    if load.poll() is not None:
+        log("rolling update: the load ended before the restart; LOAD_SECONDS is too short for this host")
+        return False
+    keep = [a for a in daemonset_container()["args"] if a.startswith("--keep")]
+    grace = d.manifests()[("DaemonSet", "nvqos-agent")]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    policy_path.write_text(json.dumps(policy))  # the good policy back: a new agent refuses a bad one
+    time.sleep(1)
+    started = time.time()
+    agent.send_signal(15)
+    try:
+        status = agent.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        log(f"rolling update: the agent did not exit within the {grace} s grace period after SIGTERM "
+            "(the kubelet would SIGKILL it)")
+        return False
+    log(f"rolling update: target agent exited {status} {time.time() - started:.1f} s after SIGTERM "
+        f"({'with ' + keep[0] if keep else 'detaching: the DaemonSet passes no keep-on-exit flag'})")
+    ok = status == 0 and time.time() - started < 5
+    start_agent(lab, lab.ns_t, "target-0", None, interfaces_file=lab.if_t, name="agent-target-0-new")
+    if not keep:
+        return ok
+    time.sleep(4)  # a few scrapes of the new agent
+    for metric in ("nvqos_tenant_bytes_total", "nvqos_tenant_packets_total", "nvqos_nvme_commands_total"):
+        r = prom.instant(f'max(resets({metric}{{node="target-0"}}[2m]))')
+        value = r["data"]["result"][0]["value"][1] if r.get("status") == "success" and r["data"]["result"] else "?"
+        log(f"rolling update: counter resets of {metric} on target-0: {value}")
+        ok &= value == "0"
     return ok
 
 
