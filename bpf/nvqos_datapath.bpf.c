@@ -142,6 +142,7 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 	__u32 tenant_id;
 	__u32 settings;
 	__u32 zero = 0;
+	bool gated;
 	__u64 now;
 	int role;
 	int ret;
@@ -178,6 +179,10 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 		flow = flow_open(&key, role, &pkt, tenant_id, now, ds, ts);
 	}
 
+	gated = access_gated(role, dir, settings);
+	if (gated && access_refused(skb, &key, tenant_id, pkt.ip_len))
+		return TC_ACT_SHOT;
+
 	ds->packets_nvme++;
 	wire_size_of(&pkt, skb->gso_segs, skb->gso_size, &wire);
 	if (ts) {
@@ -191,12 +196,12 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 		flow->last_seen_ns = now;
 		flow_track_state(flow, pkt.tcp_flags, ts);
 	}
-	nvme_track(skb, &pkt, &key, tenant_id, role, dir, &ios);
+	ret = nvme_track(skb, &pkt, &key, tenant_id, role, dir, &ios, gated);
 	if (dir == NVQOS_DIR_EGRESS)
 		qos_egress(skb, &pkt, tenant_id, role, wire.bytes, wire.packets, &ios);
 	if (pkt.tcp_flags & (NVQOS_TCP_F_FIN | NVQOS_TCP_F_RST))
 		nvme_close(&key);
-	return TC_ACT_OK;
+	return ret;
 }
 
 SEC("tc")

@@ -15,6 +15,7 @@
 
 #include "nvqos/abi.h"
 #include "nvqos/histogram.h"
+#include "lib/connect.h"
 #include "lib/consts.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
@@ -153,6 +154,9 @@ struct nvme_walk {
 	__u32 tenant_id;
 	__u8 role;
 	__u8 sdir;
+	__u8 access; /* target ingress with access control on (connect.h) */
+	__u8 gate;   /* the connection awaits a checked Connect */
+	__u8 refuse; /* the connection was refused: drop this skb */
 };
 
 /* The one clock of command latency: tests read it around a run to bound a sample. */
@@ -559,6 +563,12 @@ static __always_inline bool collect_header(struct __sk_buff *skb, struct pdu_str
 	return have + take >= want;
 }
 
+static __always_inline bool pdu_is_connect(const __u8 *h)
+{
+	return h[0] == NVME_TCP_CMD && h[PDU_OFF_CMD_OPCODE] == NVME_OPC_FABRICS &&
+	       h[PDU_OFF_CMD_FCTYPE] == NVME_FCTYPE_CONNECT;
+}
+
 /* bpf_loop() state of the walk of one segment. */
 struct walk_loop {
 	struct __sk_buff *skb;
@@ -569,6 +579,35 @@ struct walk_loop {
 	__u32 len;
 	__u32 off; /* where the walk is, from the first payload byte */
 };
+
+/*
+ * A Connect capsule goes to connect.h; before it, a gated connection may only
+ * send an ICReq. Returns true when the connection was refused.
+ */
+static __always_inline bool walk_connect(struct walk_loop *l)
+{
+	struct nvme_walk *w = &l->w;
+	struct pdu_stream *st = l->st;
+	struct connect_site *site;
+	__u32 zero = 0;
+
+	site = bpf_map_lookup_elem(&connect_sites, &zero);
+	if (!site)
+		return false;
+	site->payload_off = l->payload_off;
+	site->seg_seq = l->seq;
+	site->seg_len = l->len;
+	site->pdu_seq = st->hdr_seq;
+	site->tenant_id = w->tenant_id;
+	site->role = w->role;
+	site->access = w->access;
+	site->gate = w->gate;
+	site->refuse = 0;
+	w->refuse = connect_pdu(l->skb, w->key, (const struct connect_capsule_hdr *)st->hdr, site);
+	w->tenant_id = site->tenant_id;
+	w->gate = site->gate;
+	return w->refuse;
+}
 
 /*
  * One PDU per bpf_loop() iteration: the verifier checks the body once instead
@@ -597,6 +636,15 @@ static long walk_one_pdu(__u32 index, struct walk_loop *l)
 	if (!pdu_plausible(st->hdr, w->sdir, w->conn->flags)) {
 		stream_desync(w, st);
 		return 1;
+	}
+	if (pdu_is_connect(st->hdr) || w->gate) {
+		if (walk_connect(l)) {
+			/* Stay at the Connect: a retransmission is checked and refused again. */
+			st->next_seq = st->hdr_seq;
+			st->hdr_len = 0;
+			l->off = l->len;
+			return 1;
+		}
 	}
 	if (st->flags & STREAM_F_RESYNCING)
 		w->ns->resync++;
@@ -702,9 +750,9 @@ static __always_inline void stream_start(const struct nvqos_flow_key *key, __u8 
  * connection, counting its commands and completions in *ios (zeroed by the
  * caller). Pure ACKs cost nothing beyond the payload length test.
  */
-static __always_inline void nvme_track(struct __sk_buff *skb, const struct nvqos_pkt *pkt,
-				       const struct nvqos_flow_key *key, __u32 tenant_id, int role,
-				       __u32 dir, struct nvme_ios *ios)
+static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_pkt *pkt,
+				      const struct nvqos_flow_key *key, __u32 tenant_id, int role,
+				      __u32 dir, struct nvme_ios *ios, bool gated)
 {
 	__u32 hdrs = pkt->ip_hdr_len + pkt->tcp_hdr_len;
 	struct walk_loop l = {
@@ -714,6 +762,7 @@ static __always_inline void nvme_track(struct __sk_buff *skb, const struct nvqos
 			.ios = ios,
 			.tenant_id = tenant_id,
 			.role = role,
+			.access = gated,
 			.sdir = (role == NVQOS_ROLE_INITIATOR) == (dir == NVQOS_DIR_EGRESS) ? STREAM_H2C
 											     : STREAM_C2H,
 		},
@@ -725,24 +774,37 @@ static __always_inline void nvme_track(struct __sk_buff *skb, const struct nvqos
 
 	if (pkt->tcp_flags & NVQOS_TCP_F_SYN) {
 		stream_start(key, l.w.sdir, pkt->seq, !(pkt->tcp_flags & NVQOS_TCP_F_ACK));
-		return;
+		if (gated && !(pkt->tcp_flags & NVQOS_TCP_F_ACK))
+			return access_conn_open(key);
+		return TC_ACT_OK;
 	}
 	if (!l.len)
-		return;
+		return TC_ACT_OK;
 	l.w.ns = bpf_map_lookup_elem(&nvme_stats, &zero);
 	if (!l.w.ns)
-		return;
+		return TC_ACT_OK;
+	if (gated)
+		l.w.gate = access_gate_of(key);
 	l.w.conn = bpf_map_lookup_elem(&nvme_conns, key);
 	if (!l.w.conn) {
 		/* Joined mid-stream (agent started late, or LRU eviction): resync first. */
 		l.w.conn = nvme_conn_open(key, BPF_NOEXIST);
 		if (!l.w.conn)
-			return;
+			return l.w.gate && access_gate_fail(key) ? access_shot(skb, key, tenant_id, pkt->ip_len)
+								 : TC_ACT_OK;
 	}
 	if (l.w.conn->flags & CONN_F_TLS)
-		return;
+		return l.w.gate && access_gate_fail(key) ? access_shot(skb, key, tenant_id, pkt->ip_len)
+							 : TC_ACT_OK;
 	l.st = &l.w.conn->stream[l.w.sdir & 1];
 	stream_walk(&l);
+	if (l.w.refuse)
+		return access_shot(skb, key, l.w.tenant_id, pkt->ip_len);
+	/* Still gated after a segment the walk could not follow (TLS, lost boundaries): fail closed. */
+	if (l.w.gate && ((l.w.conn->flags & CONN_F_TLS) || !(l.st->flags & STREAM_F_SYNCED)) &&
+	    access_gate_fail(key))
+		return access_shot(skb, key, l.w.tenant_id, pkt->ip_len);
+	return TC_ACT_OK;
 }
 
 struct close_ctx {

@@ -243,6 +243,7 @@ struct nvqos_datapath_stats {
 /* settings: array of one entry, written by the agent. */
 #define NVQOS_SETTINGS_F_DEFAULT_TENANT (1u << 0) /* account unmatched flows */
 #define NVQOS_SETTINGS_F_PORT_BITMAP (1u << 1)    /* nvme_port_bitmap is complete: use it */
+#define NVQOS_SETTINGS_F_ACCESS (1u << 2)         /* access_ports is not empty: check Connects */
 struct nvqos_settings {
 	__u32 flags;
 	__u32 pad;
@@ -348,6 +349,149 @@ struct nvqos_nvme_stats {
 	__u64 slow_cmd_events; /* slow-command records sent */
 	__u64 slow_cmd_dropped; /* suppressed by the rate limit or a full ring */
 	__u64 cid_reused;      /* a capsule reused the CID of a tracked command */
+};
+
+/*
+ * NVMe identity and access control (docs/design.md, "NVMe identity and
+ * access control"). tc reads HOSTNQN and SUBNQN from the Fabrics Connect
+ * capsule of each connection, resolves the tenant from exact NQN rules and
+ * checks the target's access rules before the target sees the Connect.
+ * NQN fields travel as 256 bytes, NUL-terminated; the data path zeroes every
+ * byte after the first NUL (byte 255 is forced to NUL, as Linux nvmet does)
+ * so that keys compare what a target compares.
+ */
+#define NVQOS_NQN_LEN 256u
+#define NVQOS_MAX_NQN_RULES 4096u      /* host_nqn_tenants / sub_nqn_tenants entries */
+#define NVQOS_MAX_NQN_PAIRS 4096u      /* nqn_pair_tenants LRU entries */
+#define NVQOS_MAX_ACCESS_SUBSYS 1024u  /* access subsystem ids; 0 = unknown subsystem */
+#define NVQOS_MAX_ACCESS_HOSTS 16384u  /* access_hosts entries */
+#define NVQOS_MAX_ACCESS_CIDRS 16384u  /* access_cidrs entries */
+#define NVQOS_MAX_ACCESS_CONNS 65536u  /* access_conns entries: connections awaiting or refused */
+#define NVQOS_CONNECT_RINGBUF_BYTES (256u * 1024u)
+#define NVQOS_ACCESS_SUBSYS_UNKNOWN 0u
+
+struct nvqos_nqn {
+	__u8 name[NVQOS_NQN_LEN]; /* NUL-padded */
+};
+
+/* nqn_pair_tenants key (host, then subsystem); sub/host_nqn_tenants key is a struct nvqos_nqn. */
+struct nvqos_nqn_pair {
+	struct nvqos_nqn host;
+	struct nvqos_nqn sub;
+};
+
+/* NQN -> tenant maps. NVQOS_TENANT_NONE: no NQN rule applies, keep the address tenant. */
+struct nvqos_nqn_tenant {
+	__u32 tenant_id;
+};
+
+/* access_subsystems: a protected subsystem, keyed by (SUBNQN, target port; 0 = any port). */
+struct nvqos_access_subsys_key {
+	struct nvqos_nqn sub;
+	__u16 port; /* host byte order; 0 = every port */
+	__u16 pad;
+};
+
+#define NVQOS_ACCESS_F_ENFORCE (1u << 0) /* refuse; without it a refusal is only counted (dry run) */
+#define NVQOS_ACCESS_F_HOSTS (1u << 1)   /* the host NQN must be listed in access_hosts */
+#define NVQOS_ACCESS_F_CIDRS (1u << 2)   /* the initiator address must be in access_cidrs */
+struct nvqos_access_subsys {
+	__u32 subsys_id; /* 1 .. NVQOS_MAX_ACCESS_SUBSYS - 1 */
+	__u32 flags;     /* NVQOS_ACCESS_F_* */
+};
+
+/* access_hosts: (subsystem id, host NQN) pairs allowed to connect. Value: __u32 1. */
+struct nvqos_access_host_key {
+	__u32 subsys_id;
+	struct nvqos_nqn host;
+};
+
+/* access_cidrs: LPM trie over (subsystem id, initiator address); value __u32 1. */
+struct nvqos_access_cidr_key {
+	__u32 prefixlen; /* 32 + address bits (v4-mapped space) */
+	__u32 subsys_id; /* network byte order, so the trie matches it first */
+	__u8 addr[16];
+};
+#define NVQOS_ACCESS_CIDR_ID_BITS 32u
+
+/* access_ports: hash keyed by a host-order port with at least one protected subsystem. */
+struct nvqos_access_port {
+	__u32 flags; /* NVQOS_ACCESS_F_ENFORCE if any subsystem on the port enforces */
+};
+
+/*
+ * access_conns: connections to a protected port whose SYN the data path saw
+ * and that have not yet been allowed by a checked Connect. No entry = allowed
+ * (or predating the agent). Written by tc; the agent turns entries older than
+ * the Connect timeout into REFUSED and frees refused ones when the map fills.
+ */
+enum nvqos_access_conn_state {
+	NVQOS_ACCESS_CONN_PENDING = 1, /* no Connect checked yet */
+	NVQOS_ACCESS_CONN_REFUSED = 2, /* every further ingress packet is dropped */
+};
+struct nvqos_access_conn {
+	__u64 since_ns;  /* CLOCK_MONOTONIC (coarse) when the state was entered */
+	__u32 state;     /* enum nvqos_access_conn_state */
+	__u32 subsys_id; /* of the refusal; 0 = unknown */
+	__u32 flags;     /* NVQOS_ACCESS_F_ENFORCE: refusing (else dry run) */
+	__u32 pad;
+};
+
+/* What the data path decided about a Connect. */
+enum nvqos_access_verdict {
+	NVQOS_ACCESS_UNPROTECTED = 0,    /* no access rule for the subsystem on this port */
+	NVQOS_ACCESS_ALLOWED = 1,
+	NVQOS_ACCESS_DENIED = 2,         /* refused: the connection's ingress is dropped */
+	NVQOS_ACCESS_DRY_RUN_DENIED = 3, /* would have been refused; passed (dry run) */
+	NVQOS_ACCESS_NOT_CHECKED = 4,    /* initiator side: the target checks */
+};
+
+/* access_stats: per-CPU array indexed by subsystem id (0 = unknown subsystem). */
+struct nvqos_access_stats {
+	__u64 allowed;         /* Connects allowed */
+	__u64 denied;          /* connections refused */
+	__u64 dry_run_denied;  /* connections that would have been refused */
+	__u64 dropped_packets; /* ingress packets dropped on refused connections */
+	__u64 dropped_bytes;   /* their IP bytes */
+};
+
+/* access_tenant_drops: per-CPU array indexed by tenant id (drop reason "access_denied"). */
+struct nvqos_access_drops {
+	__u64 packets;
+	__u64 bytes;
+};
+
+/* connect_events ring buffer record: one per Connect capsule the walk parses. */
+#define NVQOS_CONNECT_F_TENANT_SET (1u << 0) /* the data path set the tenant from an NQN map */
+#define NVQOS_CONNECT_F_UNPARSED (1u << 1)   /* the NQNs were not in the capsule's skb: none below */
+struct nvqos_connect_event {
+	struct nvqos_flow_key flow;
+	__u32 tenant_id; /* tenant the connection is attributed to after the Connect */
+	__u16 qid;       /* 0 = admin queue */
+	__u16 cntlid;    /* from the Connect data; 0xffff = dynamic */
+	__u8 role;       /* enum nvqos_role */
+	__u8 verdict;    /* enum nvqos_access_verdict */
+	__u8 flags;      /* NVQOS_CONNECT_F_* */
+	__u8 pad;
+	/* From here the record doubles as map keys: access_hosts (subsys_id,
+	 * hostnqn), nqn_pair_tenants (hostnqn, subnqn), access_subsystems
+	 * (subnqn, port). Keep the order. */
+	__u32 subsys_id;           /* access subsystem id, 0 = unprotected or unknown */
+	struct nvqos_nqn hostnqn;
+	struct nvqos_nqn subnqn;
+	__u16 port;                /* NVMe/TCP service port, host order */
+	__u16 pad2;
+};
+
+/* connect_stats: per-CPU array, one entry. */
+struct nvqos_connect_stats {
+	__u64 connects;         /* Connect capsules parsed */
+	__u64 unparsed;         /* Connect whose NQNs were not in its skb */
+	__u64 events_sent;      /* connect_events records */
+	__u64 events_dropped;   /* ring buffer full */
+	__u64 tenant_set;       /* connections moved to a tenant by an NQN map */
+	__u64 gate_refused;     /* protected connections refused before a parseable Connect */
+	__u64 conns_full;       /* SYNs dropped: access_conns full (fail closed) */
 };
 
 #endif /* NVQOS_ABI_H */
