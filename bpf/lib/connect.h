@@ -169,8 +169,8 @@ struct connect_site {
 	__u32 tenant_id;   /* in: the connection's tenant; out: after the NQN maps */
 	__u8 role;
 	__u8 access;       /* target ingress with access control on: check the Connect */
-	__u8 gate;         /* in/out: the connection is still pending */
-	__u8 refuse;       /* out: drop this skb, the connection is refused */
+	__u8 gate;         /* the connection still awaits a checked Connect (this skb's walk) */
+	__u8 refuse;       /* the connection was refused in this skb's walk */
 };
 
 /* The capsule header bytes the walk collected (through the Connect QID). */
@@ -304,14 +304,6 @@ static __always_inline int access_shot(struct __sk_buff *skb, const struct nvqos
 {
 	access_refused(skb, key, tenant_id, ip_len);
 	return TC_ACT_SHOT;
-}
-
-/* Does the connection still await a checked Connect? */
-static __always_inline __u8 access_gate_of(const struct nvqos_flow_key *key)
-{
-	struct nvqos_access_conn *ac = bpf_map_lookup_elem(&access_conns, key);
-
-	return ac && ac->state == NVQOS_ACCESS_CONN_PENDING;
 }
 
 /*
@@ -544,6 +536,15 @@ __noinline int connect_inspect(struct __sk_buff *skb, const struct nvqos_flow_ke
 	return 0;
 }
 
+/* The tenant of the Connect connect_pdu() just inspected (the walk's copy is not updated). */
+static __always_inline __u32 connect_tenant(__u32 walk_tenant)
+{
+	__u32 zero = 0;
+	struct connect_site *s = bpf_map_lookup_elem(&connect_sites, &zero);
+
+	return s ? s->tenant_id : walk_tenant;
+}
+
 /*
  * The walk parsed a PDU header of a connection that is gated or a Connect
  * capsule: inspect the Connect, or refuse a gated connection sending
@@ -556,17 +557,61 @@ __noinline int connect_pdu(struct __sk_buff *skb, const struct nvqos_flow_key *k
 
 	if (!key || !hdr || !s)
 		return 0;
+	if (!s->access) {
+		s->gate = 0;
+		s->refuse = 0;
+	}
 	h = hdr->b;
 	if (h[0] == NVME_TCP_CMD_PDU && h[CONNECT_OFF_OPCODE] == CONNECT_OPCODE_FABRICS &&
 	    h[CONNECT_OFF_FCTYPE] == CONNECT_FCTYPE) {
 		connect_inspect(skb, key, hdr, s);
 		return s->refuse;
 	}
-	if (h[0] != NVME_TCP_ICREQ_PDU) {
+	if (s->gate && h[0] != NVME_TCP_ICREQ_PDU) {
 		s->refuse = access_gate_fail(key);
 		s->gate = 0;
 	}
 	return s->refuse;
+}
+
+/*
+ * Target ingress with access control, before the walk of a segment with
+ * payload: is the connection gated? Readies connect_sites for the walk.
+ */
+__noinline int access_walk_begin(const struct nvqos_flow_key *key, __u32 tenant_id)
+{
+	struct connect_site *s;
+	struct nvqos_access_conn *ac;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&connect_sites, &zero);
+	if (!key || !s)
+		return 0;
+	ac = bpf_map_lookup_elem(&access_conns, key);
+	s->gate = ac && ac->state == NVQOS_ACCESS_CONN_PENDING;
+	s->refuse = 0;
+	s->tenant_id = tenant_id;
+	return s->gate;
+}
+
+/*
+ * After the walk: drop the skb if the walk refused the connection, or if it
+ * is still gated and the walk could not follow this segment (lost: TLS or
+ * lost PDU boundaries). Returns 1 to drop.
+ */
+__noinline int access_walk_end(struct __sk_buff *skb, const struct nvqos_flow_key *key, __u32 ip_len,
+			       int lost)
+{
+	struct connect_site *s;
+	__u32 zero = 0;
+
+	s = bpf_map_lookup_elem(&connect_sites, &zero);
+	if (!key || !s)
+		return 0;
+	if (!s->refuse && !(s->gate && lost && access_gate_fail(key)))
+		return 0;
+	access_refused(skb, key, s->tenant_id, ip_len);
+	return 1;
 }
 
 #endif /* NVQOS_BPF_CONNECT_H */

@@ -155,8 +155,8 @@ struct nvme_walk {
 	__u8 role;
 	__u8 sdir;
 	__u8 access; /* target ingress with access control on (connect.h) */
-	__u8 gate;   /* the connection awaits a checked Connect */
-	__u8 refuse; /* the connection was refused: drop this skb */
+	__u8 gate;   /* the connection awaited a checked Connect when the skb came;
+		      * connect_sites has its state during the walk */
 };
 
 /* The one clock of command latency: tests read it around a run to bound a sample. */
@@ -405,10 +405,13 @@ static __noinline void cmd_submit(struct nvme_walk *w, const __u8 *h)
 	struct nvqos_cmd_key sk = {};
 	__u8 opcode = h[PDU_OFF_CMD_OPCODE];
 	__u32 conn_flags = w->conn->flags;
+	__u32 tenant_id = w->tenant_id;
 
 	if (opcode == NVME_OPC_FABRICS && h[PDU_OFF_CMD_FCTYPE] == NVME_FCTYPE_CONNECT) {
 		conn_flags |= get_le16(h + PDU_OFF_CONNECT_QID) ? CONN_F_IO_QUEUE : CONN_F_ADMIN_QUEUE;
 		w->conn->flags = conn_flags;
+		/* connect.h may just have moved the connection to its NQN tenant. */
+		tenant_id = connect_tenant(tenant_id);
 	}
 	/* An Asynchronous Event Request is outstanding until something happens: not a latency. */
 	if ((conn_flags & CONN_F_ADMIN_QUEUE) && opcode == NVME_ADMIN_OPC_AER)
@@ -417,7 +420,7 @@ static __noinline void cmd_submit(struct nvme_walk *w, const __u8 *h)
 	__builtin_memcpy(&ik.flow, w->key, sizeof(ik.flow));
 	ik.cid = get_le16(h + PDU_OFF_CMD_CID);
 	v.submit_ns = nvqos_cmd_clock_ns(w);
-	v.tenant_id = w->tenant_id;
+	v.tenant_id = tenant_id;
 	v.bytes = get_le32(h + PDU_OFF_CMD_SGL_LEN);
 	v.op = cmd_op_of(opcode, conn_flags);
 	v.role = w->role;
@@ -582,7 +585,9 @@ struct walk_loop {
 
 /*
  * A Connect capsule goes to connect.h; before it, a gated connection may only
- * send an ICReq. Returns true when the connection was refused.
+ * send an ICReq. Returns true when the connection was refused. The gate and
+ * refusal live in connect_sites, not in the walk's state on the stack: values
+ * that change inside the bpf_loop() body multiply the verifier's work.
  */
 static __always_inline bool walk_connect(struct walk_loop *l)
 {
@@ -601,12 +606,7 @@ static __always_inline bool walk_connect(struct walk_loop *l)
 	site->tenant_id = w->tenant_id;
 	site->role = w->role;
 	site->access = w->access;
-	site->gate = w->gate;
-	site->refuse = 0;
-	w->refuse = connect_pdu(l->skb, w->key, (const struct connect_capsule_hdr *)st->hdr, site);
-	w->tenant_id = site->tenant_id;
-	w->gate = site->gate;
-	return w->refuse;
+	return connect_pdu(l->skb, w->key, (const struct connect_capsule_hdr *)st->hdr, site);
 }
 
 /*
@@ -637,7 +637,7 @@ static long walk_one_pdu(__u32 index, struct walk_loop *l)
 		stream_desync(w, st);
 		return 1;
 	}
-	if (pdu_is_connect(st->hdr) || w->gate) {
+	if (w->gate || pdu_is_connect(st->hdr)) {
 		if (walk_connect(l)) {
 			/* Stay at the Connect: a retransmission is checked and refused again. */
 			st->next_seq = st->hdr_seq;
@@ -784,7 +784,7 @@ static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_
 	if (!l.w.ns)
 		return TC_ACT_OK;
 	if (gated)
-		l.w.gate = access_gate_of(key);
+		l.w.gate = access_walk_begin(key, tenant_id);
 	l.w.conn = bpf_map_lookup_elem(&nvme_conns, key);
 	if (!l.w.conn) {
 		/* Joined mid-stream (agent started late, or LRU eviction): resync first. */
@@ -798,12 +798,10 @@ static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_
 							 : TC_ACT_OK;
 	l.st = &l.w.conn->stream[l.w.sdir & 1];
 	stream_walk(&l);
-	if (l.w.refuse)
-		return access_shot(skb, key, l.w.tenant_id, pkt->ip_len);
-	/* Still gated after a segment the walk could not follow (TLS, lost boundaries): fail closed. */
-	if (l.w.gate && ((l.w.conn->flags & CONN_F_TLS) || !(l.st->flags & STREAM_F_SYNCED)) &&
-	    access_gate_fail(key))
-		return access_shot(skb, key, l.w.tenant_id, pkt->ip_len);
+	/* Refused, or still gated after a segment the walk could not follow: fail closed. */
+	if (gated && access_walk_end(skb, key, pkt->ip_len,
+				     (l.w.conn->flags & CONN_F_TLS) || !(l.st->flags & STREAM_F_SYNCED)))
+		return TC_ACT_SHOT;
 	return TC_ACT_OK;
 }
 
