@@ -148,3 +148,47 @@ fio_check() {
   check_gt "fio-$name-ios" "$((r + w))" 0 "I/Os (read $r, write $w)"
   log "fio $name: read $(fio_get "$name" '[.jobs[].read.iops] | add | floor') IOPS, write $(fio_get "$name" '[.jobs[].write.iops] | add | floor') IOPS (TCG: compare within this run only)"
 }
+
+# ---- nvqos-agent ----
+
+AGENT_METRICS=127.0.0.1:9465
+
+# agent_start CONFIG [agent options...]: the agent on lo in the background ($AGENT_PID), log in
+# $OUT/agent.log; records agent-ready and returns non-zero when it is not ready within 30 s.
+agent_start() {
+  local config=$1 i
+  shift
+  nvqos-agent --interface lo --config "$config" --metrics-address $AGENT_METRICS "$@" >"$OUT/agent.log" 2>&1 &
+  AGENT_PID=$!
+  for ((i = 0; i < 60; i++)); do
+    if curl -fsS "http://$AGENT_METRICS/readyz" >/dev/null 2>&1; then
+      pass agent-ready "/readyz after $((i / 2)) s"
+      return 0
+    fi
+    kill -0 $AGENT_PID 2>/dev/null || break
+    sleep 0.5
+  done
+  fail agent-ready "not ready: $(tail -3 "$OUT/agent.log")"
+  kill $AGENT_PID 2>/dev/null
+  return 1
+}
+
+# agent_stop: SIGTERM, and the agent must exit 0.
+agent_stop() {
+  kill -TERM $AGENT_PID
+  wait $AGENT_PID
+  check_eq agent-exit "$?" 0
+}
+
+agent_metrics() { curl -fsS "http://$AGENT_METRICS/metrics" >"$1"; }
+
+# metric_sum FILE NAME [LABEL_MATCH...]: the sum of NAME over the series whose labels contain every
+# LABEL_MATCH (e.g. 'tenant="a"').
+metric_sum() {
+  local file=$1 name=$2
+  shift 2
+  awk -v name="$name" -v matches="$*" '
+    BEGIN { n = split(matches, want, " ") }
+    $1 ~ "^"name"([{]|$)" { ok = 1; for (i = 1; i <= n; i++) if (index($1, want[i]) == 0) ok = 0; if (ok) s += $NF }
+    END { printf "%.0f", s }' "$file"
+}

@@ -14,7 +14,6 @@ fi
 
 NQN_A=nqn.2026-01.io.nvqos.lab:tenant-a
 NQN_B=nqn.2026-01.io.nvqos.lab:tenant-b
-METRICS=127.0.0.1:9465
 
 load_modules nvmet nvmet-tcp nvme-tcp || finish
 truncate -s 128M /tmp/ns-a.img /tmp/ns-b.img
@@ -33,28 +32,12 @@ cat >/tmp/agent.json <<'EOF'
 }
 EOF
 check agent-config-valid nvqos-agent --config /tmp/agent.json --validate
-nvqos-agent --interface lo --config /tmp/agent.json --metrics-address $METRICS \
-  --telemetry-interval 500ms >"$OUT/agent.log" 2>&1 &
-agent_pid=$!
-ready=0
-for ((i = 0; i < 60; i++)); do
-  curl -fsS "http://$METRICS/readyz" >/dev/null 2>&1 && { ready=1; break; }
-  kill -0 $agent_pid 2>/dev/null || break
-  sleep 0.5
-done
-if ((ready)); then
-  pass agent-ready "/readyz after $((i / 2)) s"
-else
-  fail agent-ready "not ready: $(tail -3 "$OUT/agent.log")"
-  kill $agent_pid 2>/dev/null
-  nvmet_clear
-  finish
-fi
+agent_start /tmp/agent.json --telemetry-interval 500ms || { nvmet_clear; finish; }
 tc filter show dev lo ingress >"$OUT/tc-ingress.txt" 2>&1
 tc filter show dev lo egress >"$OUT/tc-egress.txt" 2>&1
 bpftool prog show >"$OUT/bpftool-prog.txt" 2>&1
 check_gt tc-programs-attached "$(cat "$OUT/tc-ingress.txt" "$OUT/tc-egress.txt" | grep -c bpf)" 0 "bpf filters on lo"
-curl -fsS "http://$METRICS/metrics" >"$OUT/metrics-before.txt"
+agent_metrics "$OUT/metrics-before.txt"
 
 check connect-a nvme_tcp_connect $NQN_A 127.0.0.1 4420
 check connect-b nvme_tcp_connect $NQN_B 127.0.0.1 4421
@@ -68,18 +51,12 @@ wait $fio_a
 fio_check tenant-a
 fio_check tenant-b
 sleep 1.5   # two telemetry intervals
-curl -fsS "http://$METRICS/metrics" >"$OUT/metrics-after.txt"
+agent_metrics "$OUT/metrics-after.txt"
 
-# metric_sum FILE NAME [TENANT]: the sum over all label sets (for tenant bytes: both directions, as on
-# lo each packet passes egress and ingress).
-metric_sum() {
-  awk -v name="$2" -v tenant="$3" '$1 ~ "^"name"([{]|$)" && (tenant == "" || $1 ~ "tenant=\""tenant"\"") { s += $NF }
-    END { printf "%.0f", s }' "$1"
-}
 for t in a b; do
   bytes_fio=$(fio_get tenant-$t '[.jobs[].read.io_bytes, .jobs[].write.io_bytes] | add')
-  before=$(metric_sum "$OUT/metrics-before.txt" nvqos_tenant_payload_bytes_total tenant-$t)
-  after=$(metric_sum "$OUT/metrics-after.txt" nvqos_tenant_payload_bytes_total tenant-$t)
+  before=$(metric_sum "$OUT/metrics-before.txt" nvqos_tenant_payload_bytes_total "tenant=\"tenant-$t\"")
+  after=$(metric_sum "$OUT/metrics-after.txt" nvqos_tenant_payload_bytes_total "tenant=\"tenant-$t\"")
   seen=$((after - before))
   log "tenant-$t: fio moved $bytes_fio bytes; agent counted $seen payload bytes (both directions of lo)"
   check_gt "tenant-$t-bytes-covered" "$seen" "$((bytes_fio - 1))" "payload bytes (fio: $bytes_fio)"
@@ -88,14 +65,12 @@ for t in a b; do
   if ((seen <= bytes_fio * 11 / 5)); then pass "tenant-$t-bytes-own" "$seen <= 2.2 x $bytes_fio"
   else fail "tenant-$t-bytes-own" "$seen payload bytes > 2.2 x fio's $bytes_fio: another tenant's traffic counted"; fi
 done
-errors=$(metric_sum "$OUT/metrics-after.txt" nvqos_datapath_parse_errors_total '')
+errors=$(metric_sum "$OUT/metrics-after.txt" nvqos_datapath_parse_errors_total)
 check_eq datapath-parse-errors "${errors:-0}" 0
 
 check disconnect-a nvme disconnect -n $NQN_A
 check disconnect-b nvme disconnect -n $NQN_B
-kill -TERM $agent_pid
-wait $agent_pid
-check_eq agent-exit "$?" 0
+agent_stop
 tc filter show dev lo ingress >"$OUT/tc-ingress-after-exit.txt" 2>&1
 nvmet_clear
 finish
