@@ -306,6 +306,10 @@ def overview():
     L.add(timeseries("Telemetry read duration", "s",
                      [target('max by (node) (nvqos_telemetry_read_duration_seconds{' + HOST + '})', "{{node}}")],
                      "Time of the agent's last read of the kernel maps."))
+    L.add(timeseries("Connections refused by subsystem access rules", "ops",
+                     [target('sum by (node, interface, subsystem) (rate(nvqos_access_denied_total{' + IFACE + '}' +
+                             RATE + '))', "{{node}}/{{interface}} {{subsystem}}")],
+                     "Fabrics Connects of hosts a subsystem's access rules refuse (or would refuse, in dry run)."))
     L.add(table("Agent versions",
                 [target('count by (version) (nvqos_build_info{' + HOST + '})', instant=True, fmt="table")],
                 "Agents per version (during a rolling update both show)."))

@@ -134,7 +134,7 @@ def policies(agent):
         if with_classes:
             doc["links"] = []  # filled per agent below
             doc["classes"] = [
-                {"name": "gold", "priority": 0, "guaranteed_mbit_s": 200},
+                {"name": "gold", "priority": 0, "guaranteed_mbit_s": 200, "ceiling_mbit_s": 8000},
                 {"name": "silver", "priority": 2},
                 {"name": "bronze", "priority": 4, "ceiling_mbit_s": 400, "ceiling_iops": 2000},
             ]
