@@ -44,7 +44,11 @@ int libxdp_log(enum libxdp_print_level level, const char* fmt, va_list ap) {
 }  // namespace
 
 Agent::Agent(asio::io_context& io, AgentOptions options)
-    : io_(io), options_(std::move(options)), telemetry_timer_(io), signals_(io, SIGINT, SIGTERM, SIGHUP) {
+    : io_(io),
+      options_(std::move(options)),
+      slow_events_(io, kSlowEventsKept),
+      telemetry_timer_(io),
+      signals_(io, SIGINT, SIGTERM, SIGHUP) {
   libbpf_set_print(libbpf_log);
   libxdp_set_print(libxdp_log);
   status_.version = kVersion;
@@ -67,24 +71,36 @@ Status Agent::start() {
   auto policy = read_policy();
   if (!policy) return policy.error();
   policy_ = std::move(policy).value();
-  state_ = compile_policy(policy_);
+  // Tenant ids of a previous agent whose pinned maps we are about to adopt:
+  // kept, so each tenant's kernel counters continue under its own name.
+  TenantIds previous_ids;
+  if (!options_.datapath.pin_root.empty())
+    for (const auto& ifname : options_.interfaces)
+      if (auto st = peek_persisted_state(options_.datapath.pin_root, ifname); st && !st->tenant_ids.empty()) {
+        previous_ids = st->tenant_ids;
+        break;
+      }
+  state_ = compile_policy(policy_, previous_ids);
 
   host_ = probe_host();
   log::info("starting", {{"version", kVersion}, {"kernel", host_.kernel_release},
                          {"btf", host_.kernel_btf ? "yes" : "no"}, {"config", status_.config_source},
                          {"tenants", std::to_string(state_.tenants.size())}});
   if (auto s = check_capabilities(host_); !s) return s.error();
+  if (auto s = load_admin_token(); !s) return s.error();
   if (!host_.kernel_btf)
     log::warn("kernel has no BTF (/sys/kernel/btf/vmlinux): XDP falls back to a single program without libxdp's "
               "dispatcher");
   // libxdp keeps its dispatcher state in bpffs; mount it up front so the
   // first policy that needs XDP does not fail on a fresh host.
   if (auto s = ensure_bpffs(); !s) return s.error();
+  options_.datapath.slow_command_sink = [this](const std::string& ifname, const nvqos_slow_cmd_event& e,
+                                               const std::string& tenant) { on_slow_command(ifname, e, tenant); };
 
   for (const auto& ifname : options_.interfaces) {
     auto dp = InterfaceDatapath::create(ifname, state_, options_.datapath);
     if (!dp) {
-      datapaths_.clear();
+      abandon_datapaths();
       return dp.error();
     }
     datapaths_.push_back(std::move(dp).value());
@@ -98,19 +114,14 @@ Status Agent::start() {
   auto handler = [this](const HttpRequest& req, const HttpPeer& peer) { return handle_http(req, peer); };
   auto server = HttpServer::listen_tcp(io_, options_.metrics_address, handler);
   if (!server) {
-    datapaths_.clear();
+    abandon_datapaths();
     return server.error().with_context("metrics");
   }
   http_ = std::move(server).value();
   log::info("serving metrics", {{"address", http_->local_address()}});
-  if (!options_.admin_socket.empty()) {
-    auto admin = HttpServer::listen_unix(io_, options_.admin_socket, handler);
-    if (!admin) {
-      datapaths_.clear();
-      return admin.error().with_context("admin API");
-    }
-    admin_ = std::move(admin).value();
-    log::info("serving admin API", {{"socket", options_.admin_socket}, {"mode", "0600"}});
+  if (auto s = start_admin(); !s) {
+    abandon_datapaths();
+    return s.error().with_context("admin API");
   }
   if (options_.config_path && options_.watch_config) {
     auto watch = ConfigWatch::start(io_, *options_.config_path, [this] { (void)reload(); });
@@ -176,8 +187,19 @@ void Agent::stop() {
   config_watch_.reset();
   if (http_) http_->stop();
   if (admin_) admin_->stop();
+  if (admin_tcp_) admin_tcp_->stop();
+  slow_events_.release_waiters();
+  if (options_.keep_on_exit)
+    for (auto& dp : datapaths_) dp->keep_on_exit();
   datapaths_.clear();
-  log::info("stopped");
+  log::info(options_.keep_on_exit ? "stopped; the data path keeps running for the next agent (--keep-on-exit)"
+                                  : "stopped");
+}
+
+void Agent::abandon_datapaths() {
+  for (auto& dp : datapaths_)
+    if (dp->restart_info().adopted) dp->keep_on_exit();
+  datapaths_.clear();
 }
 
 void Agent::schedule_telemetry() {
@@ -194,6 +216,8 @@ void Agent::take_snapshot() {
   auto snap = std::make_shared<Snapshot>();
   snap->taken = std::chrono::system_clock::now();
   for (const auto& dp : datapaths_) {
+    dp->check_attachment();
+    dp->persist_state();
     auto counters = dp->read_counters();
     if (!counters) {
       log::warn("telemetry read failed", {{"interface", dp->interface()}, {"error", counters.error().message}});
@@ -225,10 +249,13 @@ std::string Agent::readiness_json(bool& ready) const {
 HttpResponse Agent::handle_http(const HttpRequest& req, const HttpPeer& peer) {
   std::string_view path(req.target().data(), req.target().size());
   path = path.substr(0, path.find('?'));
+  if (peer.admin_tcp)
+    if (auto refused = refuse_unauthorized(req)) return *refused;
   if (path.rfind("/v1/", 0) == 0) {
-    if (!peer.admin_socket)
+    if (!peer.admin_socket && !peer.admin_tcp)
       return make_response(req, http::status::forbidden,
-                           "the admin API is served on the agent's unix socket (--admin-socket)\n");
+                           "the admin API is served on the agent's unix socket (--admin-socket) or its token-protected "
+                           "listener (--admin-address)\n");
     return handle_admin(req);
   }
   if (req.method() != http::verb::get && req.method() != http::verb::head) {
@@ -250,100 +277,6 @@ HttpResponse Agent::handle_http(const HttpRequest& req, const HttpPeer& peer) {
     return make_response(req, ready ? http::status::ok : http::status::service_unavailable, body, "application/json");
   }
   return make_response(req, http::status::not_found, "not found: try /metrics, /healthz or /readyz\n");
-}
-
-nlohmann::json Agent::status_json() const {
-  nlohmann::json j;
-  j["version"] = kVersion;
-  j["kernel"] = host_.kernel_release;
-  for (const auto& f : status_.kernel_features) j["kernel_features"][f.name] = f.available;
-  j["config"] = {{"source", status_.config_source},
-                 {"version", policy_.version},
-                 {"last_reload_success", status_.last_reload_success},
-                 {"last_reload_timestamp_seconds", status_.last_reload_timestamp_seconds},
-                 {"reloads_total", status_.reloads_total},
-                 {"reload_failures_total", status_.reload_failures_total}};
-  if (!last_reload_error_.empty()) j["config"]["last_reload_error"] = last_reload_error_;
-  j["tenants"] = state_.tenants.size();
-  j["interfaces"] = nlohmann::json::array();
-  for (const auto& dp : datapaths_) {
-    nlohmann::json ifc{{"name", dp->interface()}, {"attached", nlohmann::json::array()}};
-    for (const auto& a : dp->attachments())
-      ifc["attached"].push_back({{"hook", a.hook}, {"mode", a.mode}, {"exclusive", a.exclusive}});
-    if (snapshot_)
-      for (const auto& c : snapshot_->interfaces)
-        if (c.interface == dp->interface()) {
-          ifc["flow_table_capacity"] = c.flow_capacity;
-          ifc["packets_total"] = c.datapath.packets_seen;
-          ifc["nvme_packets_total"] = c.datapath.packets_nvme;
-          ifc["parse_errors_total"] = c.datapath.parse_errors;
-        }
-    j["interfaces"].push_back(ifc);
-  }
-  return j;
-}
-
-nlohmann::json Agent::tenants_json() const {
-  nlohmann::json out = nlohmann::json::array();
-  for (const auto& slot : state_.tenants) {
-    nlohmann::json t{{"name", slot.name},
-                     {"id", slot.id},
-                     {"active", (slot.flags & NVQOS_TENANT_F_ACTIVE) != 0},
-                     {"quarantine", (slot.flags & NVQOS_TENANT_F_DROP_INGRESS) != 0},
-                     {"match", nlohmann::json::array()}};
-    for (const auto& spec : policy_.tenants)
-      if (spec.name == slot.name)
-        for (const auto& rule : spec.match) {
-          nlohmann::json r;
-          if (rule.remote) r["remote"] = rule.remote->text;
-          if (rule.port) r["port"] = rule.port;
-          t["match"].push_back(r);
-        }
-    if (snapshot_)
-      for (const auto& ifc : snapshot_->interfaces)
-        for (const auto& c : ifc.tenants)
-          if (c.id == slot.id) {
-            const auto& s = c.stats;
-            t["interfaces"][ifc.interface] = {
-                {"ingress_bytes", s.bytes[NVQOS_DIR_INGRESS]},     {"egress_bytes", s.bytes[NVQOS_DIR_EGRESS]},
-                {"ingress_packets", s.packets[NVQOS_DIR_INGRESS]}, {"egress_packets", s.packets[NVQOS_DIR_EGRESS]},
-                {"flows_opened", s.flows_opened},                  {"flows_closed", s.flows_closed},
-                {"dropped_packets", s.dropped_packets}};
-          }
-    out.push_back(t);
-  }
-  return {{"snapshot_timestamp_seconds", snapshot_ ? unix_seconds(snapshot_->taken) : 0.0}, {"tenants", out}};
-}
-
-HttpResponse Agent::handle_admin(const HttpRequest& req) {
-  std::string_view path(req.target().data(), req.target().size());
-  path = path.substr(0, path.find('?'));
-  auto json_response = [&](http::status st, const nlohmann::json& j) {
-    return make_response(req, st, j.dump(2) + "\n", "application/json");
-  };
-  auto wrong_method = [&](const char* allowed) {
-    auto res = json_response(http::status::method_not_allowed,
-                             {{"error", std::string("method not allowed; use ") + allowed}});
-    res.set(http::field::allow, allowed);
-    return res;
-  };
-  if (path == "/v1/status") {
-    if (req.method() != http::verb::get) return wrong_method("GET");
-    return json_response(http::status::ok, status_json());
-  }
-  if (path == "/v1/tenants") {
-    if (req.method() != http::verb::get) return wrong_method("GET");
-    return json_response(http::status::ok, tenants_json());
-  }
-  if (path == "/v1/reload") {
-    if (req.method() != http::verb::post) return wrong_method("POST");
-    if (auto s = reload(); !s)
-      return json_response(http::status::unprocessable_entity, {{"reloaded", false}, {"error", s.error().message}});
-    return json_response(http::status::ok, {{"reloaded", true}, {"tenants", state_.tenants.size()}});
-  }
-  return json_response(http::status::not_found,
-                       {{"error", "unknown endpoint " + std::string(path)},
-                        {"endpoints", {"GET /v1/status", "GET /v1/tenants", "POST /v1/reload"}}});
 }
 
 }  // namespace nvqos::agent

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "admin_api.hpp"
 #include "config.hpp"
 #include "config_watch.hpp"
 #include "datapath.hpp"
@@ -28,7 +29,14 @@ struct AgentOptions {
   std::vector<std::string> interfaces;
   std::string metrics_address = "0.0.0.0:9465";
   std::string admin_socket = "/run/nvqos/agent.sock";  // empty: no admin API
+  // Optional TCP listener of the admin API; every request needs the bearer
+  // token read from admin_token_file (a private file, like ssh's keys).
+  std::string admin_address;
+  std::string admin_token_file;
   bool watch_config = true;  // reload when the config file changes
+  // On SIGTERM/SIGINT leave programs, filters, qdiscs and pins for the next
+  // agent (rolling update) instead of removing them.
+  bool keep_on_exit = false;
   std::chrono::milliseconds telemetry_interval{1000};
   DatapathOptions datapath;
 };
@@ -49,8 +57,18 @@ class Agent {
   void wait_for_signal();
   void schedule_telemetry();
   void take_snapshot();
+  // Start failed: tear down what this start made, but leave a data path it
+  // adopted from a previous agent running.
+  void abandon_datapaths();
   HttpResponse handle_http(const HttpRequest& req, const HttpPeer& peer);
   HttpResponse handle_admin(const HttpRequest& req);
+  // Admin API (admin_api.cpp).
+  Status load_admin_token();  // before anything is attached: a bad token file changes nothing
+  Status start_admin();
+  std::optional<HttpResponse> refuse_unauthorized(const HttpRequest& req) const;
+  bool handle_deferred(const HttpRequest& req, const HttpPeer& peer, HttpReply reply);
+  nlohmann::json flows_json(const HttpRequest& req);
+  void on_slow_command(const std::string& ifname, const nvqos_slow_cmd_event& event, const std::string& tenant);
   std::string readiness_json(bool& ready) const;
   nlohmann::json status_json() const;
   nlohmann::json tenants_json() const;
@@ -63,6 +81,10 @@ class Agent {
   std::vector<std::unique_ptr<InterfaceDatapath>> datapaths_;
   std::unique_ptr<HttpServer> http_;
   std::unique_ptr<HttpServer> admin_;
+  std::unique_ptr<HttpServer> admin_tcp_;
+  std::string admin_token_;
+  SlowEventLog slow_events_;
+  FlowRateTracker flow_rates_;
   std::unique_ptr<ConfigWatch> config_watch_;
   boost::asio::steady_timer telemetry_timer_;
   boost::asio::signal_set signals_;

@@ -62,6 +62,9 @@ class LatencyWindow {
   // a delta (the map was created with the agent's programs); a reading below
   // the previous one (the map was recreated) counts from zero.
   void update(Clock::time_point now, std::span<const std::uint64_t> cumulative);
+  // Takes `cumulative` as the baseline without counting it (a histogram
+  // adopted from a previous agent: its history is not this window's).
+  void prime(std::span<const std::uint64_t> cumulative) { last_.assign(cumulative.begin(), cumulative.end()); }
   LogLinearHistogram histogram() const;  // the deltas of the window, merged
   std::chrono::nanoseconds window() const { return window_; }
 

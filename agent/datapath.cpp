@@ -49,9 +49,15 @@ InterfaceDatapath::InterfaceDatapath(std::string ifname, int ifindex, DatapathOp
     : ifname_(std::move(ifname)), ifindex_(ifindex), options_(options), possible_cpus_(libbpf_num_possible_cpus()) {}
 
 InterfaceDatapath::~InterfaceDatapath() {
+  if (keep_) {
+    persist_state();
+    release_attachments();
+    log::info("left attached and pinned for the next agent", {{"interface", ifname_}});
+  }
   xdp_.reset();
   tc_filters_.clear();
   clsact_.reset();
+  if (!keep_ && pins_) pins_->remove_all();
 }
 
 Result<std::unique_ptr<InterfaceDatapath>> InterfaceDatapath::create(const std::string& ifname,
@@ -62,8 +68,10 @@ Result<std::unique_ptr<InterfaceDatapath>> InterfaceDatapath::create(const std::
   std::unique_ptr<InterfaceDatapath> dp(new InterfaceDatapath(ifname, static_cast<int>(ifindex), options));
   if (dp->possible_cpus_ <= 0) return Error::from_errno(dp->possible_cpus_, "count possible CPUs");
   if (auto s = dp->load(state.max_flows); !s) return s.error();
+  if (auto s = dp->adopt_previous(); !s) return s.error();
   if (auto s = dp->apply(state); !s) return s.error();
   if (auto s = dp->attach_tc(); !s) return s.error();
+  dp->persist_state();
   return dp;
 }
 
@@ -75,15 +83,16 @@ Status InterfaceDatapath::load(std::uint32_t max_flows) {
   bpf_program__set_autoload(skel_->progs.nvqos_xdp_ingress, false);
   if (int err = bpf_map__set_max_entries(skel_->maps.flow_table, max_flows))
     return Error::from_errno(err, "size flow_table to " + std::to_string(max_flows) + " entries");
+  if (auto s = plan_pins(); !s) return s;
   if (int err = nvqos_datapath__load(skel_.get()))
     return Error::from_errno(err, "load BPF programs for " + ifname_ +
                                       " (the verifier log above says why; kernel needs BPF, BTF and clsact support)",
                              "CAP_BPF and CAP_PERFMON");
-  return ok_status();
+  return pin_loaded();
 }
 
 Status InterfaceDatapath::attach_tc() {
-  auto qdisc = ClsactQdisc::ensure(ifindex_, ifname_);
+  auto qdisc = ClsactQdisc::ensure(ifindex_, ifname_, persisted_.created_clsact, restart_.adopted);
   if (!qdisc) return qdisc.error();
   clsact_ = std::move(qdisc).value();
   for (auto [dir, prog] : {std::pair{TcDirection::ingress, skel_->progs.nvqos_tc_ingress},
@@ -98,6 +107,7 @@ Status InterfaceDatapath::attach_tc() {
 Status InterfaceDatapath::sync_xdp(bool wanted) {
   if (!wanted) {
     xdp_.reset();
+    if (pins_) pins_->unpin(kXdpProgramName);
     return ok_status();
   }
   if (xdp_) return ok_status();
@@ -134,6 +144,7 @@ Status InterfaceDatapath::sync_xdp(bool wanted) {
   auto attached = XdpAttachment::attach(obj, kXdpProgramName, ifindex_, ifname_, options_.xdp_mode);
   if (!attached) return attached.error();
   xdp_ = std::move(attached).value();
+  if (pins_) return pins_->pin_program(kXdpProgramName, xdp_->prog_fd());
   return ok_status();
 }
 
@@ -296,6 +307,7 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
   out.interface = ifname_;
   out.flow_capacity = bpf_map__max_entries(skel_->maps.flow_table);
   out.attachments = attachments();
+  out.restart = restart_;
 
   std::vector<std::uint8_t> raw(percpu_stride<nvqos_tenant_stats>() * possible_cpus_);
   for (const auto& t : current_.tenants) {
@@ -353,8 +365,10 @@ void InterfaceDatapath::wait_slow_commands() {
 
 void InterfaceDatapath::on_slow_command(const nvqos_slow_cmd_event& e) {
   ++slow_received_;
-  if (!slow_log_limit_.allow(std::chrono::steady_clock::now())) return;
   const TenantSlot* tenant = current_.tenant(e.tenant_id);
+  if (options_.slow_command_sink)
+    options_.slow_command_sink(ifname_, e, tenant ? tenant->name : "id:" + std::to_string(e.tenant_id));
+  if (!slow_log_limit_.allow(std::chrono::steady_clock::now())) return;
   char local[INET6_ADDRSTRLEN] = "", remote[INET6_ADDRSTRLEN] = "";
   inet_ntop(AF_INET6, e.flow.local_addr, local, sizeof local);
   inet_ntop(AF_INET6, e.flow.remote_addr, remote, sizeof remote);
@@ -435,7 +449,9 @@ Status InterfaceDatapath::read_commands(InterfaceCounters& out) const {
     if (bpf_map__lookup_elem(skel_->maps.cmd_latency, &key, sizeof key, hist.get(), sizeof *hist, 0) == 0) {
       c.latency.assign(std::begin(hist->buckets), std::end(hist->buckets));
       auto [it, inserted] = latency_windows_.try_emplace(c.key, options_.latency_window);
-      it->second.update(now, c.latency);
+      // Adopted histograms hold a previous agent's history: the window starts now.
+      if (inserted && restart_.adopted) it->second.prime(c.latency);
+      else it->second.update(now, c.latency);
       const LogLinearHistogram window = it->second.histogram();
       c.window_count = window.count();
       if (!window.empty())

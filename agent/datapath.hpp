@@ -10,15 +10,19 @@
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "commands.hpp"
+#include "flows.hpp"
 #include "kernel_objects.hpp"
 #include "nvqos/abi.h"
+#include "pinning.hpp"
 #include "policy.hpp"
 #include "result.hpp"
 
@@ -32,6 +36,21 @@ struct DatapathOptions {
   std::chrono::seconds command_timeout{60};
   // Window of the command latency quantiles.
   std::chrono::seconds latency_window{60};
+  // bpffs directory under which each interface's maps and programs are
+  // pinned for a hitless restart (docs/operations.md); empty: no pinning.
+  std::string pin_root;
+  // Receives every slow-command record (the log keeps only a few per second).
+  std::function<void(const std::string& ifname, const nvqos_slow_cmd_event&, const std::string& tenant)>
+      slow_command_sink;
+};
+
+// How this interface's data path came to be, for /metrics and the admin API.
+struct RestartInfo {
+  bool adopted = false;           // this start took over a previous agent's pins
+  std::uint64_t adoptions = 0;    // starts that adopted, over the pins' lifetime
+  std::uint64_t reattachments = 0;  // the interface came back and was attached again
+  bool present = true;            // the interface exists (and the programs are attached)
+  std::vector<MapOutcome> maps;
 };
 
 struct Attachment {
@@ -79,6 +98,7 @@ struct InterfaceCounters {
   std::uint32_t flow_capacity = 0;
   std::vector<Attachment> attachments;
   std::vector<ProgramStats> programs;
+  RestartInfo restart;
 };
 
 class InterfaceDatapath {
@@ -104,6 +124,34 @@ class InterfaceDatapath {
   const std::string& interface() const { return ifname_; }
   std::vector<Attachment> attachments() const;
 
+  // Hitless restart (datapath_restart.cpp). keep_on_exit(): the destructor
+  // leaves programs, filters, qdiscs and pins in place for the next agent.
+  void keep_on_exit() { keep_ = true; }
+  // Saves what the next agent needs (tenant ids, the agent's own counters).
+  void persist_state();
+  const RestartInfo& restart_info() const { return restart_; }
+  // Re-attaches when the interface was re-created or our filters vanished;
+  // called on link events and every telemetry interval.
+  void check_attachment();
+
+  // Inspection for the admin API (datapath_inspect.cpp): every flow_table
+  // entry, the fill level of every map, the loaded programs.
+  std::vector<FlowRow> flows() const;
+  struct MapFill {
+    std::string name;
+    std::string type;
+    std::uint32_t capacity = 0;
+    std::optional<std::uint64_t> entries;  // counted for hash-like maps; arrays are always full
+  };
+  std::vector<MapFill> map_fill() const;
+  struct ProgramInfo {
+    std::string name;
+    std::uint32_t id = 0;
+    std::string hook;  // "tc_ingress", "tc_egress", "xdp"
+  };
+  std::vector<ProgramInfo> programs() const;
+  std::string pin_dir() const { return pins_ ? pins_->dir() : ""; }
+
  private:
   InterfaceDatapath(std::string ifname, int ifindex, DatapathOptions options);
   Status load(std::uint32_t max_flows);
@@ -118,6 +166,11 @@ class InterfaceDatapath {
   void wait_slow_commands();
   void on_slow_command(const nvqos_slow_cmd_event& event);
   Status sweep_inflight(std::uint64_t& remaining) const;
+  Status plan_pins();
+  Status pin_loaded();
+  Status adopt_previous();
+  void release_attachments();
+  Status reattach(int ifindex);
 
   struct SkeletonDeleter {
     void operator()(nvqos_datapath* skel) const;
@@ -146,6 +199,10 @@ class InterfaceDatapath {
   std::unique_ptr<boost::asio::posix::stream_descriptor> slow_fd_;
   std::uint64_t slow_received_ = 0;
   LogRateLimiter slow_log_limit_{kSlowCommandLogsPerSecond};
+  std::optional<InterfacePins> pins_;
+  PersistedState persisted_;
+  RestartInfo restart_;
+  bool keep_ = false;
 };
 
 }  // namespace nvqos::agent

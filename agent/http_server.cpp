@@ -5,6 +5,7 @@
 
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
@@ -30,8 +31,13 @@ constexpr std::size_t kMaxRequestBodyBytes = 1 << 20;
 template <typename Protocol>
 class Session : public std::enable_shared_from_this<Session<Protocol>> {
  public:
-  Session(typename Protocol::socket socket, std::shared_ptr<HttpHandler> handler, HttpPeer peer)
-      : stream_(std::move(socket)), handler_(std::move(handler)), peer_(peer) {}
+  Session(typename Protocol::socket socket, std::shared_ptr<HttpHandler> handler,
+          std::shared_ptr<HttpDeferredHandler> deferred, HttpPeer peer, std::string refusal)
+      : stream_(std::move(socket)),
+        handler_(std::move(handler)),
+        deferred_(std::move(deferred)),
+        peer_(peer),
+        refusal_(std::move(refusal)) {}
 
   void start() { do_read(); }
 
@@ -66,7 +72,26 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
       return;
     }
     HttpRequest req = parser_->release();
+    if (!refusal_.empty()) {
+      response_ = make_response(req, http::status::forbidden, "{\"error\": \"refusing to serve: " + refusal_ + "\"}\n",
+                                "application/json");
+      response_.keep_alive(false);
+      do_write();
+      return;
+    }
     try {
+      if (deferred_ && *deferred_) {
+        auto self = this->shared_from_this();
+        HttpReply reply = [self, version = req.version(), keep = req.keep_alive()](HttpResponse res) {
+          asio::post(self->stream_.get_executor(), [self, res = std::move(res), version, keep]() mutable {
+            res.version(version);
+            res.keep_alive(keep);
+            self->response_ = std::move(res);
+            self->do_write();
+          });
+        };
+        if ((*deferred_)(req, peer_, std::move(reply))) return;
+      }
       response_ = (*handler_)(req, peer_);
     } catch (const std::exception& e) {
       log::error("HTTP handler failed", {{"target", std::string(req.target())}, {"error", e.what()}});
@@ -97,7 +122,9 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
   std::optional<http::request_parser<http::string_body>> parser_;
   HttpResponse response_;
   std::shared_ptr<HttpHandler> handler_;
+  std::shared_ptr<HttpDeferredHandler> deferred_;
   HttpPeer peer_;
+  std::string refusal_;  // non-empty: answer every request with this refusal
 };
 
 template <typename Protocol>
@@ -124,7 +151,10 @@ class Listener final : public HttpServer {
     acceptor_.async_accept(asio::make_strand(io_), [this](beast::error_code ec, typename Protocol::socket socket) {
       if (ec == asio::error::operation_aborted) return;
       if (!ec) {
-        auto session = std::make_shared<Session<Protocol>>(std::move(socket), handler_, peer_);
+        std::string refusal = guard_ ? guard_() : "";
+        if (!refusal.empty()) log::error("admin API refused a connection", {{"reason", refusal}});
+        auto session =
+            std::make_shared<Session<Protocol>>(std::move(socket), handler_, deferred_, peer_, std::move(refusal));
         std::erase_if(sessions_, [](const auto& s) { return s.expired(); });
         sessions_.push_back(session);
         session->start();
@@ -134,6 +164,11 @@ class Listener final : public HttpServer {
       if (acceptor_.is_open()) accept();
     });
   }
+
+  void set_deferred_handler(HttpDeferredHandler handler) override {
+    deferred_ = std::make_shared<HttpDeferredHandler>(std::move(handler));
+  }
+  void set_guard(HttpGuard guard) override { guard_ = std::move(guard); }
 
   void stop() override {
     if (!acceptor_.is_open()) return;
@@ -158,6 +193,8 @@ class Listener final : public HttpServer {
   asio::io_context& io_;
   typename Protocol::acceptor acceptor_;
   std::shared_ptr<HttpHandler> handler_;
+  std::shared_ptr<HttpDeferredHandler> deferred_;
+  HttpGuard guard_;
   HttpPeer peer_;
   std::string unlink_on_stop_;
   std::vector<std::weak_ptr<Session<Protocol>>> sessions_;  // open connections, for stop()
@@ -197,14 +234,14 @@ HttpResponse make_response(const HttpRequest& req, http::status status, std::str
 }
 
 Result<std::unique_ptr<HttpServer>> HttpServer::listen_tcp(asio::io_context& io, const std::string& address,
-                                                           HttpHandler handler) {
+                                                           HttpHandler handler, HttpPeer peer) {
   std::string host, why;
   unsigned short port = 0;
   if (!parse_listen_address(address, host, port, why)) return Error{EINVAL, "listen address: " + why};
   beast::error_code ec;
   auto addr = asio::ip::make_address(host, ec);
   if (ec) return Error{EINVAL, "listen address: \"" + host + "\" is not an IP address"};
-  auto server = std::make_unique<Listener<tcp>>(io, std::move(handler), HttpPeer{false});
+  auto server = std::make_unique<Listener<tcp>>(io, std::move(handler), peer);
   if (auto err = server->open(tcp::endpoint(addr, port), true))
     return Error{err.value(), "listen on " + address + ": " + err.message()};
   server->accept();
@@ -217,7 +254,7 @@ Result<std::unique_ptr<HttpServer>> HttpServer::listen_unix(asio::io_context& io
   auto dir = std::filesystem::path(path).parent_path();
   if (!dir.empty()) std::filesystem::create_directories(dir, fs_ec);
   ::unlink(path.c_str());  // a socket file left by a killed agent
-  auto server = std::make_unique<Listener<unix_stream>>(io, std::move(handler), HttpPeer{true}, path);
+  auto server = std::make_unique<Listener<unix_stream>>(io, std::move(handler), HttpPeer{true, false}, path);
   // The socket is created 0600 (umask), not chmod-ed after bind, so it is
   // never reachable by others even for an instant.
   mode_t old_umask = ::umask(0177);

@@ -19,18 +19,27 @@ using HttpResponse = boost::beast::http::response<boost::beast::http::string_bod
 
 struct HttpPeer {
   bool admin_socket = false;  // came through the 0600 unix socket: may change state
+  bool admin_tcp = false;     // came through the admin TCP listener: needs the bearer token
 };
 using HttpHandler = std::function<HttpResponse(const HttpRequest&, const HttpPeer&)>;
+// Answers later (long-poll): takes the request and returns true, then calls
+// the reply function once, on the io_context; false leaves it to HttpHandler.
+using HttpReply = std::function<void(HttpResponse)>;
+using HttpDeferredHandler = std::function<bool(const HttpRequest&, const HttpPeer&, HttpReply)>;
+// Checked before each connection is served: empty to serve, else why not.
+using HttpGuard = std::function<std::string()>;
 
 class HttpServer {
  public:
   // `address`: "127.0.0.1:9465", "[::]:9465", ":9465" (all IPv4).
   static Result<std::unique_ptr<HttpServer>> listen_tcp(boost::asio::io_context& io, const std::string& address,
-                                                        HttpHandler handler);
+                                                        HttpHandler handler, HttpPeer peer = {});
   // A unix socket with mode 0600, replacing a stale socket file of a previous run.
   static Result<std::unique_ptr<HttpServer>> listen_unix(boost::asio::io_context& io, const std::string& path,
                                                          HttpHandler handler);
   virtual ~HttpServer() = default;
+  virtual void set_deferred_handler(HttpDeferredHandler handler) = 0;
+  virtual void set_guard(HttpGuard guard) = 0;
   virtual void stop() = 0;
   virtual std::string local_address() const = 0;
 };

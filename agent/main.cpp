@@ -1,10 +1,13 @@
 // nvqos-agent: per-tenant NVMe/TCP accounting (and, as policies grow, QoS) in
 // the kernel for the interfaces it is given.
+#include <bpf/libbpf.h>
+
 #include <boost/asio/io_context.hpp>
 #include <boost/program_options.hpp>
 #include <iostream>
 
 #include "agent.hpp"
+#include "cleanup.hpp"
 #include "log.hpp"
 #include "version.hpp"
 
@@ -53,6 +56,7 @@ bool parse_interval(const std::string& text, std::chrono::milliseconds& out) {
 int main(int argc, char** argv) {
   po::options_description opts("nvqos-agent options");
   std::vector<std::string> interfaces;
+  std::string pin_dir, admin_address, admin_token_file;
   std::string config, metrics_address, admin_socket, interval_text, xdp_mode_text, log_level_text, log_format_text;
   opts.add_options()
       ("help,h", "show this help")
@@ -65,7 +69,18 @@ int main(int argc, char** argv) {
        "HTTP listen address for /metrics, /healthz, /readyz")
       ("admin-socket", po::value(&admin_socket)->default_value("/run/nvqos/agent.sock"),
        "unix socket (mode 0600) of the admin API used by nvqosctl; empty to disable")
+      ("admin-address", po::value(&admin_address),
+       "also serve the admin API on this TCP address (HOST:PORT); every request needs the bearer token of "
+       "--admin-token-file")
+      ("admin-token-file", po::value(&admin_token_file),
+       "file holding the admin API's bearer token (mode 0600, owned by the agent's user or root)")
       ("no-watch-config", "do not reload when the config file changes (SIGHUP still reloads)")
+      ("pin-dir", po::value(&pin_dir)->default_value(kDefaultPinRoot),
+       "bpffs directory where each interface's maps and programs are pinned, so a restarted agent adopts them "
+       "(counters continue); empty: no pinning")
+      ("keep-on-exit", "on SIGTERM/SIGINT leave programs, filters and pins in place for the next agent "
+                       "(rolling update); default: remove everything nvqos attached")
+      ("cleanup", "remove everything nvqos installed on this host (pins, tc filters, clsact it created, XDP) and exit")
       ("telemetry-interval", po::value(&interval_text)->default_value("1s"),
        "how often the kernel maps are read: e.g. 500ms, 1s")
       ("xdp-mode", po::value(&xdp_mode_text)->default_value("best"),
@@ -117,7 +132,17 @@ int main(int argc, char** argv) {
     }
   }
 
+  if (vm.count("cleanup")) {
+    // Querying interfaces without a clsact qdisc makes libbpf print the
+    // kernel's complaint; the cleanup's own lines say what was found.
+    libbpf_set_print(nullptr);
+    auto report = cleanup_host(pin_dir, std::cout);
+    return report.errors ? kExitRuntime : 0;
+  }
+
   AgentOptions options;
+  options.datapath.pin_root = pin_dir;
+  options.keep_on_exit = vm.count("keep-on-exit") > 0;
   options.interfaces = split_interfaces(interfaces);
   if (options.interfaces.empty()) {
     std::cerr << "nvqos-agent: --interface is required (e.g. --interface eth0)\n";
@@ -126,6 +151,8 @@ int main(int argc, char** argv) {
   if (!config.empty()) options.config_path = config;
   options.metrics_address = metrics_address;
   options.admin_socket = admin_socket;
+  options.admin_address = admin_address;
+  options.admin_token_file = admin_token_file;
   options.watch_config = !vm.count("no-watch-config");
   if (!parse_interval(interval_text, options.telemetry_interval)) {
     std::cerr << "nvqos-agent: --telemetry-interval \"" << interval_text << "\": use e.g. 500ms or 1s (10ms..1h)\n";

@@ -286,6 +286,34 @@ void agent_families(std::vector<MetricFamily>& out, const Snapshot& s, const Age
       .add({}, std::chrono::duration<double>(s.taken.time_since_epoch()).count());
 }
 
+// Hitless restart and interface faults (docs/design.md, "Hitless restart").
+void restart_families(std::vector<MetricFamily>& out, const Snapshot& s) {
+  FamilyBuilder adopted(out, "nvqos_restart_adopted_total",
+                        "Agent starts that adopted the interface's pinned data path from a previous agent "
+                        "(counters continued), over the pins' lifetime.",
+                        MetricType::Counter);
+  FamilyBuilder maps(out, "nvqos_pinned_maps",
+                     "Maps of the interface's data path by what this start did with the previous agent's pin: "
+                     "created (none), reused, migrated (layout changed, entries copied), replaced (started empty).",
+                     MetricType::Gauge);
+  FamilyBuilder present(out, "nvqos_interface_present",
+                        "1 while the interface exists and the programs are attached to it, else 0.", MetricType::Gauge);
+  FamilyBuilder reattached(out, "nvqos_interface_reattached_total",
+                           "Times the programs were attached again after the interface was re-created or the "
+                           "filters vanished.",
+                           MetricType::Counter);
+  for (const auto& ifc : s.interfaces) {
+    adopted.add({{"interface", ifc.interface}}, double(ifc.restart.adoptions));
+    for (const char* action : {"created", "reused", "migrated", "replaced"}) {
+      double n = 0;
+      for (const auto& m : ifc.restart.maps) n += std::string(to_string(m.action)) == action;
+      maps.add({{"interface", ifc.interface}, {"action", action}}, n);
+    }
+    present.add({{"interface", ifc.interface}}, ifc.restart.present ? 1 : 0);
+    reattached.add({{"interface", ifc.interface}}, double(ifc.restart.reattachments));
+  }
+}
+
 }  // namespace
 
 std::string render_metrics(const Snapshot& snapshot, const AgentStatus& status) {
@@ -294,6 +322,7 @@ std::string render_metrics(const Snapshot& snapshot, const AgentStatus& status) 
   datapath_families(families, snapshot);
   command_families(families, snapshot);
   agent_families(families, snapshot, status);
+  restart_families(families, snapshot);
   return prometheus::TextSerializer().Serialize(families);
 }
 

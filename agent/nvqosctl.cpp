@@ -1,16 +1,28 @@
 // nvqosctl: the operator's view of a running agent, over the agent's admin
-// API (HTTP on a unix socket). It never touches BPF itself; `validate` runs
-// the agent's own config code offline.
+// API (HTTP on its unix socket, or on its TCP listener with the bearer
+// token). It never touches BPF itself; `validate` runs the agent's own config
+// code offline. Tables for people, --json for scripts.
+#include <unistd.h>
+
+#include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/program_options.hpp>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
+#include <ctime>
+#include <fstream>
 #include <iomanip>
 #include <iostream>
+#include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include "config.hpp"
 
@@ -27,35 +39,78 @@ constexpr int kExitUsage = 2;
 
 struct ApiError : std::runtime_error {
   using std::runtime_error::runtime_error;
+  bool unreachable = false;
 };
 
-json call(const std::string& socket_path, http::verb verb, const std::string& target) {
-  asio::io_context io;
-  asio::local::stream_protocol::socket sock(io);
+// Where the agent's admin API is: its unix socket, or HOST:PORT with a token.
+struct Endpoint {
+  std::string socket_path;
+  std::string address;  // non-empty: TCP
+  std::string token;
+};
+
+template <typename Stream>
+json exchange(Stream& stream, const Endpoint& ep, http::verb verb, const std::string& target) {
+  http::request<http::string_body> req{verb, target, 11};
+  req.set(http::field::host, "nvqos-agent");
+  req.set(http::field::user_agent, "nvqosctl");
+  if (!ep.token.empty()) req.set(http::field::authorization, "Bearer " + ep.token);
+  req.prepare_payload();
   beast::error_code ec;
-  sock.connect(asio::local::stream_protocol::endpoint(socket_path), ec);
+  http::write(stream, req, ec);
+  beast::flat_buffer buf;
+  http::response<http::string_body> res;
+  if (!ec) http::read(stream, buf, res, ec);
+  if (ec) throw ApiError(target + ": " + ec.message());
+  json body = json::parse(res.body(), nullptr, false);
+  if (body.is_discarded()) {
+    std::string text = res.body();
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    throw ApiError(target + ": HTTP " + std::to_string(res.result_int()) + ": " + text);
+  }
+  if (res.result_int() >= 400)
+    throw ApiError(target + ": " + body.value("error", "HTTP " + std::to_string(res.result_int())));
+  return body;
+}
+
+json call(const Endpoint& ep, http::verb verb, const std::string& target) {
+  asio::io_context io;
+  beast::error_code ec;
+  namespace errc = boost::system::errc;
+  if (!ep.address.empty()) {
+    const auto colon = ep.address.rfind(':');
+    if (colon == std::string::npos) throw ApiError("--address " + ep.address + ": use HOST:PORT");
+    std::string host = ep.address.substr(0, colon);
+    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    asio::ip::tcp::resolver resolver(io);
+    auto results = resolver.resolve(host, ep.address.substr(colon + 1), ec);
+    asio::ip::tcp::socket sock(io);
+    if (!ec) asio::connect(sock, results, ec);
+    if (ec) {
+      ApiError e("connect to " + ep.address + ": " + ec.message() + " (is the agent's --admin-address set?)");
+      e.unreachable = true;
+      throw e;
+    }
+    return exchange(sock, ep, verb, target);
+  }
+  asio::local::stream_protocol::socket sock(io);
+  sock.connect(asio::local::stream_protocol::endpoint(ep.socket_path), ec);
   if (ec) {
-    namespace errc = boost::system::errc;
     std::string hint = ec == errc::permission_denied ? " (the socket is 0600: run as the agent's user, e.g. root)"
                        : ec == errc::no_such_file_or_directory || ec == errc::connection_refused
                            ? " (is nvqos-agent running? see --socket)"
                            : "";
-    throw ApiError("connect to " + socket_path + ": " + ec.message() + hint);
+    ApiError e("connect to " + ep.socket_path + ": " + ec.message() + hint);
+    e.unreachable = true;
+    throw e;
   }
-  http::request<http::string_body> req{verb, target, 11};
-  req.set(http::field::host, "nvqos-agent");
-  req.set(http::field::user_agent, "nvqosctl");
-  req.prepare_payload();
-  http::write(sock, req, ec);
-  beast::flat_buffer buf;
-  http::response<http::string_body> res;
-  if (!ec) http::read(sock, buf, res, ec);
-  if (ec) throw ApiError(target + ": " + ec.message());
-  json body = json::parse(res.body(), nullptr, false);
-  if (body.is_discarded()) throw ApiError(target + ": not JSON (HTTP " + std::to_string(res.result_int()) + ")");
-  if (res.result_int() >= 400)
-    throw ApiError(target + ": " + body.value("error", "HTTP " + std::to_string(res.result_int())));
-  return body;
+  return exchange(sock, ep, verb, target);
+}
+
+std::string fixed(double v, int decimals) {
+  std::ostringstream os;
+  os << std::fixed << std::setprecision(decimals) << v;
+  return os.str();
 }
 
 std::string human_bytes(double b) {
@@ -65,10 +120,51 @@ std::string human_bytes(double b) {
     b /= 1024;
     ++u;
   }
-  std::ostringstream os;
-  os << std::fixed << std::setprecision(u ? 1 : 0) << b << " " << units[u];
-  return os.str();
+  return fixed(b, u ? 1 : 0) + " " + units[u];
 }
+
+std::string human_rate(double bytes_per_second) { return human_bytes(bytes_per_second) + "/s"; }
+
+std::string human_seconds(double s) {
+  if (s < 1e-3) return fixed(s * 1e6, 0) + " us";
+  if (s < 1) return fixed(s * 1e3, s < 10e-3 ? 2 : 1) + " ms";
+  if (s < 120) return fixed(s, 1) + " s";
+  if (s < 7200) return fixed(s / 60, 0) + " min";
+  return fixed(s / 3600, 1) + " h";
+}
+
+// A text table: columns sized to their widest cell; numeric columns right-aligned.
+class Table {
+ public:
+  Table(std::vector<std::string> header, std::set<std::size_t> right = {})
+      : header_(std::move(header)), right_(std::move(right)) {}
+  void add(std::vector<std::string> row) { rows_.push_back(std::move(row)); }
+  bool empty() const { return rows_.empty(); }
+  void print(std::ostream& os) const {
+    std::vector<std::size_t> width(header_.size(), 0);
+    for (std::size_t c = 0; c < header_.size(); ++c) width[c] = header_[c].size();
+    for (const auto& r : rows_)
+      for (std::size_t c = 0; c < r.size() && c < width.size(); ++c) width[c] = std::max(width[c], r[c].size());
+    auto line = [&](const std::vector<std::string>& r) {
+      std::string out;
+      for (std::size_t c = 0; c < header_.size(); ++c) {
+        const std::string cell = c < r.size() ? r[c] : "";
+        const std::string pad(width[c] - std::min(width[c], cell.size()), ' ');
+        out += right_.count(c) ? pad + cell : cell + (c + 1 < header_.size() ? pad : "");
+        if (c + 1 < header_.size()) out += "  ";
+      }
+      while (!out.empty() && out.back() == ' ') out.pop_back();
+      os << out << "\n";
+    };
+    line(header_);
+    for (const auto& r : rows_) line(r);
+  }
+
+ private:
+  std::vector<std::string> header_;
+  std::set<std::size_t> right_;
+  std::vector<std::vector<std::string>> rows_;
+};
 
 void print_status(const json& s) {
   std::cout << "agent      nvqos-agent " << s.value("version", "?") << " on kernel " << s.value("kernel", "?") << "\n";
@@ -80,22 +176,45 @@ void print_status(const json& s) {
   std::cout << "features  ";
   for (const auto& [name, on] : s["kernel_features"].items()) std::cout << " " << name << "=" << (on ? "yes" : "no");
   std::cout << "\n\n";
-  std::printf("%-16s %-40s %12s %14s %14s %8s\n", "interface", "attached", "flow table", "packets", "nvme packets",
-              "errors");
+  Table ifs({"interface", "state", "attached", "flow table", "packets", "nvme packets", "parse errors", "restarts adopted"},
+            {3, 4, 5, 6, 7});
   for (const auto& ifc : s["interfaces"]) {
     std::string attached;
     for (const auto& a : ifc["attached"]) {
       attached += (attached.empty() ? "" : ", ") + a["hook"].get<std::string>() + "/" + a["mode"].get<std::string>();
       if (a.value("exclusive", false)) attached += "(excl)";
     }
-    std::printf("%-16s %-40s %12llu %14llu %14llu %8llu\n", ifc.value("name", "?").c_str(), attached.c_str(),
-                ifc.value("flow_table_capacity", 0ull), ifc.value("packets_total", 0ull),
-                ifc.value("nvme_packets_total", 0ull), ifc.value("parse_errors_total", 0ull));
+    ifs.add({ifc.value("name", "?"), ifc.value("present", true) ? "up" : "MISSING", attached.empty() ? "-" : attached,
+             std::to_string(ifc.value("flow_table_capacity", 0ull)) + " entries",
+             std::to_string(ifc.value("packets_total", 0ull)), std::to_string(ifc.value("nvme_packets_total", 0ull)),
+             std::to_string(ifc.value("parse_errors_total", 0ull)),
+             std::to_string(ifc.contains("restart") ? ifc["restart"].value("adoptions", 0ull) : 0ull)});
+  }
+  ifs.print(std::cout);
+  for (const auto& ifc : s["interfaces"]) {
+    if (!ifc.contains("maps") || ifc["maps"].empty()) continue;
+    std::cout << "\n" << ifc.value("name", "?") << ": programs";
+    for (const auto& p : ifc["programs"])
+      std::cout << " " << p.value("name", "?") << " (id " << p.value("id", 0) << ", " << p.value("hook", "?") << ")";
+    const std::string pin_dir = ifc.contains("restart") ? ifc["restart"].value("pin_dir", "") : "";
+    std::cout << "\n" << ifc.value("name", "?") << ": pinned under " << (pin_dir.empty() ? "(not pinned)" : pin_dir)
+              << "\n";
+    Table maps({"map", "type", "entries", "capacity", "fill", "at start"}, {2, 3, 4});
+    for (const auto& m : ifc["maps"]) {
+      std::string at_start = "-";
+      if (ifc.contains("restart") && ifc["restart"]["maps"].contains(m.value("name", "")))
+        at_start = ifc["restart"]["maps"][m.value("name", "")].value("action", "-");
+      maps.add({m.value("name", "?"), m.value("type", "?"),
+                m.contains("entries") ? std::to_string(m["entries"].get<std::uint64_t>()) : "-",
+                std::to_string(m.value("capacity", 0u)),
+                m.contains("fill_ratio") ? fixed(m["fill_ratio"].get<double>() * 100, 1) + " %" : "-", at_start});
+    }
+    maps.print(std::cout);
   }
 }
 
 void print_tenants(const json& t) {
-  std::printf("%-20s %-10s %-36s %12s %12s %6s %9s\n", "tenant", "state", "match", "in", "out", "flows", "dropped");
+  Table table({"tenant", "state", "match", "in", "out", "flows", "dropped"}, {3, 4, 5, 6});
   for (const auto& tenant : t["tenants"]) {
     std::string match;
     for (const auto& r : tenant["match"]) {
@@ -115,21 +234,173 @@ void print_tenants(const json& t) {
         dropped += c.value("dropped_packets", 0ull);
       }
     std::string state = !tenant.value("active", false) ? "off" : tenant.value("quarantine", false) ? "quarantine" : "on";
-    std::printf("%-20s %-10s %-36s %12s %12s %6llu %9llu\n", tenant.value("name", "?").c_str(), state.c_str(),
-                match.c_str(), human_bytes(in).c_str(), human_bytes(out).c_str(), active, dropped);
+    table.add({tenant.value("name", "?"), state, match, human_bytes(in), human_bytes(out), std::to_string(active),
+               std::to_string(dropped) + " pkts"});
   }
-  std::cout << "\nin/out: bytes on the wire arriving at / leaving this host; flows: open connections; "
-               "dropped: packets\n";
+  table.print(std::cout);
+  std::cout << "\nin/out: bytes on the wire arriving at / leaving this host; flows: open connections\n";
+}
+
+// Fields of a flow printed in fixed columns; any other field (added by newer
+// agents, e.g. NQNs) becomes an extra column.
+const std::set<std::string> kFlowFields = {
+    "interface",        "local",           "remote",        "role",          "tenant",
+    "tenant_id",        "state",           "ingress_bytes", "egress_bytes",  "ingress_packets",
+    "egress_packets",   "ingress_bytes_per_second",         "egress_bytes_per_second",
+    "rate",             "age_seconds",     "idle_seconds"};
+
+void print_flows(const json& j) {
+  std::vector<std::string> extra;
+  for (const auto& f : j["flows"])
+    for (const auto& [k, v] : f.items())
+      if (!kFlowFields.count(k) && std::find(extra.begin(), extra.end(), k) == extra.end()) extra.push_back(k);
+  std::vector<std::string> header{"interface", "local", "remote", "role", "tenant", "state", "in/s", "out/s", "in", "out", "age"};
+  header.insert(header.end(), extra.begin(), extra.end());
+  Table table(header, {6, 7, 8, 9, 10});
+  bool averaged = false;
+  for (const auto& f : j["flows"]) {
+    const bool live = f.value("rate", "") == "live";
+    averaged |= !live;
+    const std::string mark = live ? "" : "~";
+    std::vector<std::string> row{f.value("interface", "?"), f.value("local", "?"), f.value("remote", "?"),
+                                 f.value("role", "?"), f.value("tenant", "?"), f.value("state", "?"),
+                                 mark + human_rate(f.value("ingress_bytes_per_second", 0.0)),
+                                 mark + human_rate(f.value("egress_bytes_per_second", 0.0)),
+                                 human_bytes(f.value("ingress_bytes", 0.0)), human_bytes(f.value("egress_bytes", 0.0)),
+                                 human_seconds(f.value("age_seconds", 0.0))};
+    for (const auto& k : extra) row.push_back(f.contains(k) ? (f[k].is_string() ? f[k].get<std::string>() : f[k].dump()) : "-");
+    table.add(std::move(row));
+  }
+  table.print(std::cout);
+  std::cout << "\n" << j.value("shown", 0) << " of " << j.value("total", 0)
+            << " connections (busiest first); in/out: wire bytes arriving at / leaving this host";
+  if (averaged) std::cout << "; ~: average over the connection's life (no earlier reading)";
+  std::cout << "\n";
+}
+
+// One row of `top`: a tenant's commands of one op and role, over all interfaces.
+struct TopRow {
+  double completed = 0, bytes = 0;
+  std::map<std::string, double> latency;  // quantile -> seconds (worst interface)
+};
+using TopKey = std::tuple<std::string, std::string, std::string>;  // tenant, op, role
+
+std::map<TopKey, TopRow> top_rows(const json& t) {
+  std::map<TopKey, TopRow> rows;
+  for (const auto& tenant : t["tenants"]) {
+    if (!tenant.contains("interfaces")) continue;
+    for (const auto& [ifname, c] : tenant["interfaces"].items()) {
+      if (!c.contains("commands")) continue;
+      for (const auto& cmd : c["commands"]) {
+        auto& row = rows[{tenant.value("name", "?"), cmd.value("op", "?"), cmd.value("role", "?")}];
+        row.completed += cmd.value("completed", 0.0);
+        row.bytes += cmd.value("bytes", 0.0);
+        for (const auto& [q, s] : cmd["latency_seconds"].items()) row.latency[q] = std::max(row.latency[q], s.get<double>());
+      }
+    }
+  }
+  return rows;
+}
+
+int run_top(const Endpoint& ep, double interval_s, int count, bool as_json) {
+  json prev = call(ep, http::verb::get, "/v1/tenants");
+  auto prev_at = std::chrono::steady_clock::now();
+  const bool tty = isatty(STDOUT_FILENO);
+  for (int i = 0; count <= 0 || i < count; ++i) {
+    std::this_thread::sleep_for(std::chrono::duration<double>(interval_s));
+    json cur = call(ep, http::verb::get, "/v1/tenants");
+    const auto now = std::chrono::steady_clock::now();
+    const double dt = std::chrono::duration<double>(now - prev_at).count();
+    const auto before = top_rows(prev), after = top_rows(cur);
+    json out = json::array();
+    Table table({"tenant", "op", "role", "IOPS", "MB/s", "p50", "p99", "p99.9"}, {3, 4, 5, 6, 7});
+    for (const auto& [key, row] : after) {
+      const auto it = before.find(key);
+      const double dc = row.completed - (it == before.end() ? 0 : it->second.completed);
+      const double db = row.bytes - (it == before.end() ? 0 : it->second.bytes);
+      const double iops = dc > 0 ? dc / dt : 0, mbps = db > 0 ? db / dt / 1e6 : 0;
+      auto q = [&](const char* name) { auto f = row.latency.find(name); return f == row.latency.end() ? -1.0 : f->second; };
+      out.push_back({{"tenant", std::get<0>(key)}, {"op", std::get<1>(key)}, {"role", std::get<2>(key)},
+                     {"iops", iops}, {"megabytes_per_second", mbps}, {"p50_seconds", q("0.5")},
+                     {"p99_seconds", q("0.99")}, {"p999_seconds", q("0.999")}});
+      auto lat = [&](double s) { return s < 0 ? std::string("-") : human_seconds(s); };
+      table.add({std::get<0>(key), std::get<1>(key), std::get<2>(key), fixed(iops, 0), fixed(mbps, 1), lat(q("0.5")),
+                 lat(q("0.99")), lat(q("0.999"))});
+    }
+    if (as_json) {
+      std::cout << json{{"interval_seconds", dt}, {"rows", out}}.dump() << std::endl;
+    } else {
+      if (tty) std::cout << "\033[H\033[2J";
+      const std::time_t wall = std::time(nullptr);
+      char stamp[32];
+      std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&wall));
+      std::cout << "nvqos top  " << stamp << "  rates over the last " << fixed(dt, 1) << " s, latency over the last "
+                << cur.value("latency_window_seconds", 0) << " s (kernel-timed, capsule to completion)\n\n";
+      if (table.empty()) std::cout << "(no NVMe commands seen yet)\n";
+      else table.print(std::cout);
+      std::cout << std::flush;
+    }
+    prev = std::move(cur);
+    prev_at = now;
+  }
+  return 0;
+}
+
+int run_slow(const Endpoint& ep, bool follow, bool as_json) {
+  std::uint64_t after = 0;
+  bool warned = false;
+  if (!as_json) std::cout << "time          interface  tenant  op  role  latency  bytes  cid  status  remote\n";
+  for (;;) {
+    json j;
+    try {
+      j = call(ep, http::verb::get, "/v1/slow?after=" + std::to_string(after) + "&wait=" + (follow ? "20" : "0"));
+      warned = false;
+    } catch (const ApiError& e) {
+      if (!follow || !e.unreachable) throw;
+      if (!warned) std::cerr << "nvqosctl: " << e.what() << "; retrying every second\n";
+      warned = true;
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      continue;
+    }
+    if (j.value("missed", 0ull) && !as_json)
+      std::cout << "(" << j["missed"].get<std::uint64_t>() << " older events were no longer kept)\n";
+    for (const auto& e : j["events"]) {
+      if (as_json) {
+        std::cout << e.dump() << "\n";
+        continue;
+      }
+      const double t = e.value("time", 0.0);
+      const std::time_t secs = static_cast<std::time_t>(t);
+      char stamp[32];
+      std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&secs));
+      char ms[8];
+      std::snprintf(ms, sizeof ms, ".%03d", static_cast<int>((t - std::floor(t)) * 1000));
+      std::cout << stamp << ms << "  " << e.value("interface", "?") << "  " << e.value("tenant", "?") << "  "
+                << e.value("op", "?") << "  " << e.value("role", "?") << "  "
+                << human_seconds(e.value("latency_seconds", 0.0)) << "  " << human_bytes(e.value("bytes", 0.0)) << "  "
+                << e.value("cid", 0) << "  0x" << std::hex << e.value("status", 0) << std::dec << "  "
+                << e.value("remote", "?") << "\n";
+    }
+    std::cout << std::flush;
+    after = j.value("next", after);
+    if (!follow) return 0;
+  }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
   po::options_description opts("nvqosctl options");
-  std::string socket_path;
+  std::string socket_path, address, token_file, interval_text;
+  int count = 0;
   opts.add_options()("help,h", "show this help")(
       "socket,s", po::value(&socket_path)->default_value("/run/nvqos/agent.sock"), "the agent's admin socket")(
-      "json", "print the agent's JSON instead of a table");
+      "address", po::value(&address), "use the agent's admin TCP listener HOST:PORT instead of the socket")(
+      "token-file", po::value(&token_file), "file with the bearer token for --address")(
+      "json", "print JSON instead of a table (top and slow: one JSON document per line)")(
+      "interval", po::value(&interval_text)->default_value("1"), "top: seconds between refreshes")(
+      "count", po::value(&count)->default_value(0), "top: stop after this many refreshes (0: until interrupted)")(
+      "no-follow", "slow: print the events the agent kept and exit instead of streaming");
   po::options_description hidden;
   std::vector<std::string> words;
   hidden.add_options()("words", po::value(&words));
@@ -146,10 +417,13 @@ int main(int argc, char** argv) {
     return kExitUsage;
   }
   const char* usage =
-      "Usage: nvqosctl [--socket PATH] [--json] COMMAND\n\n"
+      "Usage: nvqosctl [--socket PATH | --address HOST:PORT --token-file FILE] [--json] COMMAND\n\n"
       "Commands:\n"
-      "  status          agent, kernel features, interfaces and what is attached\n"
+      "  status          agent, kernel features, interfaces, programs, map fill levels, restarts\n"
       "  tenants         tenants, their match rules and traffic\n"
+      "  flows           connections: addresses, tenant, role, live rates (busiest first)\n"
+      "  top             live per-tenant view: IOPS, MB/s, p50/p99/p99.9 latency (--interval, --count)\n"
+      "  slow            stream slow-command events (--no-follow: print the kept ones and exit)\n"
       "  reload          make the agent re-read its config (refused configs leave the running one)\n"
       "  validate FILE   check a config file offline with the agent's own code\n"
       "  version         nvqosctl's version\n\n";
@@ -159,6 +433,7 @@ int main(int argc, char** argv) {
   }
   bool as_json = vm.count("json") > 0;
   const std::string& cmd = words[0];
+  Endpoint ep{socket_path, address, ""};
   try {
     if (cmd == "version") {
       std::cout << "nvqosctl " << NVQOS_VERSION << "\n";
@@ -180,15 +455,43 @@ int main(int argc, char** argv) {
         return kExitError;
       }
     }
-    if (cmd == "status" || cmd == "tenants") {
-      json j = call(socket_path, http::verb::get, "/v1/" + cmd);
+    if (!token_file.empty()) {
+      std::ifstream in(token_file);
+      if (!in) {
+        std::cerr << "nvqosctl: cannot read token file " << token_file << "\n";
+        return kExitUsage;
+      }
+      std::getline(in, ep.token);
+      while (!ep.token.empty() && std::isspace(static_cast<unsigned char>(ep.token.back()))) ep.token.pop_back();
+    }
+    if (cmd == "status" || cmd == "tenants" || cmd == "flows") {
+      json j = call(ep, http::verb::get, "/v1/" + cmd);
+      if (cmd == "flows" && j.contains("flows") && !j["flows"].empty()) {
+        // Live rates need two readings: the agent keeps the previous one.
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        j = call(ep, http::verb::get, "/v1/flows");
+      }
       if (as_json) std::cout << j.dump(2) << "\n";
       else if (cmd == "status") print_status(j);
-      else print_tenants(j);
+      else if (cmd == "tenants") print_tenants(j);
+      else print_flows(j);
       return 0;
     }
+    if (cmd == "top") {
+      double interval = 0;
+      try {
+        interval = std::stod(interval_text);
+      } catch (const std::exception&) {
+      }
+      if (interval < 0.1 || interval > 3600) {
+        std::cerr << "nvqosctl: --interval \"" << interval_text << "\": seconds between 0.1 and 3600\n";
+        return kExitUsage;
+      }
+      return run_top(ep, interval, count, as_json);
+    }
+    if (cmd == "slow") return run_slow(ep, !vm.count("no-follow"), as_json);
     if (cmd == "reload") {
-      json j = call(socket_path, http::verb::post, "/v1/reload");
+      json j = call(ep, http::verb::post, "/v1/reload");
       if (as_json) std::cout << j.dump(2) << "\n";
       else std::cout << "reloaded: " << j.value("tenants", 0) << " tenants in force\n";
       return 0;

@@ -1,0 +1,449 @@
+// Hitless restart, --cleanup and interface faults end to end: nvqos-target in
+// one namespace, nvqos-load in another, the agent on the initiator's veth with
+// its pins on a bpffs the test mounts (an agent under `ip netns exec` gets
+// its own /sys, so the host's /sys/fs/bpf is not visible to it).
+#include <gtest/gtest.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "netns.hpp"
+
+namespace nvqos::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kMetricsPort = 9468;
+const char* kTargetAddr = "10.203.0.1";
+const char* kHostAddr = "10.203.0.2";
+const char* kSubnqn = "nqn.2026-11.io.nvqos:restart-test";
+
+class ControlPlaneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF, mounting bpffs)";
+    target_ = std::make_unique<Netns>(unique_name("rst-t"));
+    initiator_ = std::make_unique<Netns>(unique_name("rst-i"));
+    target_if_ = unique_name("rstt");
+    host_if_ = unique_name("rsti");
+    veth_ = std::make_unique<VethPair>(*target_, target_if_, std::vector<std::string>{std::string(kTargetAddr) + "/24"},
+                                       *initiator_, host_if_, std::vector<std::string>{std::string(kHostAddr) + "/24"});
+    // One CPU per receive side keeps each stream in order (see nvme_commands_test.cpp).
+    must(target_->exec() + "sh -c 'echo 1 > /sys/class/net/" + target_if_ + "/queues/rx-0/rps_cpus'");
+    must(initiator_->exec() + "sh -c 'echo 1 > /sys/class/net/" + host_if_ + "/queues/rx-0/rps_cpus'");
+    dir_ = std::filesystem::temp_directory_path() / unique_name("rst-dir");
+    std::filesystem::create_directories(dir_ / "bpf");
+    ASSERT_EQ(mount("bpf", (dir_ / "bpf").c_str(), "bpf", 0, "mode=0700"), 0) << std::strerror(errno);
+    bpffs_mounted_ = true;
+    target_proc_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_TARGET_PATH, "--listen",
+                                 std::string(kTargetAddr) + ":4420", "--subsystem", kSubnqn, "--namespace",
+                                 "256M:4096", "--allow-any-host", "--service-time", "fixed:50us"},
+        (dir_ / "target.log").string());
+    write_config(R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": "10.203.0.1/32"}]}]})");
+  }
+
+  void TearDown() override {
+    agent_.reset();
+    target_proc_.reset();
+    veth_.reset();
+    initiator_.reset();
+    target_.reset();
+    if (bpffs_mounted_) umount2((dir_ / "bpf").c_str(), MNT_DETACH);
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  std::string pin_root() const { return (dir_ / "bpf" / "nvqos").string(); }
+  std::string pin_dir() const { return pin_root() + "/" + host_if_; }
+
+  void write_config(const std::string& json) { std::ofstream(dir_ / "policy.json") << json; }
+
+  std::vector<std::string> agent_argv(bool keep) const {
+    std::vector<std::string> argv{"ip", "netns", "exec", initiator_->name(), NVQOS_AGENT_PATH, "--interface", host_if_,
+                                  "--config", (dir_ / "policy.json").string(), "--metrics-address",
+                                  "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "100ms",
+                                  "--admin-socket", (dir_ / "agent.sock").string(), "--pin-dir", pin_root()};
+    if (keep) argv.push_back("--keep-on-exit");
+    return argv;
+  }
+
+  void start_agent(bool keep) {
+    agent_ = std::make_unique<ChildProcess>(agent_argv(keep), log_path(++agent_runs_));
+    ASSERT_TRUE(wait_agent_ready(*agent_, initiator_->name(), kMetricsPort, 20s)) << read_file(log_path(agent_runs_));
+  }
+
+  std::string log_path(int run) const { return (dir_ / ("agent" + std::to_string(run) + ".log")).string(); }
+
+  std::string metrics() {
+    std::string body;
+    http_get_in(initiator_->name(), "127.0.0.1", kMetricsPort, "/metrics", &body);
+    return body;
+  }
+
+  std::string in_initiator(const std::string& command) {
+    std::string out;
+    run(initiator_->exec() + command + " 2>&1", &out);
+    return out;
+  }
+
+  // Readings that must never go backwards across restarts.
+  struct Counters {
+    double bytes_in = 0, bytes_out = 0, reads = 0, flows = 0;
+  };
+  Counters counters() {
+    // One telemetry interval, so the reading is fresh.
+    std::this_thread::sleep_for(250ms);
+    const std::string text = metrics();
+    Counters c;
+    c.bytes_in = metric_value(text, "nvqos_tenant_bytes_total", {{"tenant", "gold"}, {"direction", "ingress"}}).value_or(-1);
+    c.bytes_out = metric_value(text, "nvqos_tenant_bytes_total", {{"tenant", "gold"}, {"direction", "egress"}}).value_or(-1);
+    c.reads = metric_value(text, "nvqos_nvme_commands_total", {{"tenant", "gold"}, {"op", "read"}, {"role", "initiator"}})
+                  .value_or(-1);
+    c.flows = metric_value(text, "nvqos_tenant_flows_opened_total", {{"tenant", "gold"}}).value_or(-1);
+    return c;
+  }
+
+  static void expect_not_backwards(const Counters& before, const Counters& after, const char* when) {
+    SCOPED_TRACE(when);
+    EXPECT_GE(after.bytes_in, before.bytes_in);
+    EXPECT_GE(after.bytes_out, before.bytes_out);
+    EXPECT_GE(after.reads, before.reads);
+    EXPECT_EQ(after.flows, before.flows) << "the restart must not see the load's connections as new";
+  }
+
+  // nvqosctl run inside the initiator namespace (its TCP address is there).
+  std::string nvqosctl(const std::string& args, int* rc = nullptr) {
+    std::string out;
+    const int status = run(initiator_->exec() + NVQOS_CTL_PATH + " --socket " + (dir_ / "agent.sock").string() + " " +
+                               args + " 2>&1",
+                           &out);
+    if (rc) *rc = status;
+    return out;
+  }
+
+  // curl inside the initiator namespace: returns the HTTP status.
+  int curl(const std::string& args, std::string* body = nullptr) {
+    std::string out;
+    run(initiator_->exec() + "curl -s -o " + (dir_ / "curl.out").string() + " -w '%{http_code}' " + args, &out);
+    if (body) *body = read_file((dir_ / "curl.out").string());
+    return std::atoi(out.c_str());
+  }
+
+  std::string write_token(const std::string& token, mode_t mode) {
+    const std::string path = (dir_ / "token").string();
+    std::ofstream(path) << token << "\n";
+    chmod(path.c_str(), mode);
+    return path;
+  }
+
+  std::unique_ptr<ChildProcess> start_load(const std::string& runtime) {
+    return std::make_unique<ChildProcess>(
+        std::vector<std::string>{"ip", "netns", "exec", initiator_->name(), NVQOS_LOAD_PATH, "--target",
+                                 std::string(kTargetAddr) + ":4420", "--subnqn", kSubnqn, "--name", "gold", "--rw",
+                                 "randread", "--bs", "4k", "--qd", "4", "--runtime", runtime, "--json",
+                                 "--progress", "off"},
+        (dir_ / "load.json").string());
+  }
+
+  nlohmann::json load_report() {
+    const std::string text = read_file((dir_ / "load.json").string());
+    const auto start = text.find("{\n");
+    return nlohmann::json::parse(start == std::string::npos ? text : text.substr(start), nullptr, false);
+  }
+
+  bool tc_filter_present() { return in_initiator("tc filter show dev " + host_if_ + " ingress").find("nvqos_tc_ingres") != std::string::npos; }
+  bool clsact_present() { return in_initiator("tc qdisc show dev " + host_if_).find("clsact") != std::string::npos; }
+
+  std::unique_ptr<Netns> target_, initiator_;
+  std::unique_ptr<VethPair> veth_;
+  std::unique_ptr<ChildProcess> target_proc_, agent_;
+  std::string target_if_, host_if_;
+  std::filesystem::path dir_;
+  bool bpffs_mounted_ = false;
+  int agent_runs_ = 0;
+};
+
+TEST_F(ControlPlaneTest, SigtermWithKeepAndKill9UnderLoadLoseNothing) {
+  start_agent(true);
+  auto load = start_load("9s");
+  Counters last;
+  ASSERT_TRUE(wait_until([&] { return (last = counters()).reads > 100; }, 10s)) << read_file(log_path(1));
+
+  // SIGTERM with --keep-on-exit: everything stays attached and counting.
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0) << read_file(log_path(1));
+  EXPECT_TRUE(tc_filter_present()) << "the tc filter must stay attached across a keep restart";
+  EXPECT_TRUE(std::filesystem::exists(pin_dir() + "/flow_table"));
+  EXPECT_TRUE(std::filesystem::exists(pin_dir() + "/nvqos_tc_ingress"));
+  std::this_thread::sleep_for(1s);  // traffic while no agent runs is still counted by the kernel
+
+  start_agent(true);
+  Counters after = counters();
+  expect_not_backwards(last, after, "after SIGTERM with keep");
+  EXPECT_GT(after.reads, last.reads) << "commands during the restart were not counted";
+  std::string text = metrics();
+  EXPECT_EQ(metric_value(text, "nvqos_restart_adopted_total", {{"interface", host_if_}}), 1.0);
+  EXPECT_EQ(metric_value(text, "nvqos_pinned_maps", {{"interface", host_if_}, {"action", "replaced"}}), 0.0);
+  EXPECT_NE(read_file(log_path(2)).find("adopted the pinned data path"), std::string::npos) << read_file(log_path(2));
+  last = after;
+
+  // kill -9: nothing runs on exit, the pins and filters are there by nature.
+  agent_->signal(SIGKILL);
+  agent_->wait(5s);
+  std::this_thread::sleep_for(1s);
+  start_agent(true);
+  after = counters();
+  expect_not_backwards(last, after, "after kill -9");
+  EXPECT_GT(after.reads, last.reads);
+  EXPECT_EQ(metric_value(metrics(), "nvqos_restart_adopted_total", {{"interface", host_if_}}), 2.0);
+
+  // The load saw no error and no reset connection, and the agent, although
+  // restarted twice, counted exactly the commands the load completed.
+  ASSERT_EQ(load->wait(60s), 0) << read_file((dir_ / "load.json").string());
+  const auto report = load_report();
+  ASSERT_FALSE(report.is_discarded());
+  const auto& reads = report.at("jobs").at(0).at("ops").at("read");
+  EXPECT_TRUE(reads.at("errors").empty()) << reads.at("errors").dump();
+  std::this_thread::sleep_for(300ms);
+  const std::string final_text = metrics();
+  const double desync = metric_value(final_text, "nvqos_nvme_desync_total", {}).value_or(-1);
+  const double counted = counters().reads;
+  std::printf("[ figures  ] load completed %.0f reads; agent counted %.0f across 2 restarts (desync %.0f)\n",
+              reads.at("ios").get<double>(), counted, desync);
+  if (desync == 0) EXPECT_EQ(counted, reads.at("ios").get<double>());
+  EXPECT_EQ(metric_value(final_text, "nvqos_tenant_flows_opened_total", {{"tenant", "gold"}}), 2.0)
+      << "one admin and one I/O connection, each opened once";
+}
+
+TEST_F(ControlPlaneTest, PlainSigtermRemovesEverything) {
+  start_agent(false);
+  ASSERT_TRUE(tc_filter_present());
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0);
+  EXPECT_FALSE(tc_filter_present());
+  EXPECT_FALSE(clsact_present()) << "the agent created the clsact qdisc, so it removes it";
+  EXPECT_FALSE(std::filesystem::exists(pin_dir())) << "pins left behind";
+}
+
+TEST_F(ControlPlaneTest, CleanupRemovesWhatAKilledAgentLeft) {
+  // A quarantined tenant needs XDP: cleanup must remove it too.
+  write_config(R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": "10.203.0.1/32"}]},
+                   {"name": "bad", "quarantine": true, "match": [{"remote": "10.203.0.9/32"}]}]})");
+  start_agent(false);
+  ASSERT_NE(in_initiator("ip link show dev " + host_if_).find("xdp"), std::string::npos);
+  agent_->signal(SIGKILL);
+  agent_->wait(5s);
+  ASSERT_TRUE(tc_filter_present());
+
+  std::string out;
+  const int rc = run(initiator_->exec() + NVQOS_AGENT_PATH + " --cleanup --pin-dir " + pin_root() + " 2>&1", &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("removed tc ingress filter"), std::string::npos) << out;
+  EXPECT_NE(out.find("removed XDP program"), std::string::npos) << out;
+  EXPECT_FALSE(tc_filter_present());
+  EXPECT_EQ(in_initiator("tc filter show dev " + host_if_ + " egress").find("nvqos"), std::string::npos);
+  EXPECT_FALSE(clsact_present());
+  EXPECT_EQ(in_initiator("ip link show dev " + host_if_).find("xdp"), std::string::npos);
+  EXPECT_FALSE(std::filesystem::exists(pin_root()));
+
+  // Nothing left: a second run finds nothing to do.
+  run(initiator_->exec() + NVQOS_AGENT_PATH + " --cleanup --pin-dir " + pin_root() + " 2>&1", &out);
+  EXPECT_NE(out.find("0 interface(s) cleaned, 0 error(s)"), std::string::npos) << out;
+}
+
+TEST_F(ControlPlaneTest, ResizedFlowTableIsMigratedWithItsFlows) {
+  start_agent(true);
+  auto load = start_load("5s");
+  Counters last;
+  ASSERT_TRUE(wait_until([&] { return (last = counters()).reads > 50; }, 10s));
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0);
+
+  // A new flow table size changes the map's max_entries: a layout change.
+  write_config(R"({"version": 1, "limits": {"max_flows": 4096},
+                   "tenants": [{"name": "gold", "match": [{"remote": "10.203.0.1/32"}]}]})");
+  start_agent(true);
+  const std::string log = read_file(log_path(2));
+  EXPECT_NE(log.find("pinned map migrated to the new layout"), std::string::npos) << log;
+  EXPECT_NE(log.find("map=flow_table"), std::string::npos) << log;
+  const std::string text = metrics();
+  EXPECT_GE(metric_value(text, "nvqos_pinned_maps", {{"interface", host_if_}, {"action", "migrated"}}).value_or(0), 1.0);
+  EXPECT_EQ(metric_value(text, "nvqos_flow_table_capacity_entries", {{"interface", host_if_}}), 4096.0);
+  const Counters after = counters();
+  expect_not_backwards(last, after, "after the flow table was migrated");
+  EXPECT_EQ(load->wait(60s), 0);
+}
+
+TEST_F(ControlPlaneTest, RecreatedInterfaceIsAttachedAgain) {
+  // A second veth pair inside the initiator namespace, deleted and re-created.
+  const std::string a = unique_name("rsta"), b = unique_name("rstb");
+  must(initiator_->exec() + "ip link add " + a + " type veth peer name " + b);
+  agent_ = std::make_unique<ChildProcess>(
+      std::vector<std::string>{"ip", "netns", "exec", initiator_->name(), NVQOS_AGENT_PATH, "--interface", a,
+                               "--metrics-address", "127.0.0.1:" + std::to_string(kMetricsPort),
+                               "--telemetry-interval", "100ms", "--admin-socket", (dir_ / "agent.sock").string(),
+                               "--pin-dir", pin_root()},
+      log_path(1));
+  ASSERT_TRUE(wait_agent_ready(*agent_, initiator_->name(), kMetricsPort, 20s)) << read_file(log_path(1));
+  must(initiator_->exec() + "ip link del " + a);
+  EXPECT_TRUE(wait_until([&] { return metric_value(metrics(), "nvqos_interface_present", {{"interface", a}}) == 0.0; }, 5s));
+  must(initiator_->exec() + "ip link add " + a + " type veth peer name " + b);
+  EXPECT_TRUE(wait_until(
+      [&] { return metric_value(metrics(), "nvqos_interface_reattached_total", {{"interface", a}}) == 1.0; }, 5s))
+      << read_file(log_path(1));
+  EXPECT_EQ(metric_value(metrics(), "nvqos_interface_present", {{"interface", a}}), 1.0);
+  EXPECT_NE(in_initiator("tc filter show dev " + a + " ingress").find("nvqos_tc_ingres"), std::string::npos);
+  const std::string log = read_file(log_path(1));
+  EXPECT_NE(log.find("interface disappeared"), std::string::npos) << log;
+  EXPECT_NE(log.find("interface re-created: programs attached again"), std::string::npos) << log;
+  agent_->signal(SIGTERM);
+  EXPECT_EQ(agent_->wait(10s), 0);
+  run(initiator_->exec() + "ip link del " + a);
+}
+
+constexpr int kAdminPort = 9469;
+const char* kToken = "0123456789abcdef0123456789abcdef";
+
+TEST_F(ControlPlaneTest, AdminApiOverTcpNeedsTheBearerToken) {
+  const std::string token_file = write_token(kToken, 0600);
+  auto argv = agent_argv(false);
+  for (const char* a : {"--admin-address", "127.0.0.1:9469", "--admin-token-file"}) argv.push_back(a);
+  argv.push_back(token_file);
+  agent_ = std::make_unique<ChildProcess>(argv, log_path(1));
+  ASSERT_TRUE(wait_agent_ready(*agent_, initiator_->name(), kMetricsPort, 20s)) << read_file(log_path(1));
+  const std::string url = "http://127.0.0.1:" + std::to_string(kAdminPort);
+  std::string body;
+  EXPECT_EQ(curl(url + "/v1/status", &body), 401) << body;
+  EXPECT_NE(body.find("missing bearer token"), std::string::npos) << body;
+  EXPECT_EQ(curl("-H 'Authorization: Bearer wrong-token-0123456789' " + url + "/v1/status", &body), 401) << body;
+  EXPECT_NE(body.find("wrong bearer token"), std::string::npos) << body;
+  EXPECT_EQ(curl("-H 'Authorization: Bearer " + std::string(kToken) + "x' " + url + "/v1/status"), 401)
+      << "a longer token with the right prefix must not pass";
+  EXPECT_EQ(curl("-X POST " + url + "/v1/reload", &body), 401) << "a write without the token";
+  EXPECT_EQ(curl("-H 'Authorization: Bearer " + std::string(kToken) + "' " + url + "/v1/status", &body), 200) << body;
+  EXPECT_EQ(curl("-X POST -H 'Authorization: Bearer " + std::string(kToken) + "' " + url + "/v1/reload", &body), 200)
+      << body;
+  EXPECT_EQ(curl(url + "/metrics"), 401) << "everything on the admin listener needs the token";
+
+  int rc = -1;
+  std::string out = nvqosctl("--address 127.0.0.1:9469 --token-file " + token_file + " status", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find(host_if_), std::string::npos) << out;
+  out = nvqosctl("--address 127.0.0.1:9469 status", &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("missing bearer token"), std::string::npos) << out;
+  EXPECT_NE(read_file(log_path(1)).find("admin API request refused"), std::string::npos);
+}
+
+TEST_F(ControlPlaneTest, TokenFileReadableByOthersIsRefused) {
+  const std::string token_file = write_token(kToken, 0644);
+  auto argv = agent_argv(false);
+  for (const char* a : {"--admin-address", "127.0.0.1:9469", "--admin-token-file"}) argv.push_back(a);
+  argv.push_back(token_file);
+  ChildProcess agent(argv, log_path(1));
+  EXPECT_EQ(agent.wait(20s), 1);
+  const std::string log = read_file(log_path(1));
+  EXPECT_NE(log.find("accessible by group or others (mode 0644)"), std::string::npos) << log;
+  EXPECT_FALSE(std::filesystem::exists(pin_dir())) << "a refused start must not leave pins";
+}
+
+TEST_F(ControlPlaneTest, AdminSocketWithAWrongModeIsNotServed) {
+  start_agent(false);
+  const std::string socket = (dir_ / "agent.sock").string();
+  struct stat st {};
+  ASSERT_EQ(stat(socket.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  int rc = -1;
+  std::string out = nvqosctl("status", &rc);
+  ASSERT_EQ(rc, 0) << out;
+  chmod(socket.c_str(), 0666);
+  out = nvqosctl("status", &rc);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("refusing to serve"), std::string::npos) << out;
+  EXPECT_NE(out.find("mode 0666"), std::string::npos) << out;
+  chmod(socket.c_str(), 0600);
+  EXPECT_EQ((nvqosctl("status", &rc), rc), 0);
+}
+
+TEST_F(ControlPlaneTest, NvqosctlShowsFlowsTopAndSlowCommands) {
+  write_config(R"({"version": 1, "tenants": [{"name": "gold", "slow_command_threshold_us": 1,
+                   "match": [{"remote": "10.203.0.1/32"}]}]})");
+  start_agent(false);
+  auto load = start_load("6s");
+  ASSERT_TRUE(wait_until([&] { return counters().reads > 100; }, 10s));
+
+  int rc = -1;
+  std::string out = nvqosctl("flows", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("10.203.0.1:4420"), std::string::npos) << out;
+  EXPECT_NE(out.find("initiator"), std::string::npos) << out;
+  EXPECT_NE(out.find("gold"), std::string::npos) << out;
+  EXPECT_NE(out.find("MiB/s"), std::string::npos) << out;
+  auto flows = nlohmann::json::parse(nvqosctl("--json flows"), nullptr, false);
+  ASSERT_FALSE(flows.is_discarded());
+  ASSERT_EQ(flows.at("total"), 2) << flows.dump(2) << "admin queue and one I/O queue";
+  const auto& busiest = flows.at("flows").at(0);
+  EXPECT_EQ(busiest.at("tenant"), "gold");
+  EXPECT_EQ(busiest.at("role"), "initiator");
+  EXPECT_EQ(busiest.at("rate"), "live");
+  EXPECT_GT(busiest.at("ingress_bytes_per_second").get<double>(), 0);
+
+  out = nvqosctl("top --count 1 --interval 1", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("IOPS"), std::string::npos) << out;
+  EXPECT_NE(out.find("p99.9"), std::string::npos) << out;
+  EXPECT_NE(out.find("gold"), std::string::npos) << out;
+  auto top = nlohmann::json::parse(nvqosctl("--json top --count 1 --interval 1"), nullptr, false);
+  ASSERT_FALSE(top.is_discarded());
+  bool saw_reads = false;
+  for (const auto& row : top.at("rows"))
+    if (row.at("tenant") == "gold" && row.at("op") == "read") {
+      saw_reads = true;
+      EXPECT_GT(row.at("iops").get<double>(), 0);
+      EXPECT_GT(row.at("p50_seconds").get<double>(), 0);
+      EXPECT_GE(row.at("p999_seconds").get<double>(), row.at("p50_seconds").get<double>());
+    }
+  EXPECT_TRUE(saw_reads) << top.dump(2);
+
+  out = nvqosctl("slow --no-follow --json", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  std::istringstream lines(out);
+  std::string line;
+  int events = 0;
+  while (std::getline(lines, line)) {
+    auto e = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_FALSE(e.is_discarded()) << line;
+    EXPECT_EQ(e.at("tenant"), "gold");
+    EXPECT_GT(e.at("latency_seconds").get<double>(), 0);
+    ++events;
+  }
+  EXPECT_GT(events, 0) << out;
+  out = nvqosctl("slow --no-follow", &rc);
+  EXPECT_NE(out.find("gold  read  initiator"), std::string::npos) << out;
+
+  out = nvqosctl("status", &rc);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_NE(out.find("flow_table"), std::string::npos) << out;
+  EXPECT_NE(out.find("pinned under " + pin_dir()), std::string::npos) << out;
+  auto status = nlohmann::json::parse(nvqosctl("--json status"), nullptr, false);
+  ASSERT_FALSE(status.is_discarded());
+  bool flow_table_counted = false;
+  for (const auto& m : status.at("interfaces").at(0).at("maps"))
+    if (m.at("name") == "flow_table") flow_table_counted = m.at("entries") == 2;
+  EXPECT_TRUE(flow_table_counted) << status.dump(2);
+  EXPECT_EQ(load->wait(60s), 0);
+}
+
+}  // namespace
+}  // namespace nvqos::test
