@@ -289,7 +289,8 @@ nlohmann::json Agent::tenants_json() const {
                 {"ingress_bytes", s.bytes[NVQOS_DIR_INGRESS]},     {"egress_bytes", s.bytes[NVQOS_DIR_EGRESS]},
                 {"ingress_packets", s.packets[NVQOS_DIR_INGRESS]}, {"egress_packets", s.packets[NVQOS_DIR_EGRESS]},
                 {"flows_opened", s.flows_opened},                  {"flows_closed", s.flows_closed},
-                {"dropped_packets", s.dropped_packets},            {"commands", nlohmann::json::array()}};
+                {"dropped_packets", s.dropped_packets},            {"throttled_packets", s.throttled_packets},
+                {"commands", nlohmann::json::array()}};
           }
         // NVMe commands by op and role, for `nvqosctl top`: counters (rates
         // come from two readings) and the quantiles of the latency window.

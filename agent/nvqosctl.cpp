@@ -285,6 +285,16 @@ struct TopRow {
 };
 using TopKey = std::tuple<std::string, std::string, std::string>;  // tenant, op, role
 
+// Egress packets the tenant's limits delayed, over all interfaces.
+std::map<std::string, double> throttled_by_tenant(const json& t) {
+  std::map<std::string, double> out;
+  for (const auto& tenant : t["tenants"])
+    if (tenant.contains("interfaces"))
+      for (const auto& [ifname, c] : tenant["interfaces"].items())
+        out[tenant.value("name", "?")] += c.value("throttled_packets", 0.0);
+  return out;
+}
+
 std::map<TopKey, TopRow> top_rows(const json& t) {
   std::map<TopKey, TopRow> rows;
   for (const auto& tenant : t["tenants"]) {
@@ -312,20 +322,30 @@ int run_top(const Endpoint& ep, double interval_s, int count, bool as_json) {
     const auto now = std::chrono::steady_clock::now();
     const double dt = std::chrono::duration<double>(now - prev_at).count();
     const auto before = top_rows(prev), after = top_rows(cur);
+    const auto throttled_before = throttled_by_tenant(prev), throttled_after = throttled_by_tenant(cur);
     json out = json::array();
-    Table table({"tenant", "op", "role", "IOPS", "MB/s", "p50", "p99", "p99.9"}, {3, 4, 5, 6, 7});
+    Table table({"tenant", "op", "role", "IOPS", "MB/s", "p50", "p99", "p99.9", "throttled"}, {3, 4, 5, 6, 7, 8});
+    std::string last_tenant;
     for (const auto& [key, row] : after) {
       const auto it = before.find(key);
       const double dc = row.completed - (it == before.end() ? 0 : it->second.completed);
       const double db = row.bytes - (it == before.end() ? 0 : it->second.bytes);
       const double iops = dc > 0 ? dc / dt : 0, mbps = db > 0 ? db / dt / 1e6 : 0;
       auto q = [&](const char* name) { auto f = row.latency.find(name); return f == row.latency.end() ? -1.0 : f->second; };
-      out.push_back({{"tenant", std::get<0>(key)}, {"op", std::get<1>(key)}, {"role", std::get<2>(key)},
+      const std::string& name = std::get<0>(key);
+      const double dthrottled = throttled_after.count(name) && throttled_before.count(name)
+                                    ? throttled_after.at(name) - throttled_before.at(name)
+                                    : 0;
+      const double throttled = dthrottled > 0 ? dthrottled / dt : 0;
+      out.push_back({{"tenant", name}, {"op", std::get<1>(key)}, {"role", std::get<2>(key)},
                      {"iops", iops}, {"megabytes_per_second", mbps}, {"p50_seconds", q("0.5")},
-                     {"p99_seconds", q("0.99")}, {"p999_seconds", q("0.999")}});
+                     {"p99_seconds", q("0.99")}, {"p999_seconds", q("0.999")},
+                     {"throttled_packets_per_second", throttled}});
       auto lat = [&](double s) { return s < 0 ? std::string("-") : human_seconds(s); };
-      table.add({std::get<0>(key), std::get<1>(key), std::get<2>(key), fixed(iops, 0), fixed(mbps, 1), lat(q("0.5")),
-                 lat(q("0.99")), lat(q("0.999"))});
+      // Throttling is the tenant's, not an op's: shown once per tenant.
+      table.add({name, std::get<1>(key), std::get<2>(key), fixed(iops, 0), fixed(mbps, 1), lat(q("0.5")),
+                 lat(q("0.99")), lat(q("0.999")), name == last_tenant ? "" : fixed(throttled, 0) + " pkt/s"});
+      last_tenant = name;
     }
     if (as_json) {
       std::cout << json{{"interval_seconds", dt}, {"rows", out}}.dump() << std::endl;
@@ -335,7 +355,9 @@ int run_top(const Endpoint& ep, double interval_s, int count, bool as_json) {
       char stamp[32];
       std::strftime(stamp, sizeof stamp, "%H:%M:%S", std::localtime(&wall));
       std::cout << "nvqos top  " << stamp << "  rates over the last " << fixed(dt, 1) << " s, latency over the last "
-                << cur.value("latency_window_seconds", 0) << " s (kernel-timed, capsule to completion)\n\n";
+                << cur.value("latency_window_seconds", 0)
+                << " s (kernel-timed, capsule to completion); MB/s: command data (1 MB = 10^6 bytes); "
+                   "throttled: egress packets delayed by the tenant's limits\n\n";
       if (table.empty()) std::cout << "(no NVMe commands seen yet)\n";
       else table.print(std::cout);
       std::cout << std::flush;
@@ -422,7 +444,7 @@ int main(int argc, char** argv) {
       "  status          agent, kernel features, interfaces, programs, map fill levels, restarts\n"
       "  tenants         tenants, their match rules and traffic\n"
       "  flows           connections: addresses, tenant, role, live rates (busiest first)\n"
-      "  top             live per-tenant view: IOPS, MB/s, p50/p99/p99.9 latency (--interval, --count)\n"
+      "  top             live per-tenant view: IOPS, MB/s, p50/p99/p99.9 latency, throttled (--interval, --count)\n"
       "  slow            stream slow-command events (--no-follow: print the kept ones and exit)\n"
       "  reload          make the agent re-read its config (refused configs leave the running one)\n"
       "  validate FILE   check a config file offline with the agent's own code\n"

@@ -262,6 +262,33 @@ TEST_F(ControlPlaneTest, CleanupRemovesWhatAKilledAgentLeft) {
   EXPECT_NE(out.find("0 interface(s) cleaned, 0 error(s)"), std::string::npos) << out;
 }
 
+TEST_F(ControlPlaneTest, XdpIsAdoptedAcrossAKeepRestart) {
+  write_config(R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": "10.203.0.1/32"}]},
+                   {"name": "bad", "quarantine": true, "match": [{"remote": "10.203.0.9/32"}]}]})");
+  start_agent(true);
+  ASSERT_TRUE(metric_value(metrics(), "nvqos_datapath_attached_info", {{"hook", "xdp"}}).has_value());
+  const std::string before = in_initiator("ip -d link show dev " + host_if_);
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0);
+  EXPECT_NE(in_initiator("ip link show dev " + host_if_).find("xdp"), std::string::npos)
+      << "XDP must stay attached across a keep restart";
+  start_agent(false);
+  EXPECT_NE(read_file(log_path(2)).find("adopted the attached XDP program"), std::string::npos) << read_file(log_path(2));
+  EXPECT_TRUE(metric_value(metrics(), "nvqos_datapath_attached_info", {{"hook", "xdp"}}).has_value());
+  // The same program is attached: adopted, not replaced by a second one.
+  const auto prog_id = [](const std::string& link) {
+    const auto at = link.find("prog/xdp id ");
+    return at == std::string::npos ? std::string() : link.substr(at + 12, link.find_first_of(" \n", at + 12) - at - 12);
+  };
+  EXPECT_FALSE(prog_id(before).empty()) << before;
+  EXPECT_EQ(prog_id(in_initiator("ip -d link show dev " + host_if_)), prog_id(before));
+  // This agent runs without --keep-on-exit: its SIGTERM removes what it adopted.
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0);
+  EXPECT_EQ(in_initiator("ip link show dev " + host_if_).find("xdp"), std::string::npos);
+  EXPECT_FALSE(tc_filter_present());
+}
+
 TEST_F(ControlPlaneTest, ResizedFlowTableIsMigratedWithItsFlows) {
   start_agent(true);
   auto load = start_load("5s");
