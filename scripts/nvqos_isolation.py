@@ -464,10 +464,13 @@ def format_telemetry(host, text):
     pad = " " * (len(host) + 4)
     for name in sorted(tenants):
         d = tenants[name]
-        ops = [(op, q) for op, q in sorted(d["ops"].items()) if "n" in q] or [("-", {})]
+        if not d.get("egress") and not d.get("ingress"):
+            continue
+        ops = [(op, q) for op, q in sorted(d["ops"].items()) if "n" in q and op in ("read", "write")] or [("-", {})]
         for i, (op, q) in enumerate(ops):
-            head = (f"{name:8} {d['class'] or '-':7} {d.get('egress', 0) / 2**20:9.1f} {d.get('ingress', 0) / 2**20:9.1f} "
-                    f"{d['throttled'] if 'throttled' in d else float('nan'):10.0f} " if i == 0 else " " * 49)
+            held = f"{d['throttled']:10.0f}" if "throttled" in d else f"{'-':>10}"
+            head = (f"{name:8} {d['class'] or '-':7} {d.get('egress', 0) / 2**20:9.1f} "
+                    f"{d.get('ingress', 0) / 2**20:9.1f} {held} " if i == 0 else " " * 49)
             tail = (f"{op:6} {q['n']:9.0f} {q.get('0.5', 0):8.0f} {q.get('0.99', 0):8.0f} {q.get('0.999', 0):9.0f}"
                     if q else "")
             rows.append(f"{pad}{head}{tail}")

@@ -95,7 +95,8 @@ def main():
             plot(results, args.plot)
             print(f"plot: {args.plot}")
         except ImportError:
-            print("no plot: python3-matplotlib is not installed (scripts/install-deps.sh installs it)")
+            print(f"no plot: {sys.executable} cannot import matplotlib (Debian's python3-matplotlib, which "
+                  f"scripts/install-deps.sh installs, is for /usr/bin/python3)")
 
 
 if __name__ == "__main__":
