@@ -4,7 +4,8 @@
 Runs the noisy-neighbour scenario of scripts/nvqos_isolation.py (the same code as scripts/demo.sh and
 the isolation integration test): gold (QD1 4 KiB random reads) alone, bronze alone (the capacity),
 gold beside bronze without nvqos, and with nvqos (agents on target and initiator; the mechanism they
-choose: HTB here, EDT where the kernel has sch_fq), all in one invocation through a 1 Gbit/s
+choose: HTB here, EDT where the kernel has sch_fq; gold alone is measured with them attached too),
+all in one invocation through a 1 Gbit/s
 bottleneck. Prints gold's p50/p99/p99.9 and bronze's MiB/s per case, the ratios, and gold's latency
 distribution; with --json writes every figure plus gold's per-I/O latency samples and CDF points
 (for plots); with --plot draws the CDFs (needs python3-matplotlib).
@@ -20,6 +21,25 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import nvqos_isolation as iso  # noqa: E402
 
 QUANTILES = (0.1, 0.5, 0.9, 0.99, 0.999, 0.9999)
+
+
+def description(p):
+    """How the figures were measured, for the report (tests/bench/report.py prints it)."""
+    return (f"Three namespaces in a line, target -- router -- initiator. The router is the bottleneck: a TBF of "
+            f"{p.bottleneck_mbit} Mbit/s on its egress each way, with a {p.router_burst_bytes // 1024} KiB bucket "
+            f"(more than a 64 KiB GSO packet, so a sender under the rate passes without waiting) and a "
+            f"{p.router_buffer_bytes // 1024} KiB queue (a shallow switch port). Each tenant's volume has its own "
+            f"nvqos-target process (RAM namespace, service time {p.service_time}), as a storage server serves "
+            f"queues from their own cores. Gold: QD1 4 KiB random reads. Bronze: QD32 128 KiB "
+            f"random reads and QD32 128 KiB random writes (two jobs, so each direction is loaded on its own). Each "
+            f"tenant has its own nvqos-load; target and load generators run at `chrt -f 10` (the host is shared). "
+            f"Cases of {p.runtime_s:g} s each in one run: gold alone, bronze alone (the capacity the bottleneck really "
+            f"gives), both without nvqos, then gold alone and both with nvqos: an agent on the target (shapes reads) "
+            f"and on the initiator (shapes writes) with `capacity_mbit_s` {p.capacity_mbit} and two classes, gold priority 0 guaranteed "
+            f"{p.gold_guarantee_mbit} Mbit/s, bronze priority 7. Gold's latency is nvqos-load's (capsule sent to "
+            f"completion parsed); the CDF is of every gold I/O. Bronze's effect is each case with bronze against gold "
+            f"alone on the same system (with nvqos: the agents attached). \"Queued at router\" is the TBF's overlimits: "
+            f"packets that waited at the bottleneck; with nvqos next to none do: the queue is nvqos's.")
 
 
 def quantile(sorted_samples, q):
@@ -70,6 +90,7 @@ def main():
     params = iso.Params(runtime_s=2.0 if args.quick else args.runtime, shaper=args.shaper)
     results = iso.run_scenario(iso.Binaries(args.build_dir), params,
                                progress=lambda s: print(s, file=sys.stderr, flush=True))
+    results["description"] = description(params)
     for r in results["cases"]:
         if r.get("gold_samples_us"):
             r["cdf"] = cdf_points(r["gold_samples_us"])

@@ -97,22 +97,29 @@ def section_isolation(r, d):
           "QD32 128 KiB reads and writes; cases of equal length in one run. Latency is nvqos-load's.", "")
     if not d:
         return r.missing("isolation", "nvqos-bench-isolation")
+    if d.get("description"):
+        r.add(d["description"], "")
     names = {"solo": "gold alone", "capacity": "bronze alone", "shared": "gold + bronze, no nvqos",
-             "nvqos": "gold + bronze, nvqos"}
+             "solo_nvqos": "gold alone, nvqos", "nvqos": "gold + bronze, nvqos"}
+    baseline = {"shared": "solo", "nvqos": "solo_nvqos"}
     rows = []
     for c in d["cases"]:
         g, b = c.get("gold"), c.get("bronze")
         rows.append([names.get(c["case"], c["case"])] +
                     ([f"{g['latency_us'][q]:.0f} µs" for q in ("p50", "p99", "p99.9")] if g else ["–"] * 3) +
-                    [f"{b['mib_per_s']:.1f} MiB/s" if b else "–"])
-    r.table(["case", "gold p50", "gold p99", "gold p99.9", "bronze throughput"], rows)
+                    [f"{b['mib_per_s']:.1f} MiB/s ({b['read_mib_per_s']:.1f} + {b['write_mib_per_s']:.1f})"
+                     if b else "–",
+                     f"{sum(v['overlimits'] for v in c.get('router', {}).values())}"])
+    r.table(["case", "gold p50", "gold p99", "gold p99.9", "bronze (read + write)", "queued at router (pkts)"], rows)
     s = d.get("summary", {})
     for case in ("shared", "nvqos"):
         if f"gold_p99_inflation_{case}" in s:
-            line = f"- {names[case]}: gold p99 = {s[f'gold_p99_inflation_{case}']:.2f} × alone"
+            line = f"- {names[case]}: gold p99 = {s[f'gold_p99_inflation_{case}']:.2f} × {names[baseline[case]]}"
             if f"bronze_share_of_unused_{case}" in s:
                 line += f"; bronze gets {s[f'bronze_share_of_unused_{case}'] * 100:.0f}% of the capacity gold leaves unused"
             r.add(line)
+    if "gold_p99_agent_cost_alone" in s:
+        r.add(f"- the agents' own cost to gold alone: p99 {s['gold_p99_agent_cost_alone']:.2f} × without them")
     mech = d.get("mechanism")
     r.add("", f"Mechanism in the nvqos case: {json.dumps(mech) if mech else 'not reported'}.", "")
     with_cdf = [c for c in d["cases"] if c.get("cdf")]
