@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <linux/bpf.h>
 #include <net/if.h>
+#include <time.h>
 
 #include <algorithm>
 #include <cstring>
@@ -283,6 +284,21 @@ TEST_F(QosTest, DelayIsCappedAtTheHorizon) {
             kT0 + NVQOS_EDT_HORIZON_NS + t);
 }
 
+TEST_F(QosTest, WithoutTheTestClockEdtUsesTheMonotonicClock) {
+  dp_->set_clock(0);
+  set_tenant(NVQOS_TENANT_F_EDT, kLimiter);
+  dp_->set_limiter(kLimiter, limiter(NVQOS_LIMIT_EGRESS_BYTES, 1000));  // 1.04 s per packet
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const std::uint64_t before = ts.tv_sec * 1000000000ull + ts.tv_nsec;
+  EXPECT_EQ(send(NVQOS_ROLE_INITIATOR, 1000).tstamp, 0u);
+  const std::uint64_t stamp = send(NVQOS_ROLE_INITIATOR, 1000).tstamp;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  const std::uint64_t after = ts.tv_sec * 1000000000ull + ts.tv_nsec;
+  EXPECT_GE(stamp, before + 1040ull * kMs);
+  EXPECT_LE(stamp, after + 1040ull * kMs);
+}
+
 TEST_F(QosTest, TenantWithoutLimiterIsNotStamped) {
   set_tenant(NVQOS_TENANT_F_EDT, NVQOS_LIMITER_NONE);
   for (int i = 0; i < 3; ++i) EXPECT_EQ(send(NVQOS_ROLE_INITIATOR, 1000).tstamp, 0u);
@@ -463,6 +479,13 @@ TEST_F(QosTest, XdpPacketRateAndByteRateBothApply) {
   plain.limiter_id = kLimiter;
   dp_->set_tenant_config(kTenant, plain);
   EXPECT_EQ(dp_->xdp(frame).retval, XDP_PASS);
+  EXPECT_EQ(dp_->tenant_stats(kTenant).ingress_limit_dropped_packets, 1u);
+
+  // Quarantine comes first and keeps its own counters.
+  plain.flags = NVQOS_TENANT_F_ACTIVE | NVQOS_TENANT_F_INGRESS_LIMIT | NVQOS_TENANT_F_DROP_INGRESS;
+  dp_->set_tenant_config(kTenant, plain);
+  EXPECT_EQ(dp_->xdp(frame).retval, XDP_DROP);
+  EXPECT_EQ(dp_->tenant_stats(kTenant).dropped_packets, 1u);
   EXPECT_EQ(dp_->tenant_stats(kTenant).ingress_limit_dropped_packets, 1u);
 }
 
