@@ -221,9 +221,29 @@ TEST_F(ControlPlaneTest, SigtermWithKeepAndKill9UnderLoadLoseNothing) {
   const double counted = counters().reads;
   std::printf("[ figures  ] load completed %.0f reads; agent counted %.0f across 2 restarts (desync %.0f)\n",
               reads.at("ios").get<double>(), counted, desync);
-  if (desync == 0) EXPECT_EQ(counted, reads.at("ios").get<double>());
+  if (desync == 0) {
+    EXPECT_EQ(counted, reads.at("ios").get<double>());
+  }
   EXPECT_EQ(metric_value(final_text, "nvqos_tenant_flows_opened_total", {{"tenant", "gold"}}), 2.0)
       << "one admin and one I/O connection, each opened once";
+}
+
+TEST_F(ControlPlaneTest, AFailedStartLeavesTheAdoptedDataPathRunning) {
+  start_agent(true);
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0);
+  // The next agent adopts, then cannot listen on its metrics port (taken):
+  // it must not tear down what the previous agent left running.
+  ChildProcess squatter({"ip", "netns", "exec", initiator_->name(), "/usr/bin/python3", "-c",
+                         "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', " + std::to_string(kMetricsPort) +
+                             ")); s.listen(); time.sleep(30)"},
+                        (dir_ / "squatter.log").string());
+  ASSERT_TRUE(wait_until([&] { return in_initiator("ss -ltn").find(":" + std::to_string(kMetricsPort)) != std::string::npos; }, 5s));
+  ChildProcess failing(agent_argv(false), log_path(2));
+  EXPECT_EQ(failing.wait(20s), 1) << read_file(log_path(2));
+  EXPECT_NE(read_file(log_path(2)).find("adopted the pinned data path"), std::string::npos) << read_file(log_path(2));
+  EXPECT_TRUE(tc_filter_present()) << "a failed start removed the running data path";
+  EXPECT_TRUE(std::filesystem::exists(pin_dir() + "/flow_table"));
 }
 
 TEST_F(ControlPlaneTest, PlainSigtermRemovesEverything) {
