@@ -306,6 +306,13 @@ def overview():
     L.add(timeseries("Telemetry read duration", "s",
                      [target('max by (node) (nvqos_telemetry_read_duration_seconds{' + HOST + '})', "{{node}}")],
                      "Time of the agent's last read of the kernel maps."))
+    L.add(timeseries("Interfaces attached and restarts adopted", "short",
+                     [target('min by (node, interface) (nvqos_interface_present{' + IFACE + '})',
+                             "{{node}}/{{interface}} present"),
+                      target('max by (node, interface) (nvqos_restart_adopted_total{' + IFACE + '})',
+                             "{{node}}/{{interface}} restarts adopted")],
+                     "1 while the interface exists with the programs attached. Restarts adopted: agent starts "
+                     "that took over the pinned data path (a rolling update adds one per node)."))
     L.add(timeseries("Connections refused by subsystem access rules", "ops",
                      [target('sum by (node, interface, subsystem) (rate(nvqos_access_denied_total{' + IFACE + '}' +
                              RATE + '))', "{{node}}/{{interface}} {{subsystem}}")],

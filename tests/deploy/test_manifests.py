@@ -169,6 +169,18 @@ class Manifests(unittest.TestCase):
         for flag in flags_in(self.c["args"]) + unit_flags + cleanup_flags:
             self.assertIn(flag, help_text, f"{flag} is not an nvqos-agent option")
 
+    def test_cleanup_daemonset_runs_cleanup_as_the_agent_would(self):
+        cleanup = self.objs[("DaemonSet", "nvqos-cleanup")]["spec"]["template"]["spec"]
+        init = cleanup["initContainers"][0]
+        self.assertEqual(init["command"], ["/usr/local/sbin/nvqos-agent", "--cleanup"])
+        self.assertEqual(init["securityContext"]["capabilities"], self.c["securityContext"]["capabilities"])
+        self.assertEqual(init["image"], self.c["image"])
+        self.assertTrue(cleanup["hostNetwork"])
+        self.assertEqual(cleanup["tolerations"], self.pod["tolerations"])
+        vols = {v["name"]: v for v in cleanup["volumes"]}
+        bpffs = next(m for m in init["volumeMounts"] if vols[m["name"]].get("hostPath", {}).get("path") == "/sys/fs/bpf")
+        self.assertEqual(bpffs["mountPath"], "/sys/fs/bpf")
+
     def test_service_and_servicemonitor_select_the_agents(self):
         svc = self.objs[("Service", "nvqos-agent")]
         labels = self.ds["spec"]["template"]["metadata"]["labels"]

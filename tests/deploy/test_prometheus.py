@@ -466,7 +466,45 @@ def scenario(lab):
     ok &= rolling_update(lab, prom, tgt_agent, load, tgt_policy_path, tgt_policy)
     status = load.wait(timeout=LOAD_SECONDS + 30)
     log(f"nvqos-load exit status {status} (0: every command completed without error)")
+    ok &= uninstall(lab)
     return ok and status == 0
+
+
+def uninstall(lab):
+    """deploy/kubernetes/cleanup.yaml after the agents stopped: its init container's command, with its
+    capabilities, on each host must leave no nvqos tc filter, XDP program or pin behind."""
+    objs = d.manifests()
+    if ("DaemonSet", "nvqos-cleanup") not in objs:
+        log("uninstall: no cleanup manifest; not checked")
+        return True
+    for p, name in lab.procs:
+        if name.startswith("agent-") and p.poll() is None:
+            p.send_signal(15)
+            p.wait(timeout=30)
+    pinned = list((lab.bpffs / "nvqos").rglob("*"))
+    log(f"uninstall: {len(pinned)} pinned objects under nvqos's pin directory before the cleanup")
+    init = objs[("DaemonSet", "nvqos-cleanup")]["spec"]["template"]["spec"]["initContainers"][0]
+    caps = ",".join("+" + c.lower() for c in init["securityContext"]["capabilities"]["add"])
+    cmd = [lab.build["agent"]] + init["command"][1:]
+    ok = True
+    for ns, ifname in ((lab.ns_t, lab.if_t), (lab.ns_i, lab.if_i)):
+        before = run(lab.ns_exec(ns) + ["tc", "filter", "show", "dev", ifname, "ingress"], capture=True).stdout
+        r = run(lab.ns_exec(ns) + ["sh", "-c", f"mount --bind {lab.bpffs} /sys/fs/bpf && exec setpriv "
+                                   f"--bounding-set=-all,{caps} --inh-caps=-all --no-new-privs -- \"$@\"",
+                                   "cleanup"] + cmd, check=False, capture=True)
+        filters = run(lab.ns_exec(ns) + ["tc", "filter", "show", "dev", ifname, "ingress"], capture=True).stdout + \
+            run(lab.ns_exec(ns) + ["tc", "filter", "show", "dev", ifname, "egress"], capture=True).stdout
+        link = run(lab.ns_exec(ns) + ["ip", "link", "show", "dev", ifname], capture=True).stdout
+        left = [what for what, there in (("tc filters", "nvqos" in filters), ("XDP", "xdp" in link)) if there]
+        log(f"uninstall on {ns}: --cleanup exit {r.returncode}; before: {'nvqos filters' if 'nvqos' in before else 'none'}"
+            f"; left behind: {', '.join(left) or 'nothing'}; {r.stdout.strip().splitlines()[-1:] or ''}")
+        ok &= r.returncode == 0 and not left
+    # Only nvqos's pin directory: bpffs has its own debug iterators, and libxdp keeps a directory.
+    pins = list((lab.bpffs / "nvqos").rglob("*"))
+    if pins:
+        log(f"uninstall: pins left in bpffs: {[str(p.relative_to(lab.bpffs)) for p in pins][:5]}")
+        ok = False
+    return ok
 
 
 def rolling_update(lab, prom, agent, load, policy_path, policy):
