@@ -106,6 +106,9 @@ Status Agent::start() {
     datapaths_.push_back(std::move(dp).value());
     if (auto s = datapaths_.back()->watch_slow_commands(io_); !s)
       log::warn("slow-command events unavailable", {{"interface", ifname}, {"error", s.error().message}});
+    if (auto s = datapaths_.back()->watch_connects(io_); !s)
+      log::warn("Connect events unavailable: NQN glob rules and Connect logs are off",
+                {{"interface", ifname}, {"error", s.error().message}});
   }
   status_.kernel_features = {{"btf", host_.kernel_btf}, {"clsact", true}, {"bpffs", true}};
   status_.last_reload_timestamp_seconds = unix_seconds(std::chrono::system_clock::now());

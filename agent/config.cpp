@@ -12,6 +12,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "identity.hpp"
 #include "nvqos/abi.h"
 
 namespace nvqos::agent {
@@ -85,7 +86,7 @@ bool valid_tenant_name(const std::string& name) {
 
 MatchRule parse_match_rule(const json& j, const std::string& where) {
   require_object(j, where);
-  reject_unknown_keys(j, where, {"remote", "port"});
+  reject_unknown_keys(j, where, {"remote", "port", "host_nqn", "subsystem_nqn"});
   MatchRule rule;
   if (j.contains("remote")) {
     const auto& r = j["remote"];
@@ -97,8 +98,9 @@ MatchRule parse_match_rule(const json& j, const std::string& where) {
   }
   if (j.contains("port"))
     rule.port = static_cast<std::uint16_t>(get_uint(j["port"], ptr(where, "port"), 1, 65535));
-  if (!rule.remote && rule.port == 0)
-    throw ConfigError(where, "a match rule needs \"remote\", \"port\" or both "
+  parse_nqn_match(j, where, rule);
+  if (!rule.remote && rule.port == 0 && !rule.is_nqn_rule())
+    throw ConfigError(where, "a match rule needs \"remote\", \"port\", \"host_nqn\" or \"subsystem_nqn\" "
                              "(unmatched traffic goes to the default tenant)");
   return rule;
 }
@@ -154,6 +156,7 @@ void check_cross_references(const Policy& p) {
                                                 std::to_string(it->second));
     for (std::size_t r = 0; r < t.match.size(); ++r) {
       const auto& rule = t.match[r];
+      if (rule.is_nqn_rule()) continue;  // check_identity() owns these
       std::array<std::uint8_t, 17> k{};
       if (rule.remote) {
         std::copy(rule.remote->addr.begin(), rule.remote->addr.end(), k.begin());
@@ -250,7 +253,7 @@ Policy parse_policy(std::string_view text) {
     throw ConfigError("", "not valid JSON at " + line_column(text, e.byte ? e.byte - 1 : 0) + ": " + msg);
   }
   require_object(root, "");
-  reject_unknown_keys(root, "", {"version", "nvme_ports", "default_tenant", "tenants", "limits"});
+  reject_unknown_keys(root, "", {"version", "nvme_ports", "default_tenant", "tenants", "limits", "access_control"});
 
   Policy p;
   if (root.contains("version")) {
@@ -286,7 +289,9 @@ Policy parse_policy(std::string_view text) {
     if (l.contains("max_flows"))
       p.max_flows = static_cast<std::uint32_t>(get_uint(l["max_flows"], "/limits/max_flows", kMinFlows, kMaxFlows));
   }
+  if (root.contains("access_control")) p.access = parse_access_control(root["access_control"], "/access_control");
   check_cross_references(p);
+  check_identity(p);
   return p;
 }
 

@@ -44,6 +44,25 @@ std::optional<Prefix> parse_prefix(std::string_view text, std::string* why = nul
 struct MatchRule {
   std::optional<Prefix> remote;  // remote address of the connection
   std::uint16_t port = 0;        // NVMe/TCP service port; 0 = any
+  // NQN rules (agent/identity.hpp): exact or fnmatch glob; "" = any. A rule has
+  // NQN patterns or address/port, not both.
+  std::string host_nqn;
+  std::string subsystem_nqn;
+  bool is_nqn_rule() const { return !host_nqn.empty() || !subsystem_nqn.empty(); }
+};
+
+// Target-side access control (issue 10): who may connect to a subsystem.
+struct AccessSubsystem {
+  std::string nqn;                   // exact SUBNQN
+  bool enforce = true;               // false: dry run, refusals are only counted
+  std::vector<std::uint16_t> ports;  // target ports; empty = every NVMe/TCP I/O port
+  std::vector<std::string> hosts;    // exact host NQNs allowed; empty = any host
+  std::vector<Prefix> initiators;    // initiator prefixes allowed; empty = any address
+};
+
+struct AccessPolicy {
+  std::vector<AccessSubsystem> subsystems;
+  std::uint32_t connect_timeout_s = 60;  // a gated connection must send its Connect within this
 };
 
 struct TenantSpec {
@@ -61,6 +80,7 @@ struct Policy {
   std::uint64_t default_tenant_slow_command_ns = 0;
   std::vector<TenantSpec> tenants;
   std::uint32_t max_flows = 131072;
+  AccessPolicy access;
 };
 
 inline constexpr unsigned kConfigVersion = 1;

@@ -88,6 +88,7 @@ Status InterfaceDatapath::load(std::uint32_t max_flows) {
     return Error::from_errno(err, "load BPF programs for " + ifname_ +
                                       " (the verifier log above says why; kernel needs BPF, BTF and clsact support)",
                              "CAP_BPF and CAP_PERFMON");
+  identity_ = std::make_unique<IdentityDatapath>(ifname_, skel_.get(), possible_cpus_);
   return pin_loaded();
 }
 
@@ -155,11 +156,15 @@ Status InterfaceDatapath::apply(const DesiredState& next) {
                {"requested", std::to_string(next.max_flows)}});
   // Order matters: tenants exist before rules point at them, rules before
   // ports make new traffic NVMe/TCP, and flows are re-attributed last.
+  // The NQN and access maps are complete before settings turns access checks on.
   for (auto step : {&InterfaceDatapath::write_tenants, &InterfaceDatapath::write_rules,
-                    &InterfaceDatapath::write_ports, &InterfaceDatapath::write_settings})
+                    &InterfaceDatapath::write_ports, &InterfaceDatapath::write_identity,
+                    &InterfaceDatapath::write_settings})
     if (auto s = (this->*step)(next); !s) return s.error().with_context("apply policy to " + ifname_);
-  if (has_current_)
+  if (has_current_) {
     if (auto s = reclassify_flows(next); !s) return s.error().with_context("apply policy to " + ifname_);
+    if (auto s = identity_->reattribute(next); !s) return s.error().with_context("apply policy to " + ifname_);
+  }
   if (auto s = sync_xdp(next.needs_xdp); !s) return s.error();
   std::uint32_t loaded_max_flows = has_current_ ? current_.max_flows : next.max_flows;
   current_ = next;
@@ -243,6 +248,8 @@ Status InterfaceDatapath::write_ports(const DesiredState& next) {
     return map_error(err, "write port bitmap", "nvme_port_bitmap");
   return ok_status();
 }
+
+Status InterfaceDatapath::write_identity(const DesiredState& next) { return identity_->apply(next); }
 
 Status InterfaceDatapath::write_settings(const DesiredState& next) {
   __u32 key = 0;
@@ -330,6 +337,7 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
     out.programs.push_back({name, info.run_time_ns, info.run_cnt});
   }
   if (auto st = read_commands(out); !st) return st.error();
+  if (auto st = identity_->read(out.identity); !st) return st.error();
   return out;
 }
 
@@ -349,6 +357,10 @@ Status InterfaceDatapath::watch_slow_commands(boost::asio::io_context& io) {
   wait_slow_commands();
   return ok_status();
 }
+
+Status InterfaceDatapath::watch_connects(boost::asio::io_context& io) { return identity_->watch(io); }
+
+std::vector<FlowIdentity> InterfaceDatapath::flow_identities() const { return identity_->flows(); }
 
 void InterfaceDatapath::wait_slow_commands() {
   slow_fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {

@@ -20,6 +20,7 @@
 
 #include "commands.hpp"
 #include "flows.hpp"
+#include "identity_datapath.hpp"
 #include "kernel_objects.hpp"
 #include "nvqos/abi.h"
 #include "pinning.hpp"
@@ -95,6 +96,7 @@ struct InterfaceCounters {
   std::uint64_t inflight_entries = 0;  // entries of inflight_cmds after the sweep
   std::uint64_t slow_commands_received = 0;  // records read from slow_cmd_events
   nvqos_datapath_stats datapath{};  // summed over CPUs
+  IdentityCounters identity;        // Connect inspection and access control
   std::uint32_t flow_capacity = 0;
   std::vector<Attachment> attachments;
   std::vector<ProgramStats> programs;
@@ -120,6 +122,10 @@ class InterfaceDatapath {
   // logged, at most kSlowCommandLogsPerSecond per second (the kernel already
   // rate-limits what it sends).
   Status watch_slow_commands(boost::asio::io_context& io);
+  // Reads connect_events on `io` from now on (agent/identity_datapath.hpp).
+  Status watch_connects(boost::asio::io_context& io);
+  // The NQNs, queue and tenant of every open connection whose Connect was seen.
+  std::vector<FlowIdentity> flow_identities() const;
 
   const std::string& interface() const { return ifname_; }
   std::vector<Attachment> attachments() const;
@@ -161,6 +167,7 @@ class InterfaceDatapath {
   Status write_rules(const DesiredState& next);
   Status write_tenants(const DesiredState& next);
   Status write_settings(const DesiredState& next);
+  Status write_identity(const DesiredState& next);
   Status reclassify_flows(const DesiredState& next);
   Status read_commands(InterfaceCounters& out) const;
   void wait_slow_commands();
@@ -185,6 +192,7 @@ class InterfaceDatapath {
   std::unique_ptr<ClsactQdisc> clsact_;
   std::vector<std::unique_ptr<TcFilter>> tc_filters_;
   std::unique_ptr<XdpAttachment> xdp_;
+  std::unique_ptr<IdentityDatapath> identity_;
   DesiredState current_;
   bool has_current_ = false;
   int possible_cpus_;

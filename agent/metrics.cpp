@@ -8,6 +8,8 @@
 #include <limits>
 #include <sstream>
 
+#include "identity_metrics.hpp"
+
 namespace nvqos::agent {
 namespace {
 
@@ -321,6 +323,7 @@ std::string render_metrics(const Snapshot& snapshot, const AgentStatus& status) 
   tenant_families(families, snapshot);
   datapath_families(families, snapshot);
   command_families(families, snapshot);
+  identity_families(families, snapshot);
   agent_families(families, snapshot, status);
   restart_families(families, snapshot);
   return prometheus::TextSerializer().Serialize(families);

@@ -83,6 +83,8 @@ DesiredState compile_policy(const Policy& policy, const TenantIds& previous) {
   for (auto p : policy.discovery_ports) st.ports[p] = NVQOS_PORT_KIND_DISCOVERY;
   st.settings_flags |= NVQOS_SETTINGS_F_PORT_BITMAP;
   if (policy.default_tenant_enabled) st.settings_flags |= NVQOS_SETTINGS_F_DEFAULT_TENANT;
+  st.identity = compile_identity(policy, st.tenant_ids);
+  if (!st.identity.access_ports.empty()) st.settings_flags |= NVQOS_SETTINGS_F_ACCESS;
   return st;
 }
 

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "config.hpp"
+#include "identity.hpp"
 #include "nvqos/abi.h"
 
 namespace nvqos::agent {
@@ -40,6 +41,7 @@ struct DesiredState {
   std::uint32_t settings_flags = 0;              // NVQOS_SETTINGS_F_*
   std::uint32_t max_flows = NVQOS_DEFAULT_MAX_FLOWS;
   bool needs_xdp = false;  // some tenant needs early drop
+  IdentityState identity;  // NQN rules and access control
 
   const TenantSlot* tenant(std::uint32_t id) const;
 };
