@@ -18,6 +18,7 @@
 #include <bpf/bpf_helpers.h>
 
 #include "nvqos/abi.h"
+#include "lib/classify.h"
 #include "lib/consts.h"
 #include "lib/maps.h"
 
@@ -397,8 +398,10 @@ static __noinline bool connect_load_nqns(struct __sk_buff *skb, const struct con
 /*
  * Tenant by NQN: the agent's cached resolution of this (host, subsystem)
  * pair first (decisive even when it says "no NQN rule"), then decisive exact
- * subsystem rules, then decisive exact host rules. The flow entry moves to
- * the tenant before the Connect itself is tracked.
+ * subsystem rules, then decisive exact host rules; without an NQN rule the
+ * address rules decide again (a reused 5-tuple must not keep the previous
+ * connection's NQN tenant). The flow entry moves to the tenant before the
+ * Connect itself is tracked.
  */
 static __noinline void connect_set_tenant(struct connect_site *s, const struct nvqos_flow_key *key,
 					  struct nvqos_connect_event *e, struct nvqos_connect_stats *cs)
@@ -412,10 +415,14 @@ static __noinline void connect_set_tenant(struct connect_site *s, const struct n
 		t = bpf_map_lookup_elem(&sub_nqn_tenants, &e->subnqn);
 	if (!t)
 		t = bpf_map_lookup_elem(&host_nqn_tenants, &e->hostnqn);
-	if (!t || t->tenant_id >= NVQOS_MAX_TENANTS)
-		return;
-	tenant_id = t->tenant_id;
-	e->flags |= NVQOS_CONNECT_F_TENANT_SET;
+	if (t && t->tenant_id < NVQOS_MAX_TENANTS) {
+		tenant_id = t->tenant_id;
+		e->flags |= NVQOS_CONNECT_F_TENANT_SET;
+	} else {
+		tenant_id = nvqos_lookup_tenant(key, s->role, settings_flags());
+		if (tenant_id >= NVQOS_MAX_TENANTS)
+			return;
+	}
 	if (tenant_id == s->tenant_id)
 		return;
 	flow = bpf_map_lookup_elem(&flow_table, key);
@@ -431,7 +438,8 @@ static __noinline void connect_set_tenant(struct connect_site *s, const struct n
 	flow->tenant_id = tenant_id;
 	s->tenant_id = tenant_id;
 	e->tenant_id = tenant_id;
-	cs->tenant_set++;
+	if (e->flags & NVQOS_CONNECT_F_TENANT_SET)
+		cs->tenant_set++;
 }
 
 /* The access rule of the Connect's subsystem on this port, or 0 for none. */

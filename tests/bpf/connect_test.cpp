@@ -252,6 +252,21 @@ TEST_F(ConnectTest, InitiatorReportsNqnsAndMovesTheFlowToTheSubsystemTenant) {
   EXPECT_EQ(connect_stats().tenant_set, 1u);
 }
 
+TEST_F(ConnectTest, AReusedTupleWithoutAnNqnRuleGoesBackToTheAddressTenant) {
+  const nvqos_nqn sub = nqn(kSubA);
+  put_tenant(skel().maps.sub_nqn_tenants, &sub, sizeof sub, 5);
+  Conn c(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 47000);
+  c.syn();
+  c.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+  c.h2c(connect_capsule(kSubA, kHost1));
+  ASSERT_EQ(dp_->flow(c.key())->tenant_id, 5u);
+  Conn again(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 47000);  // same 5-tuple, a new connection
+  again.syn();
+  again.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+  again.h2c(connect_capsule(kSubB, kHost1));
+  EXPECT_EQ(dp_->flow(c.key())->tenant_id, 0u) << "vol-b has no NQN rule: the address tenant";
+}
+
 TEST_F(ConnectTest, TargetIoQueueConnectWithoutNqnRulesKeepsTheAddressTenant) {
   Conn c(*dp_, NVQOS_ROLE_TARGET);
   c.syn();
