@@ -4,6 +4,10 @@
 #include <bpf/bpf.h>
 #include <time.h>
 
+#include <array>
+#include <cstring>
+#include <map>
+
 #include "datapath.hpp"
 #include "nvqos_datapath.skel.h"
 
@@ -29,6 +33,13 @@ bool countable(std::uint32_t type) {
 }  // namespace
 
 std::vector<FlowRow> InterfaceDatapath::flows() const {
+  // NQNs and queue of connections whose Connect the data path parsed.
+  std::map<std::array<std::uint8_t, sizeof(nvqos_flow_key)>, FlowIdentity> identities;
+  for (auto& id : flow_identities()) {
+    std::array<std::uint8_t, sizeof(nvqos_flow_key)> k;
+    std::memcpy(k.data(), &id.flow, k.size());
+    identities.emplace(k, std::move(id));
+  }
   std::vector<FlowRow> rows;
   bpf_map* map = skel_->maps.flow_table;
   const std::uint64_t now = monotonic_ns();
@@ -46,6 +57,13 @@ std::vector<FlowRow> InterfaceDatapath::flows() const {
     row.tenant = tenant ? tenant->name : "id:" + std::to_string(row.value.tenant_id);
     row.age_seconds = now > row.value.first_seen_ns ? double(now - row.value.first_seen_ns) / 1e9 : 0;
     row.idle_seconds = now > row.value.last_seen_ns ? double(now - row.value.last_seen_ns) / 1e9 : 0;
+    std::array<std::uint8_t, sizeof(nvqos_flow_key)> k;
+    std::memcpy(k.data(), &key, k.size());
+    if (auto it = identities.find(k); it != identities.end()) {
+      row.attributes["host_nqn"] = it->second.hostnqn;
+      row.attributes["subsystem_nqn"] = it->second.subnqn;
+      row.attributes["queue"] = it->second.qid == 0 ? "admin" : "io " + std::to_string(it->second.qid);
+    }
     rows.push_back(std::move(row));
   }
   return rows;

@@ -445,6 +445,9 @@ TEST_F(ControlPlaneTest, NvqosctlShowsFlowsTopAndSlowCommands) {
   EXPECT_EQ(busiest.at("role"), "initiator");
   EXPECT_EQ(busiest.at("rate"), "live");
   EXPECT_GT(busiest.at("ingress_bytes_per_second").get<double>(), 0);
+  // The Connect of each connection names its NQNs (the identity room), shown as extra fields.
+  EXPECT_EQ(busiest.value("subsystem_nqn", ""), kSubnqn) << busiest.dump(2);
+  EXPECT_EQ(busiest.value("queue", ""), "io 1") << busiest.dump(2);
 
   out = nvqosctl("top --count 1 --interval 1", &rc);
   EXPECT_EQ(rc, 0) << out;
