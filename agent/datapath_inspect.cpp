@@ -66,6 +66,7 @@ std::vector<FlowRow> InterfaceDatapath::flows() const {
     }
     rows.push_back(std::move(row));
   }
+  identity_->annotate(rows);
   return rows;
 }
 

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "flows.hpp"
 #include "identity.hpp"
 #include "nvqos/abi.h"
 #include "result.hpp"
@@ -76,6 +77,8 @@ class IdentityDatapath {
   // Also expires gated connections and forgets identities of closed flows.
   Status read(IdentityCounters& out);
   std::vector<FlowIdentity> flows() const;
+  // Adds hostnqn, subnqn, qid and access to the rows of connections whose Connect was seen.
+  void annotate(std::vector<FlowRow>& rows) const;
 
  private:
   using KeyBytes = std::string;
