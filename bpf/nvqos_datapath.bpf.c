@@ -176,7 +176,9 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 			return TC_ACT_OK;
 		}
 		ts = tenant_stats_of(tenant_id);
-		flow = flow_open(&key, role, &pkt, tenant_id, now, ds, ts);
+		/* A SYN's handshake is kept by nvme_track() until it completes. */
+		if (opens_flow(pkt.tcp_flags))
+			flow = flow_open(&key, role, &pkt, tenant_id, now, ds, ts);
 	}
 
 	gated = access_gated(role, dir, settings);
@@ -196,7 +198,7 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 		flow->last_seen_ns = now;
 		flow_track_state(flow, pkt.tcp_flags, ts);
 	}
-	ret = nvme_track(skb, &pkt, &key, tenant_id, role, dir, &ios, gated);
+	ret = nvme_track(skb, &pkt, &key, tenant_id, role, dir, &ios, gated, flow != NULL);
 	if (dir == NVQOS_DIR_EGRESS)
 		qos_egress(skb, &pkt, tenant_id, role, wire.bytes, wire.packets, &ios);
 	if (pkt.tcp_flags & (NVQOS_TCP_F_FIN | NVQOS_TCP_F_RST))

@@ -28,6 +28,13 @@
  */
 #define NVQOS_PARSE_PULL_LEN 512
 
+/*
+ * Handshakes of connections without a flow yet (lib/handshake.h). A SYN flood
+ * churns this table; a legitimate handshake evicted from it still gets its
+ * flow, and its PDU walk resynchronises on the first PDU.
+ */
+#define NVQOS_MAX_HANDSHAKES 16384
+
 #define TC_ACT_OK 0
 #define TC_ACT_SHOT 2
 

@@ -17,6 +17,7 @@
 #include "nvqos/histogram.h"
 #include "lib/connect.h"
 #include "lib/consts.h"
+#include "lib/handshake.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 
@@ -726,18 +727,8 @@ static __always_inline struct nvme_conn *nvme_conn_open(const struct nvqos_flow_
 }
 
 /* A SYN starts a stream at a known boundary: the byte after it. */
-static __always_inline void stream_start(const struct nvqos_flow_key *key, __u8 sdir, __u32 syn_seq,
-					 bool initial_syn)
+static __always_inline void stream_init(struct pdu_stream *st, __u32 syn_seq)
 {
-	struct nvme_conn *conn = bpf_map_lookup_elem(&nvme_conns, key);
-	struct pdu_stream *st;
-
-	if (!conn || initial_syn) {
-		conn = nvme_conn_open(key, BPF_ANY);
-		if (!conn)
-			return;
-	}
-	st = &conn->stream[sdir & 1];
 	st->next_seq = syn_seq + 1;
 	st->seen_end = syn_seq + 1;
 	st->hdr_seq = syn_seq + 1;
@@ -745,14 +736,48 @@ static __always_inline void stream_start(const struct nvqos_flow_key *key, __u8 
 	st->flags = STREAM_F_SYNCED | STREAM_F_SEEN | STREAM_F_START;
 }
 
+/* A SYN of a connection with a flow (a new connection reusing its 5-tuple). */
+static __always_inline void stream_start(const struct nvqos_flow_key *key, __u8 sdir, __u32 syn_seq,
+					 bool initial_syn)
+{
+	struct nvme_conn *conn = bpf_map_lookup_elem(&nvme_conns, key);
+
+	if (!conn || initial_syn) {
+		conn = nvme_conn_open(key, BPF_ANY);
+		if (!conn)
+			return;
+	}
+	stream_init(&conn->stream[sdir & 1], syn_seq);
+}
+
+/* The first payload after a handshake kept in `handshakes`: start its streams in sync. */
+static __always_inline void conn_adopt_handshake(const struct nvqos_flow_key *key, struct nvme_conn *conn)
+{
+	struct handshake hs;
+
+	if (!handshake_take(key, &hs))
+		return;
+	if (hs.seen & (1u << STREAM_H2C))
+		stream_init(&conn->stream[STREAM_H2C], hs.isn[STREAM_H2C]);
+	if (hs.seen & (1u << STREAM_C2H))
+		stream_init(&conn->stream[STREAM_C2H], hs.isn[STREAM_C2H]);
+}
+
+/* The NVMe direction of a packet: host to controller or controller to host. */
+static __always_inline __u8 nvme_stream_dir(int role, __u32 dir)
+{
+	return (role == NVQOS_ROLE_INITIATOR) == (dir == NVQOS_DIR_EGRESS) ? STREAM_H2C : STREAM_C2H;
+}
+
 /*
  * tc, after accounting: walk the PDUs of an NVMe/TCP segment of a known
  * connection, counting its commands and completions in *ios (zeroed by the
- * caller). Pure ACKs cost nothing beyond the payload length test.
+ * caller). Pure ACKs cost nothing beyond the payload length test. `known`:
+ * the connection has a flow; a SYN without one only notes its handshake.
  */
 static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_pkt *pkt,
 				      const struct nvqos_flow_key *key, __u32 tenant_id, int role,
-				      __u32 dir, struct nvme_ios *ios, bool gated)
+				      __u32 dir, struct nvme_ios *ios, bool gated, bool known)
 {
 	__u32 hdrs = pkt->ip_hdr_len + pkt->tcp_hdr_len;
 	struct walk_loop l = {
@@ -763,8 +788,7 @@ static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_
 			.tenant_id = tenant_id,
 			.role = role,
 			.access = gated,
-			.sdir = (role == NVQOS_ROLE_INITIATOR) == (dir == NVQOS_DIR_EGRESS) ? STREAM_H2C
-											     : STREAM_C2H,
+			.sdir = nvme_stream_dir(role, dir),
 		},
 		.payload_off = pkt->l3_off + hdrs,
 		.seq = pkt->seq,
@@ -773,7 +797,11 @@ static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_
 	__u32 zero = 0;
 
 	if (pkt->tcp_flags & NVQOS_TCP_F_SYN) {
-		stream_start(key, l.w.sdir, pkt->seq, !(pkt->tcp_flags & NVQOS_TCP_F_ACK));
+		/* Without a flow, the handshake waits apart: a SYN flood must not evict anything. */
+		if (known)
+			stream_start(key, l.w.sdir, pkt->seq, !(pkt->tcp_flags & NVQOS_TCP_F_ACK));
+		else
+			handshake_note(key, l.w.sdir, pkt->seq);
 		if (gated && !(pkt->tcp_flags & NVQOS_TCP_F_ACK))
 			return access_conn_open(key);
 		return TC_ACT_OK;
@@ -787,11 +815,16 @@ static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_
 		l.w.gate = access_walk_begin(key, tenant_id);
 	l.w.conn = bpf_map_lookup_elem(&nvme_conns, key);
 	if (!l.w.conn) {
-		/* Joined mid-stream (agent started late, or LRU eviction): resync first. */
+		/*
+		 * The first payload after the handshake: in sync from the ISNs
+		 * kept. Else joined mid-stream (agent started late, LRU
+		 * eviction): resync first.
+		 */
 		l.w.conn = nvme_conn_open(key, BPF_NOEXIST);
 		if (!l.w.conn)
 			return l.w.gate && access_gate_fail(key) ? access_shot(skb, key, tenant_id, pkt->ip_len)
 								 : TC_ACT_OK;
+		conn_adopt_handshake(key, l.w.conn);
 	}
 	if (l.w.conn->flags & CONN_F_TLS)
 		return l.w.gate && access_gate_fail(key) ? access_shot(skb, key, tenant_id, pkt->ip_len)
@@ -853,6 +886,7 @@ static __always_inline void nvme_close(const struct nvqos_flow_key *key)
 	struct close_ctx c;
 
 	__builtin_memcpy(&c.key, key, sizeof(c.key));
+	bpf_map_delete_elem(&handshakes, key);
 	if (bpf_map_delete_elem(&nvme_conns, key))
 		return; /* no PDU state, hence no tracked command */
 	bpf_for_each_map_elem(&inflight_cmds, abort_inflight, &c, 0);

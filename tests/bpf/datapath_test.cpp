@@ -272,9 +272,11 @@ TEST_F(DatapathTest, InitiatorWhenTheRemotePortIsNvme) {
 
 TEST_F(DatapathTest, TargetWhenTheLocalPortIsNvme) {
   // A host 10.0.0.3 connects from port 50000 to our NVMe/TCP port.
-  const PacketBuilder in = PacketBuilder().ip("10.0.0.3", kLocal4).tcp(50000, kNvmePort, kTcpSyn);
-  const PacketBuilder out =
-      PacketBuilder().ip(kLocal4, "10.0.0.3").tcp(kNvmePort, 50000, kTcpSyn | kTcpAck);
+  dp_->ingress(PacketBuilder().ip("10.0.0.3", kLocal4).tcp(50000, kNvmePort, kTcpSyn).build());
+  dp_->egress(PacketBuilder().ip(kLocal4, "10.0.0.3").tcp(kNvmePort, 50000, kTcpSyn | kTcpAck).build());
+  EXPECT_TRUE(dp_->flows().empty()) << "a flow before the handshake completed";
+  const PacketBuilder in = PacketBuilder().ip("10.0.0.3", kLocal4).tcp(50000, kNvmePort, kTcpAck);
+  const PacketBuilder out = PacketBuilder().ip(kLocal4, "10.0.0.3").tcp(kNvmePort, 50000, kTcpAck);
   dp_->ingress(in.build());
   dp_->egress(out.build());
 
@@ -291,10 +293,14 @@ TEST_F(DatapathTest, BothDirectionsShareOneFlow) {
   const PacketBuilder syn = to_target(kLocal4, kTarget4, kTcpSyn, 0);
   const PacketBuilder syn_ack =
       PacketBuilder().ip(kTarget4, kLocal4).tcp(kNvmePort, kLocalPort, kTcpSyn | kTcpAck);
+  const PacketBuilder ack = to_target(kLocal4, kTarget4, kTcpAck, 0);
   const PacketBuilder data = to_target(kLocal4, kTarget4, kTcpAck | kTcpPsh, 72);
+  const PacketBuilder data_ack = from_target(kTarget4, kLocal4, 0);
   dp_->egress(syn.build());
   dp_->ingress(syn_ack.build());
+  dp_->egress(ack.build());  // the handshake completes: the flow opens
   dp_->egress(data.build());
+  dp_->ingress(data_ack.build());
 
   const auto flows = dp_->flows();
   ASSERT_EQ(flows.size(), 1u);
@@ -304,13 +310,15 @@ TEST_F(DatapathTest, BothDirectionsShareOneFlow) {
   EXPECT_EQ(flow.role, NVQOS_ROLE_INITIATOR);
   EXPECT_EQ(flow.packets[kEg], 2u);
   EXPECT_EQ(flow.packets[kIn], 1u);
-  EXPECT_EQ(flow.bytes[kEg], syn.ip_length() + data.ip_length());
-  EXPECT_EQ(flow.bytes[kIn], syn_ack.ip_length());
+  EXPECT_EQ(flow.bytes[kEg], ack.ip_length() + data.ip_length());
+  EXPECT_EQ(flow.bytes[kIn], data_ack.ip_length());
 
+  // The tenant counts the handshake too.
   const nvqos_tenant_stats ts = dp_->tenant_stats(NVQOS_TENANT_DEFAULT);
   EXPECT_EQ(ts.flows_opened, 1u);
-  EXPECT_EQ(ts.packets[kEg], 2u);
-  EXPECT_EQ(ts.packets[kIn], 1u);
+  EXPECT_EQ(ts.packets[kEg], 3u);
+  EXPECT_EQ(ts.packets[kIn], 2u);
+  EXPECT_EQ(ts.bytes[kIn], syn_ack.ip_length() + data_ack.ip_length());
   EXPECT_EQ(ts.payload_bytes[kEg], 72u);
   EXPECT_EQ(ts.payload_bytes[kIn], 0u);
 }
@@ -335,6 +343,8 @@ TEST_F(DatapathTest, FinRstCloseAndSynReopens) {
   };
 
   dp_->egress(to_target(kLocal4, kTarget4, kTcpSyn, 0).build());
+  EXPECT_FALSE(dp_->flow(key)) << "a flow before the handshake completed";
+  dp_->egress(to_target(kLocal4, kTarget4, kTcpAck, 0).build());
   EXPECT_EQ(flags(), 0u);
   EXPECT_EQ(stats().flows_opened, 1u);
 
@@ -357,12 +367,21 @@ TEST_F(DatapathTest, FinRstCloseAndSynReopens) {
   dp_->ingress(inbound(kTcpRst));
   EXPECT_EQ(flags(), NVQOS_FLOW_F_CLOSED);
   EXPECT_EQ(stats().flows_closed, 2u);
-  EXPECT_EQ(stats().packets[kEg] + stats().packets[kIn], 7u);
+  EXPECT_EQ(stats().packets[kEg] + stats().packets[kIn], 8u);
   EXPECT_EQ(dp_->flows().size(), 1u);
 }
 
-TEST_F(DatapathTest, FirstPacketRstOpensAndClosesTheFlow) {
+TEST_F(DatapathTest, RstOfAnUnknownConnectionOpensNoFlow) {
   dp_->ingress(PacketBuilder().ip(kTarget4, kLocal4).tcp(kNvmePort, kLocalPort, kTcpRst).build());
+  const nvqos_tenant_stats ts = dp_->tenant_stats(NVQOS_TENANT_DEFAULT);
+  EXPECT_EQ(ts.packets[kIn], 1u);
+  EXPECT_EQ(ts.flows_opened, 0u);
+  EXPECT_EQ(ts.flows_closed, 0u);
+  EXPECT_TRUE(dp_->flows().empty());
+}
+
+TEST_F(DatapathTest, FinOfAnUnknownConnectionOpensAndClosesTheFlow) {
+  dp_->ingress(PacketBuilder().ip(kTarget4, kLocal4).tcp(kNvmePort, kLocalPort, kTcpFin | kTcpAck).build());
   const nvqos_tenant_stats ts = dp_->tenant_stats(NVQOS_TENANT_DEFAULT);
   EXPECT_EQ(ts.flows_opened, 1u);
   EXPECT_EQ(ts.flows_closed, 1u);
@@ -450,7 +469,7 @@ TEST_F(DatapathTest, PortRuleBeatsWildcardRule) {
 
 TEST_F(DatapathTest, TargetRulesMatchTheLocalServicePort) {
   dp_->add_rule(kNvmePort, "10.7.0.0", 16, 7);
-  dp_->ingress(PacketBuilder().ip("10.7.0.9", kLocal4).tcp(50000, kNvmePort, kTcpSyn).build());
+  dp_->ingress(PacketBuilder().ip("10.7.0.9", kLocal4).tcp(50000, kNvmePort, kTcpAck).build());
   EXPECT_EQ(dp_->tenant_stats(7).flows_opened, 1u);
 }
 
