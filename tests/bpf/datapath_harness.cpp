@@ -103,6 +103,25 @@ Datapath::Datapath() {
   if (!skel_) fail(errno, "open and load nvqos_datapath");
 }
 
+Datapath::Datapath(const MapSizes &sizes) {
+  skel_ = nvqos_datapath__open();
+  if (!skel_) fail(errno, "open nvqos_datapath");
+  const std::pair<bpf_map *, std::uint32_t> resize[] = {{skel_->maps.flow_table, sizes.flows},
+                                                        {skel_->maps.nvme_conns, sizes.conns},
+                                                        {skel_->maps.inflight_cmds, sizes.inflight}};
+  for (const auto &[map, entries] : resize) {
+    if (entries == 0) continue;
+    if (const int err = bpf_map__set_max_entries(map, entries); err != 0) {
+      nvqos_datapath__destroy(skel_);
+      fail(err, std::string("resize map ") + bpf_map__name(map));
+    }
+  }
+  if (const int err = nvqos_datapath__load(skel_); err != 0) {
+    nvqos_datapath__destroy(skel_);
+    fail(err, "load nvqos_datapath");
+  }
+}
+
 Datapath::~Datapath() { nvqos_datapath__destroy(skel_); }
 
 void Datapath::add_nvme_port(std::uint16_t port, std::uint32_t kind) {

@@ -44,9 +44,18 @@ RunResult run_tc(const bpf_program *prog, const Bytes &frame, const SkbContext &
                  std::uint32_t repeat = 1);
 RunResult run_xdp(const bpf_program *prog, const Bytes &frame, std::uint32_t repeat = 1);
 
+// Sizes of the LRU maps set before load; 0 keeps the object's size. Small
+// tables let a test overflow them with a few thousand packets.
+struct MapSizes {
+  std::uint32_t flows = 0;     // flow_table
+  std::uint32_t conns = 0;     // nvme_conns
+  std::uint32_t inflight = 0;  // inflight_cmds
+};
+
 class Datapath {
  public:
   Datapath();  // open and load; throws std::system_error with libbpf's errno
+  explicit Datapath(const MapSizes &sizes);
   ~Datapath();
   Datapath(const Datapath &) = delete;
   Datapath &operator=(const Datapath &) = delete;
