@@ -349,7 +349,10 @@ HttpResponse Agent::handle_admin(const HttpRequest& req) {
   std::string_view path(req.target().data(), req.target().size());
   path = path.substr(0, path.find('?'));
   auto json_response = [&](http::status st, const nlohmann::json& j) {
-    return make_response(req, st, j.dump(2) + "\n", "application/json");
+    // Replace, not throw on, bytes that are not UTF-8: an unknown path is echoed back
+    // (found by nvqos_admin_api_fuzz).
+    return make_response(req, st, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                         "application/json");
   };
   auto wrong_method = [&](const char* allowed) {
     auto res = json_response(http::status::method_not_allowed,

@@ -229,6 +229,7 @@ void Agent::take_snapshot() {
     snap->interfaces.push_back(std::move(counters).value());
   }
   snap->read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  snap->resident_memory_bytes = resident_memory_bytes();
   snapshot_ = std::move(snap);
 }
 
@@ -246,7 +247,7 @@ std::string Agent::readiness_json(bool& ready) const {
   j["config"]["source"] = status_.config_source;
   j["config"]["last_reload_success"] = status_.last_reload_success;
   if (!last_reload_error_.empty()) j["config"]["last_reload_error"] = last_reload_error_;
-  return j.dump(2) + "\n";
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
 }
 
 HttpResponse Agent::handle_http(const HttpRequest& req, const HttpPeer& peer) {

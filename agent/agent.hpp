@@ -51,6 +51,9 @@ class Agent {
   // Re-reads the config; a bad one is refused and the running policy stays.
   Status reload();
   void stop();
+  // Answers one request of either listener; public so that the admin API
+  // fuzzer can drive parsing and routing without sockets.
+  HttpResponse handle_http(const HttpRequest& req, const HttpPeer& peer);
 
  private:
   Result<Policy> read_policy() const;
@@ -60,7 +63,6 @@ class Agent {
   // Start failed: tear down what this start made, but leave a data path it
   // adopted from a previous agent running.
   void abandon_datapaths();
-  HttpResponse handle_http(const HttpRequest& req, const HttpPeer& peer);
   HttpResponse handle_admin(const HttpRequest& req);
   // Admin API (admin_api.cpp).
   Status load_admin_token();  // before anything is attached: a bad token file changes nothing

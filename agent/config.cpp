@@ -251,6 +251,11 @@ Policy parse_policy(std::string_view text) {
     std::string msg = e.what();
     if (auto pos = msg.find(": "); pos != std::string::npos) msg = msg.substr(pos + 2);
     throw ConfigError("", "not valid JSON at " + line_column(text, e.byte ? e.byte - 1 : 0) + ": " + msg);
+  } catch (const json::exception& e) {
+    // e.g. out_of_range for a number beyond a double ("1e309"): found by nvqos_config_fuzz.
+    std::string msg = e.what();
+    if (auto pos = msg.find("] "); pos != std::string::npos) msg = msg.substr(pos + 2);
+    throw ConfigError("", "not valid JSON: " + msg);
   }
   require_object(root, "");
   reject_unknown_keys(root, "", {"version", "nvme_ports", "default_tenant", "tenants", "limits", "access_control"});

@@ -13,6 +13,7 @@
 
 #include "log.hpp"
 #include "nvqos_datapath.skel.h"
+#include "table_fill.hpp"
 
 namespace nvqos::agent {
 namespace {
@@ -338,6 +339,11 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
   }
   if (auto st = read_commands(out); !st) return st.error();
   if (auto st = identity_->read(out.identity); !st) return st.error();
+  // nvme_conns follows flow_table; its values are too large to count every interval.
+  out.tables = {
+      {"flow_table", count_map_entries(skel_->maps.flow_table), bpf_map__max_entries(skel_->maps.flow_table)},
+      {"handshakes", count_map_entries(skel_->maps.handshakes), bpf_map__max_entries(skel_->maps.handshakes)},
+      {"inflight_cmds", out.inflight_entries, bpf_map__max_entries(skel_->maps.inflight_cmds)}};
   return out;
 }
 

@@ -26,6 +26,7 @@
 #include "pinning.hpp"
 #include "policy.hpp"
 #include "result.hpp"
+#include "table_fill.hpp"
 
 struct nvqos_datapath;  // generated skeleton
 
@@ -98,6 +99,7 @@ struct InterfaceCounters {
   nvqos_datapath_stats datapath{};  // summed over CPUs
   IdentityCounters identity;        // Connect inspection and access control
   std::uint32_t flow_capacity = 0;
+  std::vector<TableFill> tables;  // fill of the bounded (LRU) tables
   std::vector<Attachment> attachments;
   std::vector<ProgramStats> programs;
   RestartInfo restart;

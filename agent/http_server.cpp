@@ -27,6 +27,7 @@ namespace {
 
 constexpr auto kSessionTimeout = std::chrono::seconds(30);
 constexpr std::size_t kMaxRequestBodyBytes = 1 << 20;
+constexpr std::uint32_t kMaxRequestHeaderBytes = 8 << 10;  // Beast's default, made explicit
 
 template <typename Protocol>
 class Session : public std::enable_shared_from_this<Session<Protocol>> {
@@ -51,7 +52,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
  private:
   void do_read() {
     parser_.emplace();
-    parser_->body_limit(kMaxRequestBodyBytes);
+    limit_request_parser(*parser_);
     stream_.expires_after(kSessionTimeout);
     http::async_read(stream_, buffer_, *parser_,
                      [self = this->shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
@@ -119,7 +120,7 @@ class Session : public std::enable_shared_from_this<Session<Protocol>> {
 
   beast::basic_stream<Protocol> stream_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
+  std::optional<HttpRequestParser> parser_;
   HttpResponse response_;
   std::shared_ptr<HttpHandler> handler_;
   std::shared_ptr<HttpDeferredHandler> deferred_;
@@ -201,6 +202,11 @@ class Listener final : public HttpServer {
 };
 
 }  // namespace
+
+void limit_request_parser(HttpRequestParser& parser) {
+  parser.body_limit(kMaxRequestBodyBytes);
+  parser.header_limit(kMaxRequestHeaderBytes);
+}
 
 bool parse_listen_address(const std::string& text, std::string& host, unsigned short& port, std::string& why) {
   auto colon = text.rfind(':');

@@ -16,6 +16,11 @@ namespace nvqos::agent {
 
 using HttpRequest = boost::beast::http::request<boost::beast::http::string_body>;
 using HttpResponse = boost::beast::http::response<boost::beast::http::string_body>;
+using HttpRequestParser = boost::beast::http::request_parser<boost::beast::http::string_body>;
+
+// The limits every session's request parser has (body size); the admin API
+// fuzzer parses with the same.
+void limit_request_parser(HttpRequestParser& parser);
 
 struct HttpPeer {
   bool admin_socket = false;  // came through the 0600 unix socket: may change state

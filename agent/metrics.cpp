@@ -117,6 +117,16 @@ void datapath_families(std::vector<MetricFamily>& out, const Snapshot& s) {
   FamilyBuilder cap(out, "nvqos_flow_table_capacity_entries", "Size of the flow table (LRU: oldest flows are evicted).",
                     MetricType::Gauge);
   for (const auto& ifc : s.interfaces) cap.add({{"interface", ifc.interface}}, ifc.flow_capacity);
+  FamilyBuilder fill(out, "nvqos_datapath_table_entries",
+                     "Entries in a bounded data path table (flow_table, handshakes, inflight_cmds).", MetricType::Gauge);
+  FamilyBuilder fill_cap(out, "nvqos_datapath_table_capacity_entries",
+                         "Size of a bounded data path table; when full, its least recently used entries are evicted.",
+                         MetricType::Gauge);
+  for (const auto& ifc : s.interfaces)
+    for (const auto& t : ifc.tables) {
+      fill.add({{"interface", ifc.interface}, {"table", t.table}}, double(t.entries));
+      fill_cap.add({{"interface", ifc.interface}, {"table", t.table}}, t.capacity);
+    }
   FamilyBuilder att(out, "nvqos_datapath_attached_info",
                     "Programs attached by nvqos: hook (tc_ingress, tc_egress, xdp), mode (clsact, native, generic) "
                     "and whether nvqos holds the hook alone (exclusive).",
@@ -280,6 +290,9 @@ void agent_families(std::vector<MetricFamily>& out, const Snapshot& s, const Age
   FamilyBuilder feat(out, "nvqos_kernel_feature_available", "1 if the kernel offers the feature nvqos can use, else 0.",
                      MetricType::Gauge);
   for (const auto& f : st.kernel_features) feat.add({{"feature", f.name}}, f.available ? 1 : 0);
+  FamilyBuilder(out, "nvqos_agent_resident_memory_bytes", "Resident memory of the agent process (RSS).",
+                MetricType::Gauge)
+      .add({}, double(s.resident_memory_bytes));
   FamilyBuilder(out, "nvqos_telemetry_read_duration_seconds", "Time the last read of the kernel maps took.",
                 MetricType::Gauge)
       .add({}, s.read_seconds);

@@ -16,6 +16,7 @@ struct Snapshot {
   std::chrono::system_clock::time_point taken{};
   std::vector<InterfaceCounters> interfaces;
   double read_seconds = 0;  // how long reading the maps took
+  std::uint64_t resident_memory_bytes = 0;  // the agent's RSS when the snapshot was taken
 };
 
 struct KernelFeature {

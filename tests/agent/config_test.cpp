@@ -93,6 +93,7 @@ TEST_P(ConfigRefusal, NamesTheFieldAndTheReason) {
 const Refusal kRefusals[] = {
     {"syntax error", "{\"tenants\": [}", "", "not valid JSON at line 1"},
     {"syntax error on a later line", "{\n\"version\": 1,\n oops}", "", "line 3"},
+    {"number beyond a double (nvqos_config_fuzz)", R"({"nvme_ports": {"io": [441e309]}})", "", "number overflow"},
     {"not an object", "[]", "", "must be an object"},
     {"unknown top-level field", R"({"tenant": []})", "/tenant", "unknown field"},
     {"future version", R"({"version": 2})", "/version", "unsupported config version 2"},

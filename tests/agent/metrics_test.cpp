@@ -48,6 +48,18 @@ TEST(Metrics, RendersTenantCountersWithUnitsAndLabels) {
   EXPECT_TRUE(has_line(text, "# TYPE nvqos_tenant_flows_active gauge"));
 }
 
+TEST(Metrics, TableFillAndAgentMemory) {
+  Snapshot s = one_interface();
+  s.interfaces[0].tables = {{"flow_table", 1000, 4096}, {"handshakes", 16384, 16384}, {"inflight_cmds", 7, 262144}};
+  s.resident_memory_bytes = 12345678;
+  const std::string text = render_metrics(s, AgentStatus{});
+  EXPECT_TRUE(has_line(text, "nvqos_datapath_table_entries{interface=\"eth0\",table=\"flow_table\"} 1000")) << text;
+  EXPECT_TRUE(has_line(text, "nvqos_datapath_table_entries{interface=\"eth0\",table=\"handshakes\"} 16384"));
+  EXPECT_TRUE(has_line(text, "nvqos_datapath_table_capacity_entries{interface=\"eth0\",table=\"inflight_cmds\"} 262144"));
+  EXPECT_TRUE(has_line(text, "nvqos_agent_resident_memory_bytes 12345678"));
+  EXPECT_TRUE(has_line(text, "# TYPE nvqos_datapath_table_entries gauge"));
+}
+
 TEST(Metrics, ActiveFlowsNeverNegative) {
   Snapshot s = one_interface();
   s.interfaces[0].tenants[0].stats.flows_opened = 1;
