@@ -108,7 +108,7 @@ std::string icreq() {
   return pdu;
 }
 
-class FloodTest : public ::testing::Test {
+class ConnectionFloodTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF, raw sockets)";
@@ -259,7 +259,7 @@ class FloodTest : public ::testing::Test {
   std::filesystem::path dir_;
 };
 
-TEST_F(FloodTest, EstablishedTenantSurvivesSynAndShortLivedConnectionFloods) {
+TEST_F(ConnectionFloodTest, EstablishedTenantSurvivesSynAndShortLivedConnectionFloods) {
   start_load("14s");
   // The job is connected and its commands are being counted for gold.
   ASSERT_TRUE(wait_until([&] { return gold_commands(metrics()) > 100; }, 10s)) << read_file((dir_ / "load.log").string());
