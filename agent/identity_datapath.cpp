@@ -436,11 +436,7 @@ void IdentityDatapath::annotate(std::vector<FlowRow>& rows) const {
   for (auto& row : rows) {
     auto it = flows_.find(flow_id(row.key));
     if (it == flows_.end()) continue;
-    const FlowIdentity& fi = it->second;
-    row.attributes["hostnqn"] = fi.hostnqn;
-    row.attributes["subnqn"] = fi.subnqn;
-    row.attributes["qid"] = std::to_string(fi.qid);
-    row.attributes["access"] = verdict_name(fi.verdict);
+    row.attributes["access"] = verdict_name(it->second.verdict);
   }
 }
 

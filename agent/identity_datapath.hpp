@@ -77,7 +77,8 @@ class IdentityDatapath {
   // Also expires gated connections and forgets identities of closed flows.
   Status read(IdentityCounters& out);
   std::vector<FlowIdentity> flows() const;
-  // Adds hostnqn, subnqn, qid and access to the rows of connections whose Connect was seen.
+  // Adds the access verdict to the rows of connections whose Connect was seen
+  // (flows() in datapath_inspect.cpp adds their NQNs and queue).
   void annotate(std::vector<FlowRow>& rows) const;
 
  private:
