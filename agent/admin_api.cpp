@@ -237,6 +237,11 @@ nlohmann::json Agent::status_json() const {
     for (const auto& a : dp->attachments())
       ifc["attached"].push_back({{"hook", a.hook}, {"mode", a.mode}, {"exclusive", a.exclusive}});
     for (const auto& p : dp->programs()) ifc["programs"].push_back({{"name", p.name}, {"id", p.id}, {"hook", p.hook}});
+    auto qos = dp->qos_status();
+    ifc["qos"] = {{"egress", qos.egress_mechanisms}, {"ingress", qos.ingress_mechanisms},
+                  {"unenforced", nlohmann::json::array()}};
+    for (const auto& u : qos.unenforced)
+      ifc["qos"]["unenforced"].push_back({{"class", u.class_name}, {"limit", u.limit}, {"reason", u.reason}});
     for (const auto& m : dp->map_fill()) {
       nlohmann::json map{{"name", m.name}, {"type", m.type}, {"capacity", m.capacity}};
       if (m.entries) {
@@ -271,6 +276,7 @@ nlohmann::json Agent::tenants_json() const {
                      {"id", slot.id},
                      {"active", (slot.flags & NVQOS_TENANT_F_ACTIVE) != 0},
                      {"quarantine", (slot.flags & NVQOS_TENANT_F_DROP_INGRESS) != 0},
+                     {"class", slot.class_name},
                      {"match", nlohmann::json::array()}};
     for (const auto& spec : policy_.tenants)
       if (spec.name == slot.name)

@@ -97,6 +97,9 @@ Status Agent::start() {
   options_.datapath.slow_command_sink = [this](const std::string& ifname, const nvqos_slow_cmd_event& e,
                                                const std::string& tenant) { on_slow_command(ifname, e, tenant); };
 
+  for (const auto& ifname : options_.interfaces)
+    if (auto s = check_link_fits(state_.qos, ifname); !s)
+      return Error{EINVAL, "invalid config: " + s.error().message};
   for (const auto& ifname : options_.interfaces) {
     auto dp = InterfaceDatapath::create(ifname, state_, options_.datapath);
     if (!dp) {
@@ -149,6 +152,15 @@ Status Agent::reload() {
     return policy.error();
   }
   DesiredState next = compile_policy(policy.value(), state_.tenant_ids);
+  // QoS that cannot fit a link is refused before any interface changes.
+  for (const auto& dp : datapaths_)
+    if (auto s = check_link_fits(next.qos, dp->interface()); !s) {
+      ++status_.reload_failures_total;
+      status_.last_reload_success = false;
+      last_reload_error_ = "invalid config: " + s.error().message;
+      log::error("config reload refused, the running policy stays", {{"error", last_reload_error_}});
+      return Error{EINVAL, last_reload_error_};
+    }
   for (auto& dp : datapaths_) {
     if (auto s = dp->apply(next); !s) {
       ++status_.reload_failures_total;
@@ -228,6 +240,7 @@ void Agent::take_snapshot() {
     }
     snap->interfaces.push_back(std::move(counters).value());
   }
+  snap->qos = state_.qos;
   snap->read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   snap->resident_memory_bytes = resident_memory_bytes();
   snapshot_ = std::move(snap);

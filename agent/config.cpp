@@ -107,7 +107,7 @@ MatchRule parse_match_rule(const json& j, const std::string& where) {
 
 TenantSpec parse_tenant(const json& j, const std::string& where) {
   require_object(j, where);
-  reject_unknown_keys(j, where, {"name", "match", "quarantine", "slow_command_threshold_us"});
+  reject_unknown_keys(j, where, {"name", "class", "match", "quarantine", "slow_command_threshold_us"});
   TenantSpec t;
   if (!j.contains("name") || !j["name"].is_string())
     throw ConfigError(ptr(where, "name"), "required: the tenant's name (string)");
@@ -121,6 +121,10 @@ TenantSpec parse_tenant(const json& j, const std::string& where) {
     throw ConfigError(ptr(where, "match"), "required: a non-empty list of match rules");
   for (std::size_t i = 0; i < j["match"].size(); ++i)
     t.match.push_back(parse_match_rule(j["match"][i], ptr(ptr(where, "match"), i)));
+  if (j.contains("class")) {
+    if (!j["class"].is_string()) throw ConfigError(ptr(where, "class"), "must be the name of a class under /classes");
+    t.class_name = j["class"].get<std::string>();
+  }
   if (j.contains("quarantine")) t.quarantine = get_bool(j["quarantine"], ptr(where, "quarantine"));
   if (j.contains("slow_command_threshold_us"))
     t.slow_command_ns = get_slow_threshold(j["slow_command_threshold_us"], ptr(where, "slow_command_threshold_us"));
@@ -175,6 +179,136 @@ void check_cross_references(const Policy& p) {
   }
   if (rule_count > NVQOS_MAX_TENANT_RULES)
     throw ConfigError("/tenants", "at most " + std::to_string(NVQOS_MAX_TENANT_RULES) + " match rules in all");
+}
+
+// ---- QoS: links and classes ----
+
+constexpr double kMaxMbitPerSecond = 10'000'000;  // 10 Tbit/s
+constexpr std::uint64_t kMaxIops = 100'000'000;
+constexpr std::uint64_t kMaxBurstBytes = 1ull << 30;
+constexpr std::uint64_t kMaxBurstIos = 1'000'000;
+constexpr std::size_t kMaxClasses = 256;
+
+// Mbit/s (whole or fractional, > 0) -> bits per second.
+std::uint64_t get_mbit(const json& j, const std::string& where) {
+  if (!j.is_number() || j.get<double>() <= 0 || j.get<double>() > kMaxMbitPerSecond)
+    throw ConfigError(where, "must be a rate in Mbit/s above 0 and at most " +
+                                 std::to_string(static_cast<std::uint64_t>(kMaxMbitPerSecond)));
+  auto bps = static_cast<std::uint64_t>(j.get<double>() * 1e6 + 0.5);
+  if (bps < 1000) throw ConfigError(where, "must be at least 0.001 Mbit/s (1 kbit/s)");
+  return bps;
+}
+
+std::string mbit_text(std::uint64_t bps) {
+  std::ostringstream s;
+  s << static_cast<double>(bps) / 1e6 << " Mbit/s";
+  return s.str();
+}
+
+LinkSpec parse_link(const json& j, const std::string& where) {
+  require_object(j, where);
+  reject_unknown_keys(j, where, {"interface", "capacity_mbit_s"});
+  LinkSpec l;
+  if (!j.contains("interface") || !j["interface"].is_string() || j["interface"].get<std::string>().empty() ||
+      j["interface"].get<std::string>().size() >= 16)
+    throw ConfigError(ptr(where, "interface"), "required: an interface name (1-15 characters)");
+  l.interface = j["interface"].get<std::string>();
+  if (!j.contains("capacity_mbit_s"))
+    throw ConfigError(ptr(where, "capacity_mbit_s"), "required: the link's capacity in Mbit/s");
+  l.capacity_bps = get_mbit(j["capacity_mbit_s"], ptr(where, "capacity_mbit_s"));
+  return l;
+}
+
+ClassSpec parse_class(const json& j, const std::string& where) {
+  require_object(j, where);
+  reject_unknown_keys(j, where,
+                      {"name", "priority", "dscp", "scope", "guaranteed_mbit_s", "ceiling_mbit_s", "read_ceiling_mbit_s",
+                       "write_ceiling_mbit_s", "ceiling_iops", "read_ceiling_iops", "write_ceiling_iops",
+                       "ingress_ceiling_mbit_s", "burst_bytes", "burst_ios"});
+  ClassSpec c;
+  if (!j.contains("name") || !j["name"].is_string())
+    throw ConfigError(ptr(where, "name"), "required: the class's name (string)");
+  c.name = j["name"].get<std::string>();
+  if (!valid_tenant_name(c.name))
+    throw ConfigError(ptr(where, "name"), "\"" + c.name + "\" is not a valid class name (1-63 of A-Z a-z 0-9 _ - .)");
+  if (j.contains("priority"))
+    c.priority = static_cast<unsigned>(get_uint(j["priority"], ptr(where, "priority"), 0, kLowestClassPriority));
+  if (j.contains("dscp")) c.dscp = static_cast<std::uint8_t>(get_uint(j["dscp"], ptr(where, "dscp"), 0, 63));
+  if (j.contains("scope")) {
+    const auto& s = j["scope"];
+    if (s == "per_tenant") c.scope = ClassScope::per_tenant;
+    else if (s == "aggregate") c.scope = ClassScope::aggregate;
+    else throw ConfigError(ptr(where, "scope"), "must be \"per_tenant\" or \"aggregate\"");
+  }
+  auto mbit = [&](const char* key, std::uint64_t& out) {
+    if (j.contains(key)) out = get_mbit(j[key], ptr(where, key));
+  };
+  auto iops = [&](const char* key, std::uint64_t& out) {
+    if (j.contains(key)) out = get_uint(j[key], ptr(where, key), 1, kMaxIops);
+  };
+  mbit("guaranteed_mbit_s", c.guaranteed_bps);
+  mbit("ceiling_mbit_s", c.ceiling_bps);
+  mbit("read_ceiling_mbit_s", c.read_ceiling_bps);
+  mbit("write_ceiling_mbit_s", c.write_ceiling_bps);
+  mbit("ingress_ceiling_mbit_s", c.ingress_ceiling_bps);
+  iops("ceiling_iops", c.ceiling_iops);
+  iops("read_ceiling_iops", c.read_ceiling_iops);
+  iops("write_ceiling_iops", c.write_ceiling_iops);
+  if (j.contains("burst_bytes")) c.burst_bytes = get_uint(j["burst_bytes"], ptr(where, "burst_bytes"), 1, kMaxBurstBytes);
+  if (j.contains("burst_ios")) c.burst_ios = get_uint(j["burst_ios"], ptr(where, "burst_ios"), 1, kMaxBurstIos);
+
+  if (c.ceiling_bps && c.guaranteed_bps > c.ceiling_bps)
+    throw ConfigError(ptr(where, "ceiling_mbit_s"), "ceiling " + mbit_text(c.ceiling_bps) + " is below the guarantee " +
+                                                        mbit_text(c.guaranteed_bps));
+  // A read or write ceiling above the total one could never be reached: most
+  // likely a unit mistake, so it is refused rather than silently capped.
+  for (auto [key, value] : {std::pair{"read_ceiling_mbit_s", c.read_ceiling_bps},
+                            std::pair{"write_ceiling_mbit_s", c.write_ceiling_bps}})
+    if (c.ceiling_bps && value > c.ceiling_bps)
+      throw ConfigError(ptr(where, key), mbit_text(value) + " is above ceiling_mbit_s (" + mbit_text(c.ceiling_bps) +
+                                             ") and could never be reached");
+  for (auto [key, value] : {std::pair{"read_ceiling_iops", c.read_ceiling_iops},
+                            std::pair{"write_ceiling_iops", c.write_ceiling_iops}})
+    if (c.ceiling_iops && value > c.ceiling_iops)
+      throw ConfigError(ptr(where, key), std::to_string(value) + " IOPS is above ceiling_iops (" +
+                                             std::to_string(c.ceiling_iops) + ") and could never be reached");
+  if (c.burst_ios && !c.has_iops())
+    throw ConfigError(ptr(where, "burst_ios"), "needs an IOPS ceiling in the class (ceiling_iops, read_ceiling_iops or "
+                                               "write_ceiling_iops)");
+  if (c.burst_bytes && !c.ceiling_bps && !c.read_ceiling_bps && !c.write_ceiling_bps && !c.ingress_ceiling_bps)
+    throw ConfigError(ptr(where, "burst_bytes"), "needs a bandwidth ceiling in the class");
+  return c;
+}
+
+void check_qos_references(const Policy& p) {
+  std::map<std::string, std::size_t> classes;
+  for (std::size_t i = 0; i < p.classes.size(); ++i)
+    if (auto [it, fresh] = classes.emplace(p.classes[i].name, i); !fresh)
+      throw ConfigError(ptr(ptr("/classes", i), "name"), "class \"" + p.classes[i].name +
+                                                             "\" is already defined at /classes/" +
+                                                             std::to_string(it->second));
+  auto known = [&](const std::string& name, const std::string& where) {
+    if (classes.count(name)) return;
+    std::string list;
+    for (const auto& c : p.classes) list += (list.empty() ? "" : ", ") + c.name;
+    throw ConfigError(where, "unknown class \"" + name + "\" (" +
+                                 (list.empty() ? std::string("no classes are defined under /classes")
+                                               : "defined: " + list) +
+                                 ")");
+  };
+  if (!p.default_class.empty()) known(p.default_class, "/default_class");
+  for (std::size_t i = 0; i < p.tenants.size(); ++i)
+    if (!p.tenants[i].class_name.empty()) known(p.tenants[i].class_name, ptr(ptr("/tenants", i), "class"));
+  std::set<std::string> interfaces;
+  for (std::size_t i = 0; i < p.links.size(); ++i) {
+    const auto& l = p.links[i];
+    if (!interfaces.insert(l.interface).second)
+      throw ConfigError(ptr(ptr("/links", i), "interface"), "interface " + l.interface + " is listed twice");
+    if (auto sum = p.guaranteed_sum_bps(); sum > l.capacity_bps)
+      throw ConfigError(ptr(ptr("/links", i), "capacity_mbit_s"),
+                        "the classes' guarantees sum to " + mbit_text(sum) + ", above the link's capacity of " +
+                            mbit_text(l.capacity_bps) + " (per-tenant guarantees count once per tenant)");
+  }
 }
 
 std::string line_column(std::string_view text, std::size_t byte) {
@@ -243,6 +377,40 @@ std::optional<Prefix> parse_prefix(std::string_view text, std::string* why) {
 
 Policy default_policy() { return Policy{}; }
 
+const char* to_string(ClassScope scope) { return scope == ClassScope::aggregate ? "aggregate" : "per_tenant"; }
+
+const ClassSpec* Policy::find_class(const std::string& name) const {
+  for (const auto& c : classes)
+    if (c.name == name) return &c;
+  return nullptr;
+}
+
+const LinkSpec* Policy::find_link(const std::string& interface) const {
+  for (const auto& l : links)
+    if (l.interface == interface) return &l;
+  return nullptr;
+}
+
+std::string Policy::class_of(const std::string& tenant) const {
+  if (tenant == kDefaultTenantName) return default_tenant_enabled ? default_class : std::string();
+  for (const auto& t : tenants)
+    if (t.name == tenant) return t.class_name.empty() ? default_class : t.class_name;
+  return {};
+}
+
+std::uint64_t Policy::guaranteed_sum_bps() const {
+  std::map<std::string, std::uint64_t> members;
+  ++members[class_of(std::string(kDefaultTenantName))];
+  for (const auto& t : tenants) ++members[class_of(t.name)];
+  std::uint64_t sum = 0;
+  for (const auto& c : classes) {
+    auto n = members.count(c.name) ? members[c.name] : 0;
+    if (n == 0) continue;
+    sum += c.scope == ClassScope::aggregate ? c.guaranteed_bps : c.guaranteed_bps * n;
+  }
+  return sum;
+}
+
 Policy parse_policy(std::string_view text) {
   json root;
   try {
@@ -258,7 +426,9 @@ Policy parse_policy(std::string_view text) {
     throw ConfigError("", "not valid JSON: " + msg);
   }
   require_object(root, "");
-  reject_unknown_keys(root, "", {"version", "nvme_ports", "default_tenant", "tenants", "limits", "access_control"});
+  reject_unknown_keys(root, "",
+                      {"version", "nvme_ports", "default_tenant", "tenants", "limits", "access_control", "links",
+                       "classes", "default_class"});
 
   Policy p;
   if (root.contains("version")) {
@@ -294,9 +464,26 @@ Policy parse_policy(std::string_view text) {
     if (l.contains("max_flows"))
       p.max_flows = static_cast<std::uint32_t>(get_uint(l["max_flows"], "/limits/max_flows", kMinFlows, kMaxFlows));
   }
+  if (root.contains("links")) {
+    if (!root["links"].is_array()) throw ConfigError("/links", "must be a list of links");
+    for (std::size_t i = 0; i < root["links"].size(); ++i)
+      p.links.push_back(parse_link(root["links"][i], ptr("/links", i)));
+  }
+  if (root.contains("classes")) {
+    if (!root["classes"].is_array()) throw ConfigError("/classes", "must be a list of QoS classes");
+    if (root["classes"].size() > kMaxClasses)
+      throw ConfigError("/classes", "at most " + std::to_string(kMaxClasses) + " classes");
+    for (std::size_t i = 0; i < root["classes"].size(); ++i)
+      p.classes.push_back(parse_class(root["classes"][i], ptr("/classes", i)));
+  }
+  if (root.contains("default_class")) {
+    if (!root["default_class"].is_string()) throw ConfigError("/default_class", "must be the name of a class");
+    p.default_class = root["default_class"].get<std::string>();
+  }
   if (root.contains("access_control")) p.access = parse_access_control(root["access_control"], "/access_control");
   check_cross_references(p);
   check_identity(p);
+  check_qos_references(p);
   return p;
 }
 

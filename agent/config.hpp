@@ -67,9 +67,44 @@ struct AccessPolicy {
 
 struct TenantSpec {
   std::string name;
+  std::string class_name;  // empty: Policy::default_class (which may be empty: no QoS)
   std::vector<MatchRule> match;
   bool quarantine = false;  // drop all of the tenant's NVMe/TCP ingress (XDP)
   std::uint64_t slow_command_ns = 0;  // report commands slower than this; 0 = off
+};
+
+inline constexpr unsigned kLowestClassPriority = 7;  // HTB priorities 0..7
+
+// A QoS class (docs/config.md, "QoS classes"). Rates are stored in bits or
+// commands per second; 0 means "not configured".
+enum class ClassScope { per_tenant, aggregate };
+const char* to_string(ClassScope scope);
+
+struct ClassSpec {
+  std::string name;
+  unsigned priority = kLowestClassPriority;  // 0 = highest
+  std::optional<std::uint8_t> dscp;
+  ClassScope scope = ClassScope::per_tenant;
+  std::uint64_t guaranteed_bps = 0;
+  std::uint64_t ceiling_bps = 0;
+  std::uint64_t read_ceiling_bps = 0;
+  std::uint64_t write_ceiling_bps = 0;
+  std::uint64_t ceiling_iops = 0;
+  std::uint64_t read_ceiling_iops = 0;
+  std::uint64_t write_ceiling_iops = 0;
+  std::uint64_t ingress_ceiling_bps = 0;
+  std::uint64_t burst_bytes = 0;  // 0: sized from the rate
+  std::uint64_t burst_ios = 0;    // 0: sized from the rate
+
+  bool has_egress_bandwidth() const {
+    return guaranteed_bps || ceiling_bps || read_ceiling_bps || write_ceiling_bps;
+  }
+  bool has_iops() const { return ceiling_iops || read_ceiling_iops || write_ceiling_iops; }
+};
+
+struct LinkSpec {
+  std::string interface;
+  std::uint64_t capacity_bps = 0;
 };
 
 struct Policy {
@@ -81,6 +116,17 @@ struct Policy {
   std::vector<TenantSpec> tenants;
   std::uint32_t max_flows = 131072;
   AccessPolicy access;
+  std::vector<LinkSpec> links;
+  std::vector<ClassSpec> classes;
+  std::string default_class;  // class of the default tenant and of tenants naming none; empty: none
+
+  const ClassSpec* find_class(const std::string& name) const;
+  const LinkSpec* find_link(const std::string& interface) const;
+  // The class a tenant is in ("" = none); kDefaultTenantName asks for the default tenant's.
+  std::string class_of(const std::string& tenant) const;
+  // Guaranteed bits per second the policy reserves on every interface it
+  // shapes: per-tenant classes once per tenant, aggregate classes once.
+  std::uint64_t guaranteed_sum_bps() const;
 };
 
 inline constexpr unsigned kConfigVersion = 1;

@@ -53,8 +53,12 @@ InterfaceDatapath::~InterfaceDatapath() {
   if (keep_) {
     persist_state();
     release_attachments();
+    // The HTB tree stays too: the next agent adopts it (same handle) and
+    // updates it in place, so shaping never lapses.
+    if (shaper_) shaper_->keep_on_exit();
     log::info("left attached and pinned for the next agent", {{"interface", ifname_}});
   }
+  shaper_.reset();
   xdp_.reset();
   tc_filters_.clear();
   clsact_.reset();
@@ -155,9 +159,11 @@ Status InterfaceDatapath::apply(const DesiredState& next) {
     log::warn("limits.max_flows changes only when the agent restarts",
               {{"interface", ifname_}, {"current", std::to_string(current_.max_flows)},
                {"requested", std::to_string(next.max_flows)}});
-  // Order matters: tenants exist before rules point at them, rules before
-  // ports make new traffic NVMe/TCP, and flows are re-attributed last.
+  // Order matters: HTB classes exist before tenants point at them, tenants
+  // before rules point at them, rules before ports make new traffic NVMe/TCP,
+  // and flows are re-attributed last.
   // The NQN and access maps are complete before settings turns access checks on.
+  if (auto s = sync_shaper(next); !s) return s.error().with_context("apply QoS to " + ifname_);
   for (auto step : {&InterfaceDatapath::write_tenants, &InterfaceDatapath::write_rules,
                     &InterfaceDatapath::write_ports, &InterfaceDatapath::write_identity,
                     &InterfaceDatapath::write_settings})
@@ -186,10 +192,7 @@ Status InterfaceDatapath::write_tenants(const DesiredState& next) {
       if (int err = bpf_map__update_elem(stats, &t.id, sizeof t.id, zero_stats.data(), zero_stats.size(), BPF_ANY))
         return map_error(err, "reset tenant counters", "tenant_stats");
     }
-    nvqos_tenant_config value{};
-    value.flags = t.flags;
-    value.limiter_id = NVQOS_LIMITER_NONE;
-    value.slow_cmd_ns = t.slow_command_ns;
+    nvqos_tenant_config value = tenant_config_for(t);
     if (int err = bpf_map__update_elem(config, &t.id, sizeof t.id, &value, sizeof value, BPF_ANY))
       return map_error(err, "write tenant", "tenant_config");
   }
@@ -322,8 +325,9 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
     if (!(t.flags & NVQOS_TENANT_F_ACTIVE)) continue;
     if (int err = bpf_map__lookup_elem(skel_->maps.tenant_stats, &t.id, sizeof t.id, raw.data(), raw.size(), 0))
       return Error::from_errno(err, "read tenant_stats of " + ifname_);
-    out.tenants.push_back({t.id, t.name, sum_percpu<nvqos_tenant_stats>(raw, possible_cpus_)});
+    out.tenants.push_back({t.id, t.name, sum_percpu<nvqos_tenant_stats>(raw, possible_cpus_), t.class_name});
   }
+  read_qos(out);
   std::vector<std::uint8_t> dp_raw(percpu_stride<nvqos_datapath_stats>() * possible_cpus_);
   __u32 zero = 0;
   if (int err = bpf_map__lookup_elem(skel_->maps.datapath_stats, &zero, sizeof zero, dp_raw.data(), dp_raw.size(), 0))

@@ -27,6 +27,7 @@
 #include "policy.hpp"
 #include "result.hpp"
 #include "table_fill.hpp"
+#include "shaper.hpp"
 
 struct nvqos_datapath;  // generated skeleton
 
@@ -38,6 +39,7 @@ struct DatapathOptions {
   std::chrono::seconds command_timeout{60};
   // Window of the command latency quantiles.
   std::chrono::seconds latency_window{60};
+  ShaperOptions shaper;
   // bpffs directory under which each interface's maps and programs are
   // pinned for a hitless restart (docs/operations.md); empty: no pinning.
   std::string pin_root;
@@ -65,6 +67,7 @@ struct TenantCounters {
   std::uint32_t id = 0;
   std::string name;
   nvqos_tenant_stats stats{};  // summed over CPUs
+  std::string class_name;      // QoS class, "" when none
 };
 
 // NVMe commands of one (tenant, op, role): counters since the programs were loaded.
@@ -103,6 +106,7 @@ struct InterfaceCounters {
   std::vector<Attachment> attachments;
   std::vector<ProgramStats> programs;
   RestartInfo restart;
+  QosCounters qos;
 };
 
 class InterfaceDatapath {
@@ -159,6 +163,8 @@ class InterfaceDatapath {
   };
   std::vector<ProgramInfo> programs() const;
   std::string pin_dir() const { return pins_ ? pins_->dir() : ""; }
+  // Egress/ingress mechanisms in force and limits they cannot enforce.
+  QosCounters qos_status() const;
 
  private:
   InterfaceDatapath(std::string ifname, int ifindex, DatapathOptions options);
@@ -168,6 +174,11 @@ class InterfaceDatapath {
   Status write_ports(const DesiredState& next);
   Status write_rules(const DesiredState& next);
   Status write_tenants(const DesiredState& next);
+  // QoS (datapath_qos.cpp): the HTB tree, and the tenant_config fields that
+  // depend on what this interface's kernel offers.
+  Status sync_shaper(const DesiredState& next);
+  nvqos_tenant_config tenant_config_for(const TenantSlot& t) const;
+  void read_qos(InterfaceCounters& out) const;
   Status write_settings(const DesiredState& next);
   Status write_identity(const DesiredState& next);
   Status reclassify_flows(const DesiredState& next);
@@ -195,6 +206,8 @@ class InterfaceDatapath {
   std::vector<std::unique_ptr<TcFilter>> tc_filters_;
   std::unique_ptr<XdpAttachment> xdp_;
   std::unique_ptr<IdentityDatapath> identity_;
+  std::unique_ptr<Shaper> shaper_;
+  std::vector<UnenforcedLimit> unenforced_;
   DesiredState current_;
   bool has_current_ = false;
   int possible_cpus_;

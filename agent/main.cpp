@@ -81,6 +81,7 @@ int main(int argc, char** argv) {
       ("keep-on-exit", "on SIGTERM/SIGINT leave programs, filters and pins in place for the next agent "
                        "(rolling update); default: remove everything nvqos attached")
       ("cleanup", "remove everything nvqos installed on this host (pins, tc filters, clsact it created, XDP) and exit")
+      ("replace-root-qdisc", "let a QoS policy replace a root qdisc another tool installed (default: refuse)")
       ("telemetry-interval", po::value(&interval_text)->default_value("1s"),
        "how often the kernel maps are read: e.g. 500ms, 1s")
       ("xdp-mode", po::value(&xdp_mode_text)->default_value("best"),
@@ -124,7 +125,8 @@ int main(int argc, char** argv) {
     }
     try {
       auto policy = load_policy_file(config);
-      std::cout << config << ": valid (" << policy.tenants.size() << " tenants)\n";
+      std::cout << config << ": valid (" << policy.tenants.size() << " tenants, " << policy.classes.size()
+                << " QoS classes)\n";
       return 0;
     } catch (const ConfigError& e) {
       std::cerr << "nvqos-agent: invalid config: " << e.what() << "\n";
@@ -154,6 +156,7 @@ int main(int argc, char** argv) {
   options.admin_address = admin_address;
   options.admin_token_file = admin_token_file;
   options.watch_config = !vm.count("no-watch-config");
+  options.datapath.shaper.replace_foreign_root = vm.count("replace-root-qdisc") > 0;
   if (!parse_interval(interval_text, options.telemetry_interval)) {
     std::cerr << "nvqos-agent: --telemetry-interval \"" << interval_text << "\": use e.g. 500ms or 1s (10ms..1h)\n";
     return kExitUsage;

@@ -3,7 +3,9 @@
 #include <prometheus/metric_family.h>
 #include <prometheus/text_serializer.h>
 
+#include <array>
 #include <functional>
+#include <map>
 #include <iterator>
 #include <limits>
 #include <sstream>
@@ -268,6 +270,73 @@ void command_families(std::vector<MetricFamily>& out, const Snapshot& s) {
   for (const auto& ifc : s.interfaces) slow.add({{"interface", ifc.interface}}, double(ifc.slow_commands_received));
 }
 
+void qos_families(std::vector<MetricFamily>& out, const Snapshot& s) {
+  FamilyBuilder mech(out, "nvqos_qos_mechanism_info",
+                     "QoS mechanisms enforcing classes on the interface, by direction: htb (egress shaping), edt "
+                     "(egress pacing with sch_fq), xdp (ingress ceilings, quarantine), none.",
+                     MetricType::Gauge);
+  for (const auto& ifc : s.interfaces)
+    for (auto [direction, list] : {std::pair{"egress", &ifc.qos.egress_mechanisms},
+                                   std::pair{"ingress", &ifc.qos.ingress_mechanisms}}) {
+      if (list->empty()) mech.add({{"interface", ifc.interface}, {"direction", direction}, {"mechanism", "none"}}, 1);
+      for (const auto& m : *list)
+        mech.add({{"interface", ifc.interface}, {"direction", direction}, {"mechanism", m}}, 1);
+    }
+  FamilyBuilder unenforced(out, "nvqos_qos_unenforced_limits",
+                           "1 for each configured class limit the interface's kernel cannot enforce (e.g. IOPS "
+                           "ceilings without sch_fq); absent when everything is enforced.",
+                           MetricType::Gauge);
+  for (const auto& ifc : s.interfaces)
+    for (const auto& u : ifc.qos.unenforced)
+      unenforced.add({{"interface", ifc.interface}, {"class", u.class_name}, {"limit", u.limit}}, 1);
+  FamilyBuilder info(out, "nvqos_tenant_info", "1 per configured tenant, naming its QoS class (\"\" when none).",
+                     MetricType::Gauge);
+  for (const auto& [tenant, cls] : s.qos.tenant_class) info.add({{"tenant", tenant}, {"class", cls}}, 1);
+  FamilyBuilder guaranteed(out, "nvqos_class_guaranteed_bits_per_second",
+                           "Egress bandwidth guaranteed to the class (to each tenant of a per-tenant class).",
+                           MetricType::Gauge);
+  FamilyBuilder ceiling(out, "nvqos_class_ceiling_bits_per_second",
+                        "Configured egress bandwidth ceilings of the class, by op (any, read, write).",
+                        MetricType::Gauge);
+  FamilyBuilder iops(out, "nvqos_class_ceiling_iops", "Configured IOPS ceilings of the class, by op (any, read, write).",
+                     MetricType::Gauge);
+  for (const auto& c : s.qos.classes) {
+    if (c.guaranteed_bps) guaranteed.add({{"class", c.name}}, double(c.guaranteed_bps));
+    for (auto [op, v] : {std::pair{"any", c.ceiling_bps}, std::pair{"read", c.read_ceiling_bps},
+                         std::pair{"write", c.write_ceiling_bps}})
+      if (v) ceiling.add({{"class", c.name}, {"op", op}}, double(v));
+    for (auto [op, v] : {std::pair{"any", c.ceiling_iops}, std::pair{"read", c.read_ceiling_iops},
+                         std::pair{"write", c.write_ceiling_iops}})
+      if (v) iops.add({{"class", c.name}, {"op", op}}, double(v));
+  }
+  FamilyBuilder class_bytes(out, "nvqos_class_bytes_total",
+                            "NVMe/TCP wire bytes of the class's tenants (the sum of their nvqos_tenant_bytes_total).",
+                            MetricType::Counter);
+  for (const auto& ifc : s.interfaces) {
+    std::map<std::string, std::array<double, NVQOS_DIR_MAX>> sums;
+    for (const auto& t : ifc.tenants)
+      if (!t.class_name.empty())
+        for (int d = 0; d < NVQOS_DIR_MAX; ++d) sums[t.class_name][d] += double(t.stats.bytes[d]);
+    for (const auto& [cls, v] : sums)
+      for (int d = 0; d < NVQOS_DIR_MAX; ++d)
+        class_bytes.add({{"interface", ifc.interface}, {"class", cls}, {"direction", kDirections[d]}}, v[d]);
+  }
+  FamilyBuilder throttled(out, "nvqos_tenant_throttled_total",
+                          "Egress packets of the tenant held back by its ceiling (HTB overlimits of its leaf; for an "
+                          "aggregate class the class's count, under each of its tenants).",
+                          MetricType::Counter);
+  FamilyBuilder balance(out, "nvqos_tenant_burst_balance_bytes",
+                        "Credit the tenant may still send above its ceiling's rate (HTB ctokens of its class, in "
+                        "bytes; negative while in debt).",
+                        MetricType::Gauge);
+  for (const auto& ifc : s.interfaces)
+    for (const auto& t : ifc.qos.tenants) {
+      if (t.throttled) throttled.add({{"interface", ifc.interface}, {"tenant", t.tenant}}, double(*t.throttled));
+      if (t.burst_balance_bytes)
+        balance.add({{"interface", ifc.interface}, {"tenant", t.tenant}}, double(*t.burst_balance_bytes));
+    }
+}
+
 void agent_families(std::vector<MetricFamily>& out, const Snapshot& s, const AgentStatus& st) {
   FamilyBuilder(out, "nvqos_build_info", "Version of the running agent.", MetricType::Gauge)
       .add({{"version", st.version}}, 1);
@@ -337,6 +406,7 @@ std::string render_metrics(const Snapshot& snapshot, const AgentStatus& status) 
   datapath_families(families, snapshot);
   command_families(families, snapshot);
   identity_families(families, snapshot);
+  qos_families(families, snapshot);
   agent_families(families, snapshot, status);
   restart_families(families, snapshot);
   return prometheus::TextSerializer().Serialize(families);

@@ -17,6 +17,7 @@ struct Snapshot {
   std::vector<InterfaceCounters> interfaces;
   double read_seconds = 0;  // how long reading the maps took
   std::uint64_t resident_memory_bytes = 0;  // the agent's RSS when the snapshot was taken
+  QosState qos;             // classes and tenant -> class of the policy in force
 };
 
 struct KernelFeature {

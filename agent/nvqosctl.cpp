@@ -214,7 +214,7 @@ void print_status(const json& s) {
 }
 
 void print_tenants(const json& t) {
-  Table table({"tenant", "state", "match", "in", "out", "flows", "dropped"}, {3, 4, 5, 6});
+  Table table({"tenant", "class", "state", "match", "in", "out", "flows", "dropped"}, {4, 5, 6, 7});
   for (const auto& tenant : t["tenants"]) {
     std::string match;
     for (const auto& r : tenant["match"]) {
@@ -234,11 +234,13 @@ void print_tenants(const json& t) {
         dropped += c.value("dropped_packets", 0ull);
       }
     std::string state = !tenant.value("active", false) ? "off" : tenant.value("quarantine", false) ? "quarantine" : "on";
-    table.add({tenant.value("name", "?"), state, match, human_bytes(in), human_bytes(out), std::to_string(active),
-               std::to_string(dropped) + " pkts"});
+    std::string cls = tenant.value("class", "");
+    table.add({tenant.value("name", "?"), cls.empty() ? "-" : cls, state, match, human_bytes(in), human_bytes(out),
+               std::to_string(active), std::to_string(dropped) + " pkts"});
   }
   table.print(std::cout);
-  std::cout << "\nin/out: bytes on the wire arriving at / leaving this host; flows: open connections\n";
+  std::cout << "\nclass: QoS class (- none); in/out: bytes on the wire arriving at / leaving this host; flows: open "
+               "connections\n";
 }
 
 // Fields of a flow printed in fixed columns; any other field (added by newer

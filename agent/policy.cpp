@@ -79,6 +79,14 @@ DesiredState compile_policy(const Policy& policy, const TenantIds& previous) {
   }
   std::sort(st.tenants.begin(), st.tenants.end(), [](auto& a, auto& b) { return a.id < b.id; });
 
+  std::map<std::uint32_t, TenantQos> qos;
+  st.qos = compile_qos(policy, st.tenant_ids, qos);
+  for (auto& slot : st.tenants) {
+    slot.class_name = st.qos.tenant_class[slot.name];
+    if (auto it = qos.find(slot.id); it != qos.end()) slot.qos = it->second;
+    if (slot.qos.flags & NVQOS_TENANT_F_INGRESS_LIMIT) st.needs_xdp = true;
+  }
+
   for (auto p : policy.io_ports) st.ports[p] = NVQOS_PORT_KIND_IO;
   for (auto p : policy.discovery_ports) st.ports[p] = NVQOS_PORT_KIND_DISCOVERY;
   st.settings_flags |= NVQOS_SETTINGS_F_PORT_BITMAP;

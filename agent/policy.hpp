@@ -11,6 +11,7 @@
 #include "config.hpp"
 #include "identity.hpp"
 #include "nvqos/abi.h"
+#include "qos.hpp"
 
 namespace nvqos::agent {
 
@@ -23,6 +24,8 @@ struct TenantSlot {
   std::string name;
   std::uint32_t flags = 0;  // NVQOS_TENANT_F_*
   std::uint64_t slow_command_ns = 0;
+  std::string class_name;  // "" when the tenant has no QoS class
+  TenantQos qos;           // QoS fields of tenant_config (flags here are NVQOS_TENANT_F_* QoS flags)
 };
 
 struct RuleKey {
@@ -40,8 +43,9 @@ struct DesiredState {
   std::map<std::uint16_t, std::uint32_t> ports;  // host order -> nvqos_port_kind
   std::uint32_t settings_flags = 0;              // NVQOS_SETTINGS_F_*
   std::uint32_t max_flows = NVQOS_DEFAULT_MAX_FLOWS;
-  bool needs_xdp = false;  // some tenant needs early drop
+  bool needs_xdp = false;  // some tenant needs early drop or an ingress ceiling
   IdentityState identity;  // NQN rules and access control
+  QosState qos;
 
   const TenantSlot* tenant(std::uint32_t id) const;
 };

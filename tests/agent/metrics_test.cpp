@@ -90,5 +90,47 @@ TEST(Metrics, ReloadStatusIsExported) {
   EXPECT_NE(text.find("nvqos_config_last_reload_timestamp_seconds 1700000001"), std::string::npos);
 }
 
+TEST(Metrics, RendersQosMechanismsClassesAndThrottling) {
+  Snapshot s = one_interface();
+  auto& ifc = s.interfaces[0];
+  ifc.tenants[0].class_name = "gold";
+  ifc.tenants[0].stats.bytes[NVQOS_DIR_EGRESS] = 4000;
+  TenantCounters g2;
+  g2.id = 2;
+  g2.name = "g2";
+  g2.class_name = "gold";
+  g2.stats.bytes[NVQOS_DIR_EGRESS] = 1000;
+  ifc.tenants.push_back(g2);
+  ifc.qos.egress_mechanisms = {"htb"};
+  ifc.qos.unenforced.push_back({"gold", "ceiling_iops", "no sch_fq"});
+  TenantQosCounters tq;
+  tq.tenant = "gold";
+  tq.class_name = "gold";
+  tq.throttled = 42;
+  tq.burst_balance_bytes = -1500;
+  ifc.qos.tenants.push_back(tq);
+  ClassSpec gold;
+  gold.name = "gold";
+  gold.guaranteed_bps = 200'000'000;
+  gold.ceiling_bps = 800'000'000;
+  gold.write_ceiling_iops = 5000;
+  s.qos.classes.push_back(gold);
+  s.qos.tenant_class = {{"default", ""}, {"gold", "gold"}, {"g2", "gold"}};
+  std::string text = render_metrics(s, AgentStatus{});
+  EXPECT_TRUE(has_line(text, "nvqos_qos_mechanism_info{interface=\"eth0\",direction=\"egress\",mechanism=\"htb\"} 1"))
+      << text;
+  EXPECT_TRUE(has_line(text, "nvqos_qos_mechanism_info{interface=\"eth0\",direction=\"ingress\",mechanism=\"none\"} 1"));
+  EXPECT_TRUE(has_line(text, "nvqos_qos_unenforced_limits{interface=\"eth0\",class=\"gold\",limit=\"ceiling_iops\"} 1"));
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_info{tenant=\"default\",class=\"\"} 1"));
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_info{tenant=\"g2\",class=\"gold\"} 1"));
+  EXPECT_TRUE(has_line(text, "nvqos_class_guaranteed_bits_per_second{class=\"gold\"} 200000000"));
+  EXPECT_TRUE(has_line(text, "nvqos_class_ceiling_bits_per_second{class=\"gold\",op=\"any\"} 800000000"));
+  EXPECT_EQ(text.find("nvqos_class_ceiling_bits_per_second{class=\"gold\",op=\"read\"}"), std::string::npos);
+  EXPECT_TRUE(has_line(text, "nvqos_class_ceiling_iops{class=\"gold\",op=\"write\"} 5000"));
+  EXPECT_TRUE(has_line(text, "nvqos_class_bytes_total{interface=\"eth0\",class=\"gold\",direction=\"egress\"} 5000"));
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_throttled_total{interface=\"eth0\",tenant=\"gold\"} 42"));
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_burst_balance_bytes{interface=\"eth0\",tenant=\"gold\"} -1500"));
+}
+
 }  // namespace
 }  // namespace nvqos::agent

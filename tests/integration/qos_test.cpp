@@ -1,0 +1,403 @@
+// QoS end to end: the agent's HTB tree on a veth in a namespace, real TCP
+// traffic to another namespace, rates measured from the agent's own wire-byte
+// counters over fixed windows, the tree checked with `tc`.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netinet/ip.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <regex>
+#include <sstream>
+#include <thread>
+
+#include "netns.hpp"
+
+namespace nvqos::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kMetricsPort = 9467;
+const char* kTargetAddr = "10.202.0.1";
+const char* kInitiatorAddr = "10.202.0.2";
+
+// Accepts connections on `ports` inside `netns` and discards what arrives.
+class TcpSink {
+ public:
+  TcpSink(std::string netns, std::vector<int> ports) {
+    for (int port : ports) {
+      std::atomic<bool> listening{false};
+      threads_.emplace_back([this, netns, port, &listening] { in_netns(netns, [&] { serve(port, listening); }); });
+      while (!listening && !failed_) std::this_thread::sleep_for(5ms);
+    }
+  }
+  ~TcpSink() {
+    stop_ = true;
+    for (auto& t : threads_) t.join();
+  }
+  bool failed() const { return failed_; }
+
+ private:
+  void serve(int port, std::atomic<bool>& listening) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    timeval tv{0, 100000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, kTargetAddr, &sa.sin_addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) || listen(fd, 16)) {
+      failed_ = true;
+      close(fd);
+      return;
+    }
+    listening = true;
+    std::vector<std::thread> readers;
+    while (!stop_) {
+      int c = accept(fd, nullptr, nullptr);
+      if (c < 0) continue;
+      readers.emplace_back([this, c, tv] {
+        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+        std::vector<char> buf(256 * 1024);
+        while (!stop_) {
+          ssize_t n = recv(c, buf.data(), buf.size(), 0);
+          if (n == 0) break;
+        }
+        close(c);
+      });
+    }
+    for (auto& r : readers) r.join();
+    close(fd);
+  }
+
+  std::vector<std::thread> threads_;
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> failed_{false};
+};
+
+// Sends as fast as TCP lets it over `connections` connections to port from
+// inside `netns`, until destroyed; remembers whether a connection broke.
+class BulkSender {
+ public:
+  BulkSender(std::string netns, int port, int connections = 1) {
+    for (int i = 0; i < connections; ++i)
+      threads_.emplace_back([this, netns, port] { in_netns(netns, [&] { run(port); }); });
+    while (connected_ < connections && !failed_) std::this_thread::sleep_for(5ms);
+  }
+  ~BulkSender() {
+    stop_ = true;
+    for (auto& t : threads_) t.join();
+  }
+  bool failed() const { return failed_; }
+  std::string error() const { return error_; }
+
+ private:
+  void run(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    timeval tv{0, 200000};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    inet_pton(AF_INET, kInitiatorAddr, &sa.sin_addr);
+    bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa);
+    sa.sin_port = htons(port);
+    inet_pton(AF_INET, kTargetAddr, &sa.sin_addr);
+    if (connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
+      error_ = std::string("connect: ") + std::strerror(errno);
+      failed_ = true;
+      close(fd);
+      return;
+    }
+    ++connected_;
+    std::vector<char> chunk(256 * 1024, 'q');
+    while (!stop_) {
+      ssize_t n = send(fd, chunk.data(), chunk.size(), MSG_NOSIGNAL);
+      if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+        error_ = std::string("send: ") + std::strerror(errno);
+        failed_ = true;
+        break;
+      }
+    }
+    close(fd);
+  }
+
+  std::vector<std::thread> threads_;
+  std::atomic<int> connected_{0};
+  std::atomic<bool> stop_{false};
+  std::atomic<bool> failed_{false};
+  std::string error_;
+};
+
+// "200Mbit", "1Gbit", "64Kbit", "1000bit" (tc's rate output) -> bits/s.
+double tc_rate(const std::string& text) {
+  std::size_t used = 0;
+  double v = std::stod(text, &used);
+  std::string unit = text.substr(used);
+  if (unit == "Kbit") v *= 1e3;
+  else if (unit == "Mbit") v *= 1e6;
+  else if (unit == "Gbit") v *= 1e9;
+  else if (unit == "Tbit") v *= 1e12;
+  return v;
+}
+
+struct TcClass {
+  std::string parent;
+  unsigned prio = 0;
+  double rate = 0, ceil = 0;
+  double burst = 0, cburst = 0;
+};
+
+double tc_size(const std::string& text) {
+  std::size_t used = 0;
+  double v = std::stod(text, &used);
+  std::string unit = text.substr(used);
+  if (unit == "Kb") v *= 1024;
+  else if (unit == "Mb") v *= 1024 * 1024;
+  return v;
+}
+
+class QosInNetns : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF, qdiscs)";
+    target_ = std::make_unique<Netns>(unique_name("nvqq-t"));
+    initiator_ = std::make_unique<Netns>(unique_name("nvqq-i"));
+    veth_ = std::make_unique<VethPair>(*target_, unique_name("nvqt"),
+                                       std::vector<std::string>{std::string(kTargetAddr) + "/24"}, *initiator_,
+                                       unique_name("nvqi"), std::vector<std::string>{std::string(kInitiatorAddr) + "/24"});
+    ifname_ = veth_->b_name();  // the initiator's end: writes leave here
+    dir_ = std::filesystem::temp_directory_path() / unique_name("nvqq-dir");
+    std::filesystem::create_directories(dir_);
+  }
+  void TearDown() override {
+    agent_.reset();
+    veth_.reset();
+    initiator_.reset();
+    target_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  std::string write_config(const std::string& json) {
+    auto path = (dir_ / "config.json").string();
+    std::ofstream(path + ".tmp") << json;
+    std::filesystem::rename(path + ".tmp", path);
+    return path;
+  }
+
+  std::vector<std::string> agent_argv(const std::string& config, const std::vector<std::string>& extra = {}) {
+    std::vector<std::string> argv{"ip", "netns", "exec", initiator_->name(), NVQOS_AGENT_PATH,
+                                  "--interface", ifname_, "--metrics-address",
+                                  "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "100ms",
+                                  "--admin-socket", "", "--no-watch-config", "--config", config};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return argv;
+  }
+
+  void start_agent(const std::string& config, const std::vector<std::string>& extra = {}) {
+    log_path_ = (dir_ / "agent.log").string();
+    agent_ = std::make_unique<ChildProcess>(agent_argv(config, extra), log_path_);
+    ASSERT_TRUE(wait_agent_ready(*agent_, initiator_->name(), kMetricsPort, 20s)) << "agent not ready:\n"
+                                                                                   << read_file(log_path_);
+  }
+
+  std::string metrics() {
+    std::string body;
+    http_get_in(initiator_->name(), "127.0.0.1", kMetricsPort, "/metrics", &body);
+    return body;
+  }
+
+  std::string tc(const std::string& args) {
+    std::string out;
+    run(initiator_->exec() + "tc " + args + " 2>&1", &out);
+    return out;
+  }
+
+  std::map<std::string, TcClass> htb_classes() {
+    std::map<std::string, TcClass> out;
+    std::istringstream in(tc("class show dev " + ifname_));
+    std::string line;
+    static const std::regex re(
+        R"(class htb (\S+) (?:parent (\S+)|root)(?: leaf \S+)? (?:prio (\d+) )?rate (\S+) ceil (\S+) burst (\S+) cburst (\S+))");
+    while (std::getline(in, line)) {
+      std::smatch m;
+      if (!std::regex_search(line, m, re)) continue;
+      TcClass c;
+      c.parent = m[2].matched ? m[2].str() : "root";
+      c.prio = m[3].matched ? std::stoul(m[3].str()) : 0;
+      c.rate = tc_rate(m[4]);
+      c.ceil = tc_rate(m[5]);
+      c.burst = tc_size(m[6]);
+      c.cburst = tc_size(m[7]);
+      out[m[1]] = c;
+    }
+    return out;
+  }
+
+  // Egress wire bytes of `tenant` and the time the agent read them.
+  std::pair<double, double> egress_sample(const std::string& tenant) {
+    std::string text = metrics();
+    double bytes = metric_value(text, "nvqos_tenant_bytes_total",
+                                {{"interface", ifname_}, {"tenant", tenant}, {"direction", "egress"}})
+                       .value_or(-1);
+    double t = metric_value(text, "nvqos_telemetry_last_read_timestamp_seconds", {}).value_or(-1);
+    return {bytes, t};
+  }
+
+  // Mbit/s of each tenant's egress over `window`, from the agent's counters.
+  std::map<std::string, double> measure_mbit(const std::vector<std::string>& tenants, std::chrono::milliseconds window) {
+    std::map<std::string, std::pair<double, double>> first;
+    for (const auto& t : tenants) first[t] = egress_sample(t);
+    std::this_thread::sleep_for(window);
+    std::map<std::string, double> out;
+    for (const auto& t : tenants) {
+      auto [b1, t1] = egress_sample(t);
+      auto [b0, t0] = first[t];
+      out[t] = t1 > t0 ? (b1 - b0) * 8 / (t1 - t0) / 1e6 : -1;
+    }
+    return out;
+  }
+
+  std::unique_ptr<Netns> target_, initiator_;
+  std::unique_ptr<VethPair> veth_;
+  std::unique_ptr<ChildProcess> agent_;
+  std::filesystem::path dir_;
+  std::string ifname_, log_path_;
+};
+
+std::string link(const std::string& ifname, int mbit) {
+  return R"("links": [{"interface": ")" + ifname + R"(", "capacity_mbit_s": )" + std::to_string(mbit) + "}]";
+}
+
+TEST_F(QosInNetns, HtbTreeIsInstalledAsConfiguredAndRemovedOnExit) {
+  start_agent(write_config(R"({"nvme_ports": {"io": [4420, 4421]}, )" + link(ifname_, 1000) + R"(,
+    "classes": [
+      {"name": "gold", "priority": 0, "guaranteed_mbit_s": 300, "ceiling_mbit_s": 800},
+      {"name": "bulk", "priority": 6, "scope": "aggregate", "ceiling_mbit_s": 200, "burst_bytes": 1048576},
+      {"name": "unused", "priority": 3, "ceiling_mbit_s": 10}
+    ],
+    "default_class": "bulk",
+    "tenants": [{"name": "g", "class": "gold", "match": [{"port": 4420}]},
+                {"name": "b", "match": [{"port": 4421}]}]})"));
+  EXPECT_NE(tc("qdisc show dev " + ifname_).find("qdisc htb 4e56: root"), std::string::npos)
+      << tc("qdisc show dev " + ifname_);
+  auto classes = htb_classes();
+  // root, gold's tenant, bulk's aggregate (b and default), the default class;
+  // nothing for the unused class.
+  ASSERT_EQ(classes.size(), 4u) << tc("class show dev " + ifname_);
+  ASSERT_TRUE(classes.count("4e56:1"));
+  EXPECT_EQ(classes["4e56:1"].rate, 1e9);
+  EXPECT_EQ(classes["4e56:1"].ceil, 1e9);
+  ASSERT_TRUE(classes.count("4e56:fffe"));
+  EXPECT_EQ(classes["4e56:fffe"].parent, "4e56:1");
+  EXPECT_EQ(classes["4e56:fffe"].prio, 7u);
+  int gold = 0, bulk = 0;
+  for (const auto& [id, c] : classes) {
+    if (c.ceil == 800e6) {
+      ++gold;
+      EXPECT_EQ(c.rate, 300e6);
+      EXPECT_EQ(c.prio, 0u);
+      EXPECT_EQ(c.parent, "4e56:1");
+      EXPECT_NEAR(c.cburst, 100000, 1024) << "1 ms at 800 Mbit/s";
+    }
+    if (c.ceil == 200e6) {
+      ++bulk;
+      EXPECT_EQ(c.prio, 6u);
+      EXPECT_NEAR(c.cburst, 1048576, 1024) << "the class's burst_bytes";
+    }
+  }
+  EXPECT_EQ(gold, 1);
+  EXPECT_EQ(bulk, 1);
+  std::string m = metrics();
+  EXPECT_EQ(metric_value(m, "nvqos_qos_mechanism_info", {{"interface", ifname_}, {"direction", "egress"}, {"mechanism", "htb"}}),
+            1.0);
+
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0) << read_file(log_path_);
+  EXPECT_EQ(tc("qdisc show dev " + ifname_).find("htb"), std::string::npos) << tc("qdisc show dev " + ifname_);
+}
+
+TEST_F(QosInNetns, BadQosConfigOnReloadKeepsTheRunningTree) {
+  auto good = R"({)" + link(ifname_, 1000) +
+              R"(, "classes": [{"name": "c", "guaranteed_mbit_s": 100, "ceiling_mbit_s": 150}], "default_class": "c"})";
+  start_agent(write_config(good));
+  auto before = htb_classes();
+  ASSERT_EQ(before.size(), 3u);
+  for (const std::string& bad : std::vector<std::string>{
+           // guarantees above the link
+           R"({)" + link(ifname_, 1000) + R"(, "classes": [{"name": "c", "guaranteed_mbit_s": 600}],
+               "default_class": "c", "tenants": [{"name": "x", "match": [{"port": 4420}]}]})",
+           // unknown class
+           R"({)" + link(ifname_, 1000) + R"(, "classes": [{"name": "c", "ceiling_mbit_s": 50}], "default_class": "d"})",
+           // no /links entry: checked at reload against the veth's own speed (10 Gbit/s)
+           std::string(R"({"classes": [{"name": "c", "guaranteed_mbit_s": 20000}], "default_class": "c"})")}) {
+    write_config(bad);
+    agent_->signal(SIGHUP);
+    ASSERT_TRUE(wait_until([&] { return metric_value(metrics(), "nvqos_config_reload_success", {}) == 0.0; }, 5s))
+        << bad;
+    auto after = htb_classes();
+    ASSERT_EQ(after.size(), before.size()) << bad;
+    for (const auto& [id, c] : before) {
+      EXPECT_EQ(after[id].rate, c.rate) << id;
+      EXPECT_EQ(after[id].ceil, c.ceil) << id;
+    }
+    write_config(good);
+    agent_->signal(SIGHUP);
+    ASSERT_TRUE(wait_until([&] { return metric_value(metrics(), "nvqos_config_reload_success", {}) == 1.0; }, 5s));
+  }
+  EXPECT_NE(read_file(log_path_).find("guarantees sum to"), std::string::npos);
+  EXPECT_NE(read_file(log_path_).find("guarantees sum to 20000 Mbit/s, above the link's capacity of 10000 Mbit/s"),
+            std::string::npos)
+      << read_file(log_path_);
+}
+
+TEST_F(QosInNetns, ForeignRootQdiscIsRefusedUnlessAskedToReplaceIt) {
+  ASSERT_EQ(run(initiator_->exec() + "tc qdisc add dev " + ifname_ + " root handle 1: htb default 1"), 0);
+  auto config = write_config(R"({)" + link(ifname_, 1000) +
+                             R"(, "classes": [{"name": "c", "ceiling_mbit_s": 100}], "default_class": "c"})");
+  log_path_ = (dir_ / "refused.log").string();
+  ChildProcess refused(agent_argv(config), log_path_);
+  auto status = refused.wait(20s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_NE(*status, 0);
+  EXPECT_NE(read_file(log_path_).find("that nvqos did not install"), std::string::npos) << read_file(log_path_);
+  EXPECT_NE(tc("qdisc show dev " + ifname_).find("qdisc htb 1: root"), std::string::npos);
+
+  start_agent(config, {"--replace-root-qdisc"});
+  EXPECT_NE(tc("qdisc show dev " + ifname_).find("qdisc htb 4e56: root"), std::string::npos);
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0);
+  EXPECT_EQ(tc("qdisc show dev " + ifname_).find("htb"), std::string::npos);
+}
+
+TEST_F(QosInNetns, UnenforcedIopsCeilingIsReportedWithoutSchFq) {
+  start_agent(write_config(R"({)" + link(ifname_, 1000) +
+                           R"(, "classes": [{"name": "c", "ceiling_mbit_s": 100, "ceiling_iops": 1000}],
+                               "default_class": "c"})"));
+  std::string m = metrics();
+  bool fq = m.find("mechanism=\"edt\"") != std::string::npos;
+  auto unenforced = metric_value(m, "nvqos_qos_unenforced_limits",
+                                 {{"interface", ifname_}, {"class", "c"}, {"limit", "ceiling_iops"}});
+  if (fq) {
+    EXPECT_FALSE(unenforced.has_value());
+  } else {
+    EXPECT_EQ(unenforced, 1.0) << m;
+    EXPECT_NE(read_file(log_path_).find("QoS limit not enforced"), std::string::npos);
+  }
+}
+
+}  // namespace
+}  // namespace nvqos::test
