@@ -330,6 +330,85 @@ TEST_F(QosInNetns, HtbTreeIsInstalledAsConfiguredAndRemovedOnExit) {
   EXPECT_EQ(tc("qdisc show dev " + ifname_).find("htb"), std::string::npos) << tc("qdisc show dev " + ifname_);
 }
 
+TEST_F(QosInNetns, CeilingsOf50_200And500MbitAreMetWithin5Percent) {
+  start_agent(write_config(R"({"nvme_ports": {"io": [4420, 4421, 4422]}, )" + link(ifname_, 10000) + R"(,
+    "classes": [{"name": "c50", "ceiling_mbit_s": 50}, {"name": "c200", "ceiling_mbit_s": 200},
+                {"name": "c500", "ceiling_mbit_s": 500}],
+    "tenants": [{"name": "t50", "class": "c50", "match": [{"port": 4420}]},
+                {"name": "t200", "class": "c200", "match": [{"port": 4421}]},
+                {"name": "t500", "class": "c500", "match": [{"port": 4422}]}]})"));
+  TcpSink sink(target_->name(), {4420, 4421, 4422});
+  ASSERT_FALSE(sink.failed());
+  BulkSender s50(initiator_->name(), 4420), s200(initiator_->name(), 4421), s500(initiator_->name(), 4422);
+  ASSERT_FALSE(s50.failed() || s200.failed() || s500.failed()) << s50.error() << s200.error() << s500.error();
+  std::this_thread::sleep_for(2s);  // past slow start and the initial burst
+  auto rates = measure_mbit({"t50", "t200", "t500"}, 10s);
+  for (auto [tenant, ceiling] : {std::pair{"t50", 50.0}, std::pair{"t200", 200.0}, std::pair{"t500", 500.0}}) {
+    std::printf("ceiling %.0f Mbit/s: measured %.1f Mbit/s of IP bytes over 10 s (%.1f%%)\n", ceiling, rates[tenant],
+                100 * rates[tenant] / ceiling);
+    EXPECT_NEAR(rates[tenant], ceiling, ceiling * 0.05) << tenant;
+  }
+  EXPECT_FALSE(s50.failed() || s200.failed() || s500.failed());
+  // HTB held the senders back: counted as throttled.
+  std::string m = metrics();
+  EXPECT_GT(metric_value(m, "nvqos_tenant_throttled_total", {{"interface", ifname_}, {"tenant", "t50"}}).value_or(0), 0);
+}
+
+TEST_F(QosInNetns, GuaranteeHoldsAgainstAHigherPriorityHigherCeilingTenant) {
+  start_agent(write_config(R"({"nvme_ports": {"io": [4420, 4421]}, )" + link(ifname_, 400) + R"(,
+    "classes": [{"name": "steady", "priority": 5, "guaranteed_mbit_s": 250, "ceiling_mbit_s": 300},
+                {"name": "hog", "priority": 0, "ceiling_mbit_s": 400}],
+    "tenants": [{"name": "g", "class": "steady", "match": [{"port": 4420}]},
+                {"name": "h", "class": "hog", "match": [{"port": 4421}]}]})"));
+  TcpSink sink(target_->name(), {4420, 4421});
+  BulkSender g(initiator_->name(), 4420), h(initiator_->name(), 4421, 4);
+  ASSERT_FALSE(g.failed() || h.failed());
+  std::this_thread::sleep_for(2s);
+  auto rates = measure_mbit({"g", "h"}, 5s);
+  std::printf("link 400 Mbit/s: guaranteed tenant %.1f Mbit/s (guarantee 250), hog %.1f Mbit/s\n", rates["g"],
+              rates["h"]);
+  EXPECT_GE(rates["g"], 250 * 0.95);
+  EXPECT_LE(rates["g"], 300 * 1.05);
+  // Work-conserving: the hog gets what the guarantee leaves.
+  EXPECT_GE(rates["h"], 100 * 0.9);
+  EXPECT_LE(rates["g"] + rates["h"], 400 * 1.05);
+}
+
+TEST_F(QosInNetns, ClassChangeUnderTrafficAppliesWithinOneSecondWithoutReset) {
+  auto config = [&](int ceiling) {
+    return R"({)" + link(ifname_, 10000) + R"(, "classes": [{"name": "c", "ceiling_mbit_s": )" + std::to_string(ceiling) +
+           R"(}], "tenants": [{"name": "t", "class": "c", "match": [{"port": 4420}]}]})";
+  };
+  start_agent(write_config(config(100)));
+  TcpSink sink(target_->name(), {4420});
+  BulkSender s(initiator_->name(), 4420);
+  ASSERT_FALSE(s.failed());
+  std::this_thread::sleep_for(1500ms);
+  double before = measure_mbit({"t"}, 2s)["t"];
+  auto classes_before = htb_classes();
+
+  write_config(config(300));
+  agent_->signal(SIGHUP);
+  std::this_thread::sleep_for(1s);
+  double after = measure_mbit({"t"}, 2s)["t"];
+  std::printf("ceiling 100 -> 300 Mbit/s under traffic: %.1f Mbit/s before, %.1f Mbit/s from 1 s after the reload\n",
+              before, after);
+  EXPECT_NEAR(before, 100, 10);
+  EXPECT_NEAR(after, 300, 30);
+  EXPECT_FALSE(s.failed()) << s.error();
+  // Changed in place: the same classids, the new ceiling.
+  auto classes_after = htb_classes();
+  ASSERT_EQ(classes_before.size(), classes_after.size());
+  for (const auto& [id, c] : classes_before) EXPECT_TRUE(classes_after.count(id)) << id;
+  bool found = false;
+  for (const auto& [id, c] : classes_after) found |= c.ceil == 300e6;
+  EXPECT_TRUE(found);
+  std::string m = metrics();
+  EXPECT_EQ(metric_value(m, "nvqos_tenant_flows_opened_total", {{"interface", ifname_}, {"tenant", "t"}}), 1.0);
+  EXPECT_EQ(metric_value(m, "nvqos_config_reload_success", {}), 1.0);
+}
+
+
 TEST_F(QosInNetns, BadQosConfigOnReloadKeepsTheRunningTree) {
   auto good = R"({)" + link(ifname_, 1000) +
               R"(, "classes": [{"name": "c", "guaranteed_mbit_s": 100, "ceiling_mbit_s": 150}], "default_class": "c"})";
@@ -397,6 +476,53 @@ TEST_F(QosInNetns, UnenforcedIopsCeilingIsReportedWithoutSchFq) {
     EXPECT_EQ(unenforced, 1.0) << m;
     EXPECT_NE(read_file(log_path_).find("QoS limit not enforced"), std::string::npos);
   }
+}
+
+// DSCP of the first NVMe/TCP data packet seen on `ifname` in `netns`.
+std::optional<int> capture_dscp(const std::string& netns, const std::string& ifname, int port) {
+  std::optional<int> dscp;
+  in_netns(netns, [&] {
+    int fd = socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_IP));
+    if (fd < 0) return;
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_IP);
+    sll.sll_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+    bind(fd, reinterpret_cast<sockaddr*>(&sll), sizeof sll);
+    timeval tv{0, 200000};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    auto deadline = std::chrono::steady_clock::now() + 5s;
+    std::vector<std::uint8_t> buf(65536);
+    while (!dscp && std::chrono::steady_clock::now() < deadline) {
+      ssize_t n = recv(fd, buf.data(), buf.size(), 0);
+      if (n < static_cast<ssize_t>(ETH_HLEN + sizeof(iphdr) + sizeof(tcphdr))) continue;
+      const auto* ip = reinterpret_cast<const iphdr*>(buf.data() + ETH_HLEN);
+      if (ip->protocol != IPPROTO_TCP) continue;
+      const auto* tcp = reinterpret_cast<const tcphdr*>(buf.data() + ETH_HLEN + ip->ihl * 4);
+      if (ntohs(tcp->dest) == port) dscp = ip->tos >> 2;
+    }
+    close(fd);
+  });
+  return dscp;
+}
+
+TEST_F(QosInNetns, DscpOfTheClassIsOnTheWire) {
+  start_agent(write_config(R"({"nvme_ports": {"io": [4420, 4421]}, "classes": [{"name": "c", "dscp": 46}],
+                               "tenants": [{"name": "t", "class": "c", "match": [{"port": 4420}]}]})"));
+  TcpSink sink(target_->name(), {4420, 4421});
+  std::optional<int> marked, other;
+  std::thread capture([&] { marked = capture_dscp(target_->name(), veth_->a_name(), 4420); });
+  std::this_thread::sleep_for(200ms);
+  { BulkSender s(initiator_->name(), 4420); std::this_thread::sleep_for(300ms); }
+  capture.join();
+  std::thread capture2([&] { other = capture_dscp(target_->name(), veth_->a_name(), 4421); });
+  std::this_thread::sleep_for(200ms);
+  { BulkSender s(initiator_->name(), 4421); std::this_thread::sleep_for(300ms); }
+  capture2.join();
+  ASSERT_TRUE(marked.has_value());
+  EXPECT_EQ(*marked, 46);
+  ASSERT_TRUE(other.has_value());
+  EXPECT_EQ(*other, 0) << "traffic of tenants without the class keeps its DSCP";
 }
 
 }  // namespace
