@@ -159,12 +159,12 @@ Status InterfaceDatapath::apply(const DesiredState& next) {
     log::warn("limits.max_flows changes only when the agent restarts",
               {{"interface", ifname_}, {"current", std::to_string(current_.max_flows)},
                {"requested", std::to_string(next.max_flows)}});
-  // Order matters: HTB classes exist before tenants point at them, tenants
-  // before rules point at them, rules before ports make new traffic NVMe/TCP,
+  // Order matters: HTB classes and limiter rates exist before tenants point
+  // at them, tenants before rules point at them, rules before ports make new traffic NVMe/TCP,
   // and flows are re-attributed last.
   // The NQN and access maps are complete before settings turns access checks on.
   if (auto s = sync_shaper(next); !s) return s.error().with_context("apply QoS to " + ifname_);
-  for (auto step : {&InterfaceDatapath::write_tenants, &InterfaceDatapath::write_rules,
+  for (auto step : {&InterfaceDatapath::write_limiters, &InterfaceDatapath::write_tenants, &InterfaceDatapath::write_rules,
                     &InterfaceDatapath::write_ports, &InterfaceDatapath::write_identity,
                     &InterfaceDatapath::write_settings})
     if (auto s = (this->*step)(next); !s) return s.error().with_context("apply policy to " + ifname_);

@@ -174,6 +174,7 @@ class InterfaceDatapath {
   Status write_ports(const DesiredState& next);
   Status write_rules(const DesiredState& next);
   Status write_tenants(const DesiredState& next);
+  Status write_limiters(const DesiredState& next);
   // QoS (datapath_qos.cpp): the HTB tree, and the tenant_config fields that
   // depend on what this interface's kernel offers.
   Status sync_shaper(const DesiredState& next);

@@ -3,9 +3,11 @@
 // where our HTB tree is installed, EDT only where leaves have sch_fq), and the
 // mechanisms and unenforced limits reported in logs and /metrics.
 #include <algorithm>
+#include <cstring>
 
 #include "datapath.hpp"
 #include "log.hpp"
+#include "nvqos_datapath.skel.h"
 
 namespace nvqos::agent {
 namespace {
@@ -50,6 +52,30 @@ Status InterfaceDatapath::sync_shaper(const DesiredState& next) {
                                  {"ingress", join(q.ingress_mechanisms)},
                                  {"capacity_mbit_s", capacity ? std::to_string(*capacity / 1'000'000) : "unknown"},
                                  {"htb_classes", std::to_string(tree.size())}});
+  }
+  return ok_status();
+}
+
+// The rates of each limiter (EDT pacing, XDP ingress buckets). A limiter whose
+// rates change starts from a fresh state: clocks pushed ahead by an old, lower
+// rate would otherwise hold packets back for up to the EDT horizon. Limiters
+// no longer in the policy are zeroed (a zero rate limits nothing).
+Status InterfaceDatapath::write_limiters(const DesiredState& next) {
+  const auto& before = has_current_ ? current_.qos.limiters : decltype(next.qos.limiters){};
+  const nvqos_limiter_state fresh{};
+  for (const auto& [id, rates] : next.qos.limiters) {
+    auto old = before.find(id);
+    if (old != before.end() && std::memcmp(&old->second, &rates, sizeof rates) == 0) continue;
+    if (int err = bpf_map__update_elem(skel_->maps.limiter_state, &id, sizeof id, &fresh, sizeof fresh, BPF_ANY))
+      return Error::from_errno(err, "reset limiter_state entry " + std::to_string(id));
+    if (int err = bpf_map__update_elem(skel_->maps.limiter_config, &id, sizeof id, &rates, sizeof rates, BPF_ANY))
+      return Error::from_errno(err, "write limiter_config entry " + std::to_string(id));
+  }
+  const nvqos_limiter_config none{};
+  for (const auto& [id, rates] : before) {
+    if (next.qos.limiters.count(id)) continue;
+    if (int err = bpf_map__update_elem(skel_->maps.limiter_config, &id, sizeof id, &none, sizeof none, BPF_ANY))
+      return Error::from_errno(err, "clear limiter_config entry " + std::to_string(id));
   }
   return ok_status();
 }

@@ -81,16 +81,33 @@ void tenant_families(std::vector<MetricFamily>& out, const Snapshot& s) {
        [](const nvqos_tenant_stats& t) {
          return t.flows_opened > t.flows_closed ? double(t.flows_opened - t.flows_closed) : 0.0;
        }},
-      {"nvqos_tenant_dropped_bytes_total", "Ingress bytes of the tenant dropped by policy in XDP.",
-       MetricType::Counter, [](const nvqos_tenant_stats& t) { return double(t.dropped_bytes); }},
-      {"nvqos_tenant_dropped_packets_total", "Ingress packets of the tenant dropped by policy in XDP.",
-       MetricType::Counter, [](const nvqos_tenant_stats& t) { return double(t.dropped_packets); }},
   };
   for (const auto& f : per_tenant) {
     FamilyBuilder b(out, f.name, f.help, f.type);
     for (const auto& ifc : s.interfaces)
       for (const auto& t : ifc.tenants) b.add({{"interface", ifc.interface}, {"tenant", t.name}}, f.get(t.stats));
   }
+  FamilyBuilder dropped(out, "nvqos_tenant_dropped_total",
+                        "Ingress packets of the tenant dropped by policy, by reason: quarantine (XDP), ingress_ceiling "
+                        "(XDP token bucket), access_denied (refused NVMe/TCP connections, tc).",
+                        MetricType::Counter);
+  FamilyBuilder dropped_bytes(out, "nvqos_tenant_dropped_bytes_total",
+                              "IP bytes of the packets in nvqos_tenant_dropped_total, by reason.", MetricType::Counter);
+  for (const auto& ifc : s.interfaces)
+    for (const auto& t : ifc.tenants) {
+      auto access = ifc.identity.tenant_drops.find(t.id);
+      const std::pair<const char*, std::pair<double, double>> reasons[] = {
+          {"quarantine", {double(t.stats.dropped_packets), double(t.stats.dropped_bytes)}},
+          {"ingress_ceiling",
+           {double(t.stats.ingress_limit_dropped_packets), double(t.stats.ingress_limit_dropped_bytes)}},
+          {"access_denied", access == ifc.identity.tenant_drops.end()
+                                ? std::pair{0.0, 0.0}
+                                : std::pair{double(access->second.packets), double(access->second.bytes)}}};
+      for (const auto& [reason, v] : reasons) {
+        dropped.add({{"interface", ifc.interface}, {"tenant", t.name}, {"reason", reason}}, v.first);
+        dropped_bytes.add({{"interface", ifc.interface}, {"tenant", t.name}, {"reason", reason}}, v.second);
+      }
+    }
 }
 
 void datapath_families(std::vector<MetricFamily>& out, const Snapshot& s) {
@@ -322,19 +339,26 @@ void qos_families(std::vector<MetricFamily>& out, const Snapshot& s) {
         class_bytes.add({{"interface", ifc.interface}, {"class", cls}, {"direction", kDirections[d]}}, v[d]);
   }
   FamilyBuilder throttled(out, "nvqos_tenant_throttled_total",
-                          "Egress packets of the tenant held back by its ceiling (HTB overlimits of its leaf; for an "
-                          "aggregate class the class's count, under each of its tenants).",
+                          "Egress packets of the tenant held back by its ceiling: delayed by EDT pacing, or HTB "
+                          "overlimits of its leaf (for an aggregate class the class's count, under each of its tenants).",
                           MetricType::Counter);
   FamilyBuilder balance(out, "nvqos_tenant_burst_balance_bytes",
                         "Credit the tenant may still send above its ceiling's rate (HTB ctokens of its class, in "
                         "bytes; negative while in debt).",
                         MetricType::Gauge);
-  for (const auto& ifc : s.interfaces)
+  for (const auto& ifc : s.interfaces) {
+    // EDT delays (the kernel's count) and HTB overlimits (the leaf's) are both packets held back.
+    std::map<std::string, double> held;
+    for (const auto& t : ifc.tenants)
+      if (t.stats.throttled_packets) held[t.name] += double(t.stats.throttled_packets);
+    for (const auto& t : ifc.qos.tenants)
+      if (t.throttled) held[t.tenant] += double(*t.throttled);
+    for (const auto& [tenant, v] : held) throttled.add({{"interface", ifc.interface}, {"tenant", tenant}}, v);
     for (const auto& t : ifc.qos.tenants) {
-      if (t.throttled) throttled.add({{"interface", ifc.interface}, {"tenant", t.tenant}}, double(*t.throttled));
       if (t.burst_balance_bytes)
         balance.add({{"interface", ifc.interface}, {"tenant", t.tenant}}, double(*t.burst_balance_bytes));
     }
+  }
 }
 
 void agent_families(std::vector<MetricFamily>& out, const Snapshot& s, const AgentStatus& st) {

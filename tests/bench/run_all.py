@@ -20,11 +20,13 @@ def benches(build, results, quick):
         return [("bpf", bpf + ["--repeat", "10000", "--runs", "1", "--single-shots", "10"] + out("bpf")),
                 ("throughput", py + [f"{HERE}/bench_throughput.py", "--runs", "1", "--seconds", "2"] + out("throughput")),
                 ("isolation", py + [f"{HERE}/bench_isolation.py", "--quick"] + out("isolation")),
+                ("enforcement", py + [f"{HERE}/bench_enforcement.py", "--quick"] + out("enforcement")),
                 ("telemetry", py + [f"{HERE}/bench_telemetry.py", "--seconds", "4"] + out("telemetry")),
                 ("control_plane", py + [f"{HERE}/bench_control_plane.py", "--quick"] + out("control_plane"))]
     return [("bpf", bpf + out("bpf")),
             ("throughput", py + [f"{HERE}/bench_throughput.py", "--runs", "3", "--seconds", "5"] + out("throughput")),
             ("isolation", py + [f"{HERE}/bench_isolation.py", "--runtime", "10s"] + out("isolation")),
+            ("enforcement", py + [f"{HERE}/bench_enforcement.py"] + out("enforcement")),
             ("telemetry", py + [f"{HERE}/bench_telemetry.py", "--seconds", "30"] + out("telemetry")),
             ("control_plane", py + [f"{HERE}/bench_control_plane.py"] + out("control_plane"))]
 

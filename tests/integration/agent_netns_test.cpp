@@ -273,7 +273,7 @@ TEST_F(AgentInNetns, ReloadAttachesXdpForQuarantineAndRefusesBadConfig) {
     EXPECT_FALSE(send_bytes(kBronzeAddr, kTargetAddr, 4420, 100'000, 2s)) << "quarantined tenant got through";
     EXPECT_TRUE(send_bytes(kGoldAddr, kTargetAddr, 4420, 100'000));
   });
-  EXPECT_GE(metric_at_least("nvqos_tenant_dropped_packets_total", {{"tenant", "bronze"}}, 1), 1);
+  EXPECT_GE(metric_at_least("nvqos_tenant_dropped_total", {{"tenant", "bronze"}, {"reason", "quarantine"}}, 1), 1);
 
   // A broken config is refused; the running policy (and XDP) stays.
   write_config(R"({"tenants": [{"name": "gold", "match": [{"remote": "10.201.0.300"}]}]})");
