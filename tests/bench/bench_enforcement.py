@@ -27,9 +27,13 @@ def policy(lab, ceiling_mbit=None, ceiling_iops=None):
             "tenants": [{"name": "bulk", "class": "capped", "match": [{"remote": f"{lab.client_ip}/32"}]}]}
 
 
-def egress_bytes(agent):
-    got = metric_values(agent.metrics(), "nvqos_tenant_bytes_total", tenant="bulk", direction="egress")
-    return got[0][1] if got else 0.0
+def egress_sample(agent):
+    """(tenant's egress wire bytes, when the agent read them): the agent's own read time, so rates
+    do not alias against its telemetry interval."""
+    text = agent.metrics()
+    got = metric_values(text, "nvqos_tenant_bytes_total", tenant="bulk", direction="egress")
+    at = metric_values(text, "nvqos_telemetry_last_read_timestamp_seconds")
+    return (got[0][1] if got else 0.0), (at[0][1] if at else time.time())
 
 
 def mechanism(agent):
@@ -58,13 +62,15 @@ class Background:
 
 
 def rate_over(agent, seconds, interval=0.25):
-    """(t, Mbit/s) samples of the tenant's egress wire rate, every `interval` s for `seconds`."""
+    """(t, Mbit/s) samples of the tenant's egress wire rate, one per agent read, for `seconds`."""
     out, t0 = [], time.time()
-    last_b, last_t = egress_bytes(agent), time.time()
+    last_b, last_t = egress_sample(agent)
     while time.time() - t0 < seconds:
         time.sleep(interval)
-        b, t = egress_bytes(agent), time.time()
-        out.append((t - t0, (b - last_b) * 8 / (t - last_t) / 1e6))
+        b, t = egress_sample(agent)
+        if t <= last_t:
+            continue  # the agent has not read the kernel again yet
+        out.append((time.time() - t0, (b - last_b) * 8 / (t - last_t) / 1e6))
         last_b, last_t = b, t
     return out
 
@@ -92,9 +98,10 @@ def main():
             progress(f"bandwidth ceiling {ceiling} Mbit/s: {window:g} s window after 1 s of warm-up")
             bg = Background(build, lab, load, window + 2)
             time.sleep(1.0)
-            b0, t0 = egress_bytes(agent), time.time()
+            b0, t0 = egress_sample(agent)
             time.sleep(window)
-            achieved = (egress_bytes(agent) - b0) * 8 / (time.time() - t0) / 1e6
+            b1, t1 = egress_sample(agent)
+            achieved = (b1 - b0) * 8 / (t1 - t0) / 1e6
             bg.join()
             results["ceilings"].append({"limit": "egress bandwidth", "configured": ceiling, "achieved": achieved,
                                         "unit": "Mbit/s"})

@@ -144,8 +144,8 @@ class Agent:
 def metric_values(text, name, **labels):
     """Every sample of `name` whose labels include `labels`, as (labels dict, value)."""
     out = []
-    for m in re.finditer(r"^" + re.escape(name) + r"\{([^}]*)\} (\S+)$", text, re.M):
-        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+    for m in re.finditer(r"^" + re.escape(name) + r"(?:\{([^}]*)\})? (\S+)$", text, re.M):
+        got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1) or ""))
         if all(got.get(k) == v for k, v in labels.items()):
             out.append((got, float(m.group(2))))
     return out
