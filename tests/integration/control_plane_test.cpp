@@ -8,16 +8,18 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <memory>
+#include <sstream>
+#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "netns.hpp"
+#include "agent_lab.hpp"
 
 namespace nvqos::test {
 namespace {
@@ -25,75 +27,67 @@ namespace {
 using namespace std::chrono_literals;
 
 constexpr int kMetricsPort = 9468;
+constexpr int kAdminPort = 9469;
 const char* kTargetAddr = "10.203.0.1";
 const char* kHostAddr = "10.203.0.2";
 const char* kSubnqn = "nqn.2026-11.io.nvqos:restart-test";
 
-class ControlPlaneTest : public ::testing::Test {
+// A bpffs mounted on `path` for the test's pins, unmounted on destruction.
+class BpffsMount {
+ public:
+  explicit BpffsMount(std::filesystem::path path) : path_(std::move(path)) {
+    std::filesystem::create_directories(path_);
+    if (mount("bpf", path_.c_str(), "bpf", 0, "mode=0700") != 0)
+      throw std::runtime_error("mount bpffs on " + path_.string() + ": " + std::strerror(errno));
+  }
+  ~BpffsMount() { umount2(path_.c_str(), MNT_DETACH); }
+  BpffsMount(const BpffsMount&) = delete;
+  BpffsMount& operator=(const BpffsMount&) = delete;
+
+ private:
+  std::filesystem::path path_;
+};
+
+class ControlPlaneTest : public AgentLabTest {
  protected:
   void SetUp() override {
     if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF, mounting bpffs)";
-    target_ = std::make_unique<Netns>(unique_name("rst-t"));
-    initiator_ = std::make_unique<Netns>(unique_name("rst-i"));
-    target_if_ = unique_name("rstt");
-    host_if_ = unique_name("rsti");
-    veth_ = std::make_unique<VethPair>(*target_, target_if_, std::vector<std::string>{std::string(kTargetAddr) + "/24"},
-                                       *initiator_, host_if_, std::vector<std::string>{std::string(kHostAddr) + "/24"});
-    // One CPU per receive side keeps each stream in order (see nvme_commands_test.cpp).
-    must(target_->exec() + "sh -c 'echo 1 > /sys/class/net/" + target_if_ + "/queues/rx-0/rps_cpus'");
-    must(initiator_->exec() + "sh -c 'echo 1 > /sys/class/net/" + host_if_ + "/queues/rx-0/rps_cpus'");
-    dir_ = std::filesystem::temp_directory_path() / unique_name("rst-dir");
-    std::filesystem::create_directories(dir_ / "bpf");
-    ASSERT_EQ(mount("bpf", (dir_ / "bpf").c_str(), "bpf", 0, "mode=0700"), 0) << std::strerror(errno);
-    bpffs_mounted_ = true;
-    target_proc_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_TARGET_PATH, "--listen",
-                                 std::string(kTargetAddr) + ":4420", "--subsystem", kSubnqn, "--namespace",
-                                 "256M:4096", "--allow-any-host", "--service-time", "fixed:50us"},
-        (dir_ / "target.log").string());
+    lab_.emplace(LabSpec{"rst", {std::string(kTargetAddr) + "/24"}, {std::string(kHostAddr) + "/24"}});
+    // One CPU per receive side keeps each stream in order (see agent_lab.hpp).
+    lab_->receive_each_flow_on_one_cpu(true, true);
+    bpffs_.emplace(lab_->dir() / "bpf");
+    target_proc_ = start_target(target(), {std::string(kTargetAddr) + ":4420"}, kSubnqn, "256M:4096",
+                                lab_->path("target.log"));
     write_config(R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": "10.203.0.1/32"}]}]})");
   }
 
-  void TearDown() override {
-    agent_.reset();
-    target_proc_.reset();
-    veth_.reset();
-    initiator_.reset();
-    target_.reset();
-    if (bpffs_mounted_) umount2((dir_ / "bpf").c_str(), MNT_DETACH);
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  std::string pin_root() const { return (lab_->dir() / "bpf" / "nvqos").string(); }
+  std::string pin_dir() const { return pin_root() + "/" + initiator_if(); }
+  std::string admin_socket() const { return lab_->path("agent.sock"); }
+
+  void write_config(const std::string& json) { lab_->write_file("policy.json", json); }
+
+  AgentSpec agent_spec(bool keep) const {
+    AgentSpec spec(initiator().name(), initiator_if(), kMetricsPort);
+    spec.config = lab_->path("policy.json");
+    spec.admin_socket = admin_socket();
+    spec.pin_dir = pin_root();
+    if (keep) spec.extra.push_back("--keep-on-exit");
+    return spec;
   }
 
-  std::string pin_root() const { return (dir_ / "bpf" / "nvqos").string(); }
-  std::string pin_dir() const { return pin_root() + "/" + host_if_; }
-
-  void write_config(const std::string& json) { std::ofstream(dir_ / "policy.json") << json; }
-
-  std::vector<std::string> agent_argv(bool keep) const {
-    std::vector<std::string> argv{"ip", "netns", "exec", initiator_->name(), NVQOS_AGENT_PATH, "--interface", host_if_,
-                                  "--config", (dir_ / "policy.json").string(), "--metrics-address",
-                                  "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "100ms",
-                                  "--admin-socket", (dir_ / "agent.sock").string(), "--pin-dir", pin_root()};
-    if (keep) argv.push_back("--keep-on-exit");
-    return argv;
+  void start_agent(bool keep) { start_agent(agent_spec(keep)); }
+  void start_agent(const AgentSpec& spec) {
+    AgentLabTest::start_agent(spec, 20s, log_name(++agent_runs_));
   }
 
-  void start_agent(bool keep) {
-    agent_ = std::make_unique<ChildProcess>(agent_argv(keep), log_path(++agent_runs_));
-    ASSERT_TRUE(wait_agent_ready(*agent_, initiator_->name(), kMetricsPort, 20s)) << read_file(log_path(agent_runs_));
-  }
-
-  std::string log_path(int run) const { return (dir_ / ("agent" + std::to_string(run) + ".log")).string(); }
-
-  std::string metrics() {
-    std::string body;
-    http_get_in(initiator_->name(), "127.0.0.1", kMetricsPort, "/metrics", &body);
-    return body;
-  }
+  // The log of the agent's `run`th start.
+  static std::string log_name(int run) { return "agent" + std::to_string(run) + ".log"; }
+  std::string log_path(int run) const { return lab_->path(log_name(run)); }
 
   std::string in_initiator(const std::string& command) {
     std::string out;
-    run(initiator_->exec() + command + " 2>&1", &out);
+    run(initiator().exec() + command + " 2>&1", &out);
     return out;
   }
 
@@ -122,55 +116,46 @@ class ControlPlaneTest : public ::testing::Test {
     EXPECT_EQ(after.flows, before.flows) << "the restart must not see the load's connections as new";
   }
 
-  // nvqosctl run inside the initiator namespace (its TCP address is there).
-  std::string nvqosctl(const std::string& args, int* rc = nullptr) {
-    std::string out;
-    const int status = run(initiator_->exec() + NVQOS_CTL_PATH + " --socket " + (dir_ / "agent.sock").string() + " " +
-                               args + " 2>&1",
-                           &out);
-    if (rc) *rc = status;
-    return out;
-  }
+  // nvqosctl inside the initiator namespace (the agent's TCP address is there).
+  std::string nvqosctl(const std::string& args, int* rc = nullptr) { return agent_->nvqosctl(args, rc); }
 
   // curl inside the initiator namespace: returns the HTTP status.
   int curl(const std::string& args, std::string* body = nullptr) {
     std::string out;
-    run(initiator_->exec() + "curl -s -o " + (dir_ / "curl.out").string() + " -w '%{http_code}' " + args, &out);
-    if (body) *body = read_file((dir_ / "curl.out").string());
+    run(initiator().exec() + "curl -s -o " + lab_->path("curl.out") + " -w '%{http_code}' " + args, &out);
+    if (body) *body = read_file(lab_->path("curl.out"));
     return std::atoi(out.c_str());
   }
 
+  // The admin API also on TCP (kAdminPort), behind the bearer token in `token_file`.
+  AgentSpec admin_over_tcp(const std::string& token_file) const {
+    AgentSpec spec = agent_spec(false);
+    spec.extra = {"--admin-address", "127.0.0.1:" + std::to_string(kAdminPort), "--admin-token-file", token_file};
+    return spec;
+  }
+
   std::string write_token(const std::string& token, mode_t mode) {
-    const std::string path = (dir_ / "token").string();
+    const std::string path = lab_->path("token");
     std::ofstream(path) << token << "\n";
     chmod(path.c_str(), mode);
     return path;
   }
 
   std::unique_ptr<ChildProcess> start_load(const std::string& runtime) {
-    return std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", initiator_->name(), NVQOS_LOAD_PATH, "--target",
-                                 std::string(kTargetAddr) + ":4420", "--subnqn", kSubnqn, "--name", "gold", "--rw",
-                                 "randread", "--bs", "4k", "--qd", "4", "--runtime", runtime, "--json",
-                                 "--progress", "off"},
-        (dir_ / "load.json").string());
+    return nvqos::test::start_load(initiator(),
+                                   {"--target", std::string(kTargetAddr) + ":4420", "--subnqn", kSubnqn, "--name",
+                                    "gold", "--rw", "randread", "--bs", "4k", "--qd", "4", "--runtime", runtime,
+                                    "--json", "--progress", "off"},
+                                   lab_->path("load.json"));
   }
 
-  nlohmann::json load_report() {
-    const std::string text = read_file((dir_ / "load.json").string());
-    const auto start = text.find("{\n");
-    return nlohmann::json::parse(start == std::string::npos ? text : text.substr(start), nullptr, false);
-  }
+  nlohmann::json load_report() { return nvqos::test::load_report(read_file(lab_->path("load.json"))); }
 
-  bool tc_filter_present() { return in_initiator("tc filter show dev " + host_if_ + " ingress").find("nvqos_tc_ingres") != std::string::npos; }
-  bool clsact_present() { return in_initiator("tc qdisc show dev " + host_if_).find("clsact") != std::string::npos; }
+  bool tc_filter_present() { return in_initiator("tc filter show dev " + initiator_if() + " ingress").find("nvqos_tc_ingres") != std::string::npos; }
+  bool clsact_present() { return in_initiator("tc qdisc show dev " + initiator_if()).find("clsact") != std::string::npos; }
 
-  std::unique_ptr<Netns> target_, initiator_;
-  std::unique_ptr<VethPair> veth_;
-  std::unique_ptr<ChildProcess> target_proc_, agent_;
-  std::string target_if_, host_if_;
-  std::filesystem::path dir_;
-  bool bpffs_mounted_ = false;
+  std::optional<BpffsMount> bpffs_;
+  std::unique_ptr<ChildProcess> target_proc_;
   int agent_runs_ = 0;
 };
 
@@ -193,8 +178,8 @@ TEST_F(ControlPlaneTest, SigtermWithKeepAndKill9UnderLoadLoseNothing) {
   expect_not_backwards(last, after, "after SIGTERM with keep");
   EXPECT_GT(after.reads, last.reads) << "commands during the restart were not counted";
   std::string text = metrics();
-  EXPECT_EQ(metric_value(text, "nvqos_restart_adopted_total", {{"interface", host_if_}}), 1.0);
-  EXPECT_EQ(metric_value(text, "nvqos_pinned_maps", {{"interface", host_if_}, {"action", "replaced"}}), 0.0);
+  EXPECT_EQ(metric_value(text, "nvqos_restart_adopted_total", {{"interface", initiator_if()}}), 1.0);
+  EXPECT_EQ(metric_value(text, "nvqos_pinned_maps", {{"interface", initiator_if()}, {"action", "replaced"}}), 0.0);
   EXPECT_NE(read_file(log_path(2)).find("adopted the pinned data path"), std::string::npos) << read_file(log_path(2));
   last = after;
 
@@ -206,11 +191,11 @@ TEST_F(ControlPlaneTest, SigtermWithKeepAndKill9UnderLoadLoseNothing) {
   after = counters();
   expect_not_backwards(last, after, "after kill -9");
   EXPECT_GT(after.reads, last.reads);
-  EXPECT_EQ(metric_value(metrics(), "nvqos_restart_adopted_total", {{"interface", host_if_}}), 2.0);
+  EXPECT_EQ(metric_value(metrics(), "nvqos_restart_adopted_total", {{"interface", initiator_if()}}), 2.0);
 
   // The load saw no error and no reset connection, and the agent, although
   // restarted twice, counted exactly the commands the load completed.
-  ASSERT_EQ(load->wait(60s), 0) << read_file((dir_ / "load.json").string());
+  ASSERT_EQ(load->wait(60s), 0) << read_file(lab_->path("load.json"));
   const auto report = load_report();
   ASSERT_FALSE(report.is_discarded());
   const auto& reads = report.at("jobs").at(0).at("ops").at("read");
@@ -234,12 +219,14 @@ TEST_F(ControlPlaneTest, AFailedStartLeavesTheAdoptedDataPathRunning) {
   ASSERT_EQ(agent_->wait(10s), 0);
   // The next agent adopts, then cannot listen on its metrics port (taken):
   // it must not tear down what the previous agent left running.
-  ChildProcess squatter({"ip", "netns", "exec", initiator_->name(), "/usr/bin/python3", "-c",
-                         "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', " + std::to_string(kMetricsPort) +
-                             ")); s.listen(); time.sleep(30)"},
-                        (dir_ / "squatter.log").string());
+  ChildProcess squatter(in_netns_argv(initiator().name(),
+                                      {"/usr/bin/python3", "-c",
+                                       "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+                                       "socket.SO_REUSEADDR, 1); s.bind(('127.0.0.1', " +
+                                           std::to_string(kMetricsPort) + ")); s.listen(); time.sleep(30)"}),
+                        lab_->path("squatter.log"));
   ASSERT_TRUE(wait_until([&] { return in_initiator("ss -ltn").find(":" + std::to_string(kMetricsPort)) != std::string::npos; }, 5s));
-  ChildProcess failing(agent_argv(false), log_path(2));
+  AgentProcess failing(agent_spec(false), log_path(2));
   EXPECT_EQ(failing.wait(20s), 1) << read_file(log_path(2));
   EXPECT_NE(read_file(log_path(2)).find("adopted the pinned data path"), std::string::npos) << read_file(log_path(2));
   EXPECT_TRUE(tc_filter_present()) << "a failed start removed the running data path";
@@ -261,24 +248,24 @@ TEST_F(ControlPlaneTest, CleanupRemovesWhatAKilledAgentLeft) {
   write_config(R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": "10.203.0.1/32"}]},
                    {"name": "bad", "quarantine": true, "match": [{"remote": "10.203.0.9/32"}]}]})");
   start_agent(false);
-  ASSERT_NE(in_initiator("ip link show dev " + host_if_).find("xdp"), std::string::npos);
+  ASSERT_NE(in_initiator("ip link show dev " + initiator_if()).find("xdp"), std::string::npos);
   agent_->signal(SIGKILL);
   agent_->wait(5s);
   ASSERT_TRUE(tc_filter_present());
 
   std::string out;
-  const int rc = run(initiator_->exec() + NVQOS_AGENT_PATH + " --cleanup --pin-dir " + pin_root() + " 2>&1", &out);
+  const int rc = run(initiator().exec() + agent_program() + " --cleanup --pin-dir " + pin_root() + " 2>&1", &out);
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("removed tc ingress filter"), std::string::npos) << out;
   EXPECT_NE(out.find("removed XDP program"), std::string::npos) << out;
   EXPECT_FALSE(tc_filter_present());
-  EXPECT_EQ(in_initiator("tc filter show dev " + host_if_ + " egress").find("nvqos"), std::string::npos);
+  EXPECT_EQ(in_initiator("tc filter show dev " + initiator_if() + " egress").find("nvqos"), std::string::npos);
   EXPECT_FALSE(clsact_present());
-  EXPECT_EQ(in_initiator("ip link show dev " + host_if_).find("xdp"), std::string::npos);
+  EXPECT_EQ(in_initiator("ip link show dev " + initiator_if()).find("xdp"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(pin_root()));
 
   // Nothing left: a second run finds nothing to do.
-  run(initiator_->exec() + NVQOS_AGENT_PATH + " --cleanup --pin-dir " + pin_root() + " 2>&1", &out);
+  run(initiator().exec() + agent_program() + " --cleanup --pin-dir " + pin_root() + " 2>&1", &out);
   EXPECT_NE(out.find("0 interface(s) cleaned, 0 error(s)"), std::string::npos) << out;
 }
 
@@ -287,10 +274,10 @@ TEST_F(ControlPlaneTest, XdpIsAdoptedAcrossAKeepRestart) {
                    {"name": "bad", "quarantine": true, "match": [{"remote": "10.203.0.9/32"}]}]})");
   start_agent(true);
   ASSERT_TRUE(metric_value(metrics(), "nvqos_datapath_attached_info", {{"hook", "xdp"}}).has_value());
-  const std::string before = in_initiator("ip -d link show dev " + host_if_);
+  const std::string before = in_initiator("ip -d link show dev " + initiator_if());
   agent_->signal(SIGTERM);
   ASSERT_EQ(agent_->wait(10s), 0);
-  EXPECT_NE(in_initiator("ip link show dev " + host_if_).find("xdp"), std::string::npos)
+  EXPECT_NE(in_initiator("ip link show dev " + initiator_if()).find("xdp"), std::string::npos)
       << "XDP must stay attached across a keep restart";
   start_agent(false);
   EXPECT_NE(read_file(log_path(2)).find("adopted the attached XDP program"), std::string::npos) << read_file(log_path(2));
@@ -301,11 +288,11 @@ TEST_F(ControlPlaneTest, XdpIsAdoptedAcrossAKeepRestart) {
     return at == std::string::npos ? std::string() : link.substr(at + 12, link.find_first_of(" \n", at + 12) - at - 12);
   };
   EXPECT_FALSE(prog_id(before).empty()) << before;
-  EXPECT_EQ(prog_id(in_initiator("ip -d link show dev " + host_if_)), prog_id(before));
+  EXPECT_EQ(prog_id(in_initiator("ip -d link show dev " + initiator_if())), prog_id(before));
   // This agent runs without --keep-on-exit: its SIGTERM removes what it adopted.
   agent_->signal(SIGTERM);
   ASSERT_EQ(agent_->wait(10s), 0);
-  EXPECT_EQ(in_initiator("ip link show dev " + host_if_).find("xdp"), std::string::npos);
+  EXPECT_EQ(in_initiator("ip link show dev " + initiator_if()).find("xdp"), std::string::npos);
   EXPECT_FALSE(tc_filter_present());
 }
 
@@ -325,8 +312,8 @@ TEST_F(ControlPlaneTest, ResizedFlowTableIsMigratedWithItsFlows) {
   EXPECT_NE(log.find("pinned map migrated to the new layout"), std::string::npos) << log;
   EXPECT_NE(log.find("map=flow_table"), std::string::npos) << log;
   const std::string text = metrics();
-  EXPECT_GE(metric_value(text, "nvqos_pinned_maps", {{"interface", host_if_}, {"action", "migrated"}}).value_or(0), 1.0);
-  EXPECT_EQ(metric_value(text, "nvqos_flow_table_capacity_entries", {{"interface", host_if_}}), 4096.0);
+  EXPECT_GE(metric_value(text, "nvqos_pinned_maps", {{"interface", initiator_if()}, {"action", "migrated"}}).value_or(0), 1.0);
+  EXPECT_EQ(metric_value(text, "nvqos_flow_table_capacity_entries", {{"interface", initiator_if()}}), 4096.0);
   const Counters after = counters();
   expect_not_backwards(last, after, "after the flow table was migrated");
   EXPECT_EQ(load->wait(60s), 0);
@@ -335,17 +322,14 @@ TEST_F(ControlPlaneTest, ResizedFlowTableIsMigratedWithItsFlows) {
 TEST_F(ControlPlaneTest, RecreatedInterfaceIsAttachedAgain) {
   // A second veth pair inside the initiator namespace, deleted and re-created.
   const std::string a = unique_name("rsta"), b = unique_name("rstb");
-  must(initiator_->exec() + "ip link add " + a + " type veth peer name " + b);
-  agent_ = std::make_unique<ChildProcess>(
-      std::vector<std::string>{"ip", "netns", "exec", initiator_->name(), NVQOS_AGENT_PATH, "--interface", a,
-                               "--metrics-address", "127.0.0.1:" + std::to_string(kMetricsPort),
-                               "--telemetry-interval", "100ms", "--admin-socket", (dir_ / "agent.sock").string(),
-                               "--pin-dir", pin_root()},
-      log_path(1));
-  ASSERT_TRUE(wait_agent_ready(*agent_, initiator_->name(), kMetricsPort, 20s)) << read_file(log_path(1));
-  must(initiator_->exec() + "ip link del " + a);
+  must(initiator().exec() + "ip link add " + a + " type veth peer name " + b);
+  AgentSpec spec = agent_spec(false);
+  spec.interface = a;
+  spec.config.reset();
+  start_agent(spec);
+  must(initiator().exec() + "ip link del " + a);
   EXPECT_TRUE(wait_until([&] { return metric_value(metrics(), "nvqos_interface_present", {{"interface", a}}) == 0.0; }, 5s));
-  must(initiator_->exec() + "ip link add " + a + " type veth peer name " + b);
+  must(initiator().exec() + "ip link add " + a + " type veth peer name " + b);
   EXPECT_TRUE(wait_until(
       [&] { return metric_value(metrics(), "nvqos_interface_reattached_total", {{"interface", a}}) == 1.0; }, 5s))
       << read_file(log_path(1));
@@ -356,19 +340,14 @@ TEST_F(ControlPlaneTest, RecreatedInterfaceIsAttachedAgain) {
   EXPECT_NE(log.find("interface re-created: programs attached again"), std::string::npos) << log;
   agent_->signal(SIGTERM);
   EXPECT_EQ(agent_->wait(10s), 0);
-  run(initiator_->exec() + "ip link del " + a);
+  run(initiator().exec() + "ip link del " + a);
 }
 
-constexpr int kAdminPort = 9469;
 const char* kToken = "0123456789abcdef0123456789abcdef";
 
 TEST_F(ControlPlaneTest, AdminApiOverTcpNeedsTheBearerToken) {
   const std::string token_file = write_token(kToken, 0600);
-  auto argv = agent_argv(false);
-  for (const char* a : {"--admin-address", "127.0.0.1:9469", "--admin-token-file"}) argv.push_back(a);
-  argv.push_back(token_file);
-  agent_ = std::make_unique<ChildProcess>(argv, log_path(1));
-  ASSERT_TRUE(wait_agent_ready(*agent_, initiator_->name(), kMetricsPort, 20s)) << read_file(log_path(1));
+  start_agent(admin_over_tcp(token_file));
   const std::string url = "http://127.0.0.1:" + std::to_string(kAdminPort);
   std::string body;
   EXPECT_EQ(curl(url + "/v1/status", &body), 401) << body;
@@ -386,7 +365,7 @@ TEST_F(ControlPlaneTest, AdminApiOverTcpNeedsTheBearerToken) {
   int rc = -1;
   std::string out = nvqosctl("--address 127.0.0.1:9469 --token-file " + token_file + " status", &rc);
   EXPECT_EQ(rc, 0) << out;
-  EXPECT_NE(out.find(host_if_), std::string::npos) << out;
+  EXPECT_NE(out.find(initiator_if()), std::string::npos) << out;
   out = nvqosctl("--address 127.0.0.1:9469 status", &rc);
   EXPECT_EQ(rc, 1) << out;
   EXPECT_NE(out.find("missing bearer token"), std::string::npos) << out;
@@ -395,10 +374,7 @@ TEST_F(ControlPlaneTest, AdminApiOverTcpNeedsTheBearerToken) {
 
 TEST_F(ControlPlaneTest, TokenFileReadableByOthersIsRefused) {
   const std::string token_file = write_token(kToken, 0644);
-  auto argv = agent_argv(false);
-  for (const char* a : {"--admin-address", "127.0.0.1:9469", "--admin-token-file"}) argv.push_back(a);
-  argv.push_back(token_file);
-  ChildProcess agent(argv, log_path(1));
+  AgentProcess agent(admin_over_tcp(token_file), log_path(1));
   EXPECT_EQ(agent.wait(20s), 1);
   const std::string log = read_file(log_path(1));
   EXPECT_NE(log.find("accessible by group or others (mode 0644)"), std::string::npos) << log;
@@ -407,7 +383,7 @@ TEST_F(ControlPlaneTest, TokenFileReadableByOthersIsRefused) {
 
 TEST_F(ControlPlaneTest, AdminSocketWithAWrongModeIsNotServed) {
   start_agent(false);
-  const std::string socket = (dir_ / "agent.sock").string();
+  const std::string socket = admin_socket();
   struct stat st {};
   ASSERT_EQ(stat(socket.c_str(), &st), 0);
   EXPECT_EQ(st.st_mode & 0777, 0600u);

@@ -20,14 +20,13 @@
 #include <chrono>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "netns.hpp"
+#include "agent_lab.hpp"
 
 namespace nvqos::test {
 namespace {
@@ -108,58 +107,33 @@ std::string icreq() {
   return pdu;
 }
 
-class ConnectionFloodTest : public ::testing::Test {
+class ConnectionFloodTest : public AgentLabTest {
  protected:
   void SetUp() override {
     if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF, raw sockets)";
-    target_ = std::make_unique<Netns>(unique_name("fl-t"));
-    initiator_ = std::make_unique<Netns>(unique_name("fl-i"));
-    target_if_ = unique_name("flt");
-    host_if_ = unique_name("fli");
-    veth_ = std::make_unique<VethPair>(*target_, target_if_, std::vector<std::string>{std::string(kTarget) + "/24"},
-                                       *initiator_, host_if_,
-                                       std::vector<std::string>{std::string(kGoldHost) + "/24",
-                                                                std::string(kFloodHost) + "/24"});
-    must(initiator_->exec() + "ip route add " + kTarget + "/32 dev " + host_if_ + " src " + kGoldHost);
+    lab_.emplace(LabSpec{"fl", {std::string(kTarget) + "/24"},
+                         {std::string(kGoldHost) + "/24", std::string(kFloodHost) + "/24"}});
+    lab_->route_from(kTarget, kGoldHost);
     // Room for the short-lived connections' TIME_WAIT sockets on the initiator.
-    must(initiator_->exec() + "sysctl -qw net.ipv4.tcp_tw_reuse=1");
-    dir_ = std::filesystem::temp_directory_path() / unique_name("fl-dir");
-    std::filesystem::create_directories(dir_);
-    must(target_->exec() + "sh -c 'echo 1 > /sys/class/net/" + target_if_ + "/queues/rx-0/rps_cpus'");
-    must(initiator_->exec() + "sh -c 'echo 1 > /sys/class/net/" + host_if_ + "/queues/rx-0/rps_cpus'");
-    target_proc_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_TARGET_PATH, "--listen",
-                                 std::string(kTarget) + ":4420", "--subsystem", kSubnqn, "--namespace", "1G:4096",
-                                 "--allow-any-host", "--service-time", "fixed:50us"},
-        (dir_ / "target.log").string());
-    const std::string config = (dir_ / "policy.json").string();
-    std::ofstream(config) << R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": ")" << kGoldHost
-                          << R"(/32"}]}], "limits": {"max_flows": )" << kMaxFlows << "}}";
-    agent_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_AGENT_PATH, "--interface", target_if_,
-                                 "--config", config, "--metrics-address",
-                                 "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "200ms",
-                                 "--admin-socket", (dir_ / "agent.sock").string()},
-        (dir_ / "agent.log").string());
-    ASSERT_TRUE(wait_agent_ready(*agent_, target_->name(), kMetricsPort, 15s))
-        << read_file((dir_ / "agent.log").string());
-  }
-
-  void TearDown() override {
-    load_.reset();
-    agent_.reset();
-    target_proc_.reset();
-    veth_.reset();
-    initiator_.reset();
-    target_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    must(initiator().exec() + "sysctl -qw net.ipv4.tcp_tw_reuse=1");
+    lab_->receive_each_flow_on_one_cpu(true, true);
+    target_proc_ =
+        start_target(target(), {std::string(kTarget) + ":4420"}, kSubnqn, "1G:4096", lab_->path("target.log"));
+    const std::string config =
+        lab_->write_file("policy.json", R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": ")" +
+                                            std::string(kGoldHost) + R"(/32"}]}], "limits": {"max_flows": )" +
+                                            std::to_string(kMaxFlows) + "}}");
+    AgentSpec spec(target().name(), target_if(), kMetricsPort);
+    spec.config = config;
+    spec.telemetry_interval = "200ms";
+    spec.admin_socket = lab_->path("agent.sock");
+    start_agent(spec, 15s);
   }
 
   // /metrics, and how long it took to answer.
   std::string metrics(double* seconds = nullptr) {
     const auto start = std::chrono::steady_clock::now();
-    std::string body;
-    http_get_in(target_->name(), "127.0.0.1", kMetricsPort, "/metrics", &body);
+    std::string body = agent_->metrics();
     if (seconds) *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return body;
   }
@@ -174,31 +148,28 @@ class ConnectionFloodTest : public ::testing::Test {
   }
 
   void start_load(const std::string& runtime) {
-    const std::string jobs = (dir_ / "jobs.json").string();
-    std::ofstream(jobs) << R"({"jobs": [{"name": "gold", "target": ")" << kTarget << R"(:4420", "subnqn": ")"
-                        << kSubnqn << R"(", "rw": "randread", "bs": "4k", "qd": 4, "runtime": ")" << runtime
-                        << R"("}]})";
-    load_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", initiator_->name(), NVQOS_LOAD_PATH, "--job-file", jobs},
-        (dir_ / "load.log").string());
+    const std::string jobs = lab_->write_file(
+        "jobs.json", R"({"jobs": [{"name": "gold", "target": ")" + std::string(kTarget) + R"(:4420", "subnqn": ")" +
+                         kSubnqn + R"(", "rw": "randread", "bs": "4k", "qd": 4, "runtime": ")" + runtime + R"("}]})");
+    load_ = nvqos::test::start_load(initiator(), {"--job-file", jobs}, lab_->path("load.log"));
   }
 
   // Raw SYNs from the initiator's namespace: half from kFloodHost (whose stack
   // answers the SYN-ACKs with RST), half from unreachable spoofed sources.
   void syn_flood(int count) {
     std::string mac_text;
-    ASSERT_EQ(run(target_->exec() + "cat /sys/class/net/" + target_if_ + "/address", &mac_text), 0);
+    ASSERT_EQ(run(target().exec() + "cat /sys/class/net/" + target_if() + "/address", &mac_text), 0);
     std::string src_mac_text;
-    ASSERT_EQ(run(initiator_->exec() + "cat /sys/class/net/" + host_if_ + "/address", &src_mac_text), 0);
+    ASSERT_EQ(run(initiator().exec() + "cat /sys/class/net/" + initiator_if() + "/address", &src_mac_text), 0);
     std::uint8_t dst_mac[6], src_mac[6];
     ASSERT_TRUE(parse_mac(mac_text, dst_mac) && parse_mac(src_mac_text, src_mac));
     int sent = 0;
-    in_netns(initiator_->name(), [&] {
+    in_netns(initiator().name(), [&] {
       const int fd = ::socket(AF_PACKET, SOCK_RAW, htons(ETH_P_ALL));
       if (fd < 0) return;
       sockaddr_ll to{};
       to.sll_family = AF_PACKET;
-      to.sll_ifindex = static_cast<int>(if_nametoindex(host_if_.c_str()));
+      to.sll_ifindex = static_cast<int>(if_nametoindex(initiator_if().c_str()));
       to.sll_halen = 6;
       std::memcpy(to.sll_addr, dst_mac, 6);
       in_addr dst{}, real{};
@@ -228,7 +199,7 @@ class ConnectionFloodTest : public ::testing::Test {
   // Connect, send an ICReq, close: as fast as the stacks allow.
   void short_lived_connections(int count) {
     int connected = 0;
-    in_netns(initiator_->name(), [&] {
+    in_netns(initiator().name(), [&] {
       sockaddr_in to{};
       to.sin_family = AF_INET;
       to.sin_port = htons(4420);
@@ -252,17 +223,14 @@ class ConnectionFloodTest : public ::testing::Test {
     ASSERT_GT(connected, count * 9 / 10);
   }
 
-  std::unique_ptr<Netns> target_, initiator_;
-  std::unique_ptr<VethPair> veth_;
-  std::unique_ptr<ChildProcess> target_proc_, agent_, load_;
-  std::string target_if_, host_if_;
-  std::filesystem::path dir_;
+  std::unique_ptr<ChildProcess> target_proc_;
+  std::unique_ptr<ChildProcess> load_;
 };
 
 TEST_F(ConnectionFloodTest, EstablishedTenantSurvivesSynAndShortLivedConnectionFloods) {
   start_load("14s");
   // The job is connected and its commands are being counted for gold.
-  ASSERT_TRUE(wait_until([&] { return gold_commands(metrics()) > 100; }, 10s)) << read_file((dir_ / "load.log").string());
+  ASSERT_TRUE(wait_until([&] { return gold_commands(metrics()) > 100; }, 10s)) << read_file(lab_->path("load.log"));
   std::this_thread::sleep_for(500ms);
   const std::string before = metrics();
   const double opened_before = gold(before, "nvqos_tenant_flows_opened_total");
@@ -337,7 +305,7 @@ TEST_F(ConnectionFloodTest, EstablishedTenantSurvivesSynAndShortLivedConnectionF
   EXPECT_GT(scrapes, 0);
   EXPECT_LT(slowest, 2.0) << "the agent was starved";
   EXPECT_LT(rss_after, rss_before + 64.0 * 1048576) << "agent memory grew with the floods";
-  EXPECT_EQ(load_->wait(30s), 0) << read_file((dir_ / "load.log").string());
+  EXPECT_EQ(load_->wait(30s), 0) << read_file(lab_->path("load.log"));
 }
 
 }  // namespace

@@ -4,15 +4,14 @@
 // before the target sees its Connect; dry run only counting.
 #include <gtest/gtest.h>
 
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
-#include "netns.hpp"
+#include "agent_lab.hpp"
 
 namespace nvqos::test {
 namespace {
@@ -37,70 +36,41 @@ double sample(const std::string& metrics, const std::string& needle) {
   return -1;
 }
 
-class IdentityTest : public ::testing::Test {
+class IdentityTest : public AgentLabTest {
  protected:
   void SetUp() override {
     if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF)";
-    target_ = std::make_unique<Netns>(unique_name("id-t"));
-    initiator_ = std::make_unique<Netns>(unique_name("id-i"));
-    target_if_ = unique_name("idt");
-    veth_ = std::make_unique<VethPair>(*target_, target_if_, std::vector<std::string>{std::string(kTarget) + "/24"},
-                                       *initiator_, unique_name("idi"),
-                                       std::vector<std::string>{std::string(kHost) + "/24"});
-    dir_ = std::filesystem::temp_directory_path() / unique_name("id-dir");
-    std::filesystem::create_directories(dir_);
-    // RPS: each flow's receive on one CPU, so the PDU walk sees each stream in order (docs/design.md).
-    must(target_->exec() + "sh -c 'echo 1 > /sys/class/net/" + target_if_ + "/queues/rx-0/rps_cpus'");
+    lab_.emplace(LabSpec{"id", {std::string(kTarget) + "/24"}, {std::string(kHost) + "/24"}});
+    lab_->receive_each_flow_on_one_cpu(true, false);
     nlohmann::json subsystems = nlohmann::json::array();
     for (const char* nqn : {kSubA, kSubB, kLocked})
       subsystems.push_back({{"nqn", nqn}, {"allow_any_host", true}, {"namespaces", {{{"size", "64M"}}}}});
-    const std::string config = (dir_ / "target.json").string();
-    std::ofstream(config) << nlohmann::json{{"listen", {std::string(kTarget) + ":4420"}}, {"subsystems", subsystems}}.dump();
+    const std::string config = lab_->write_file(
+        "target.json",
+        nlohmann::json{{"listen", {std::string(kTarget) + ":4420"}}, {"subsystems", subsystems}}.dump());
     target_proc_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_TARGET_PATH, "--config", config},
-        (dir_ / "target.log").string());
-  }
-
-  void TearDown() override {
-    agent_.reset();
-    target_proc_.reset();
-    veth_.reset();
-    initiator_.reset();
-    target_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+        in_netns_argv(target().name(), {target_program(), "--config", config}), lab_->path("target.log"));
   }
 
   void start_agent(const std::string& policy) {
-    const std::string config = (dir_ / "policy.json").string();
-    std::ofstream(config) << policy;
-    agent_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_AGENT_PATH, "--interface", target_if_,
-                                 "--config", config, "--metrics-address", "127.0.0.1:" + std::to_string(kMetricsPort),
-                                 "--telemetry-interval", "200ms", "--admin-socket", (dir_ / "agent.sock").string(),
-                                 "--pin-dir", ""},
-        (dir_ / "agent.log").string());
-    ASSERT_TRUE(wait_agent_ready(*agent_, target_->name(), kMetricsPort, 30s)) << read_file((dir_ / "agent.log").string());
+    AgentSpec spec(target().name(), target_if(), kMetricsPort);
+    spec.config = lab_->write_file("policy.json", policy);
+    spec.telemetry_interval = "200ms";
+    spec.admin_socket = lab_->path("agent.sock");
+    spec.pin_dir = "";
+    AgentLabTest::start_agent(spec, 30s);
   }
 
-  std::string metrics() {
+  std::string metrics() const {
     std::this_thread::sleep_for(600ms);  // three telemetry intervals
-    std::string body;
-    http_get_in(target_->name(), "127.0.0.1", kMetricsPort, "/metrics", &body);
-    return body;
+    return agent_->metrics();
   }
 
   // Runs nvqos-load; returns its exit status and its JSON report (null if none).
   std::pair<int, nlohmann::json> load(const std::vector<std::string>& args, const std::string& name) {
-    const std::string out = (dir_ / (name + ".json")).string();
-    std::vector<std::string> argv{"ip", "netns", "exec", initiator_->name(), NVQOS_LOAD_PATH, "--json"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    ChildProcess p(argv, out);
-    const auto status = p.wait(60s);
-    const std::string text = read_file(out);
-    const auto start = text.find("{\n");
-    nlohmann::json j;
-    if (start != std::string::npos) j = nlohmann::json::parse(text.substr(start), nullptr, false);
-    return {status.value_or(-1), j};
+    LoadResult result = run_load(initiator(), args, lab_->path(name + ".json"), 60s);
+    if (result.report.is_discarded()) result.report = nullptr;
+    return {result.status, result.report};
   }
 
   std::string access_policy(const char* mode) {
@@ -108,11 +78,7 @@ class IdentityTest : public ::testing::Test {
            kLocked + R"(", "mode": ")" + mode + R"(", "hosts": [")" + kGoodHost + R"("]}]}})";
   }
 
-  std::unique_ptr<Netns> target_, initiator_;
-  std::unique_ptr<VethPair> veth_;
-  std::unique_ptr<ChildProcess> target_proc_, agent_;
-  std::string target_if_;
-  std::filesystem::path dir_;
+  std::unique_ptr<ChildProcess> target_proc_;
 };
 
 TEST_F(IdentityTest, TwoTenantsOnOneTargetAddressToldApartBySubsystemNqn) {
@@ -120,14 +86,14 @@ TEST_F(IdentityTest, TwoTenantsOnOneTargetAddressToldApartBySubsystemNqn) {
   start_agent(std::string(R"({"version": 1, "tenants": [
       {"name": "alpha", "match": [{"subsystem_nqn": ")") + kSubA + R"("}]},
       {"name": "beta", "match": [{"subsystem_nqn": "nqn.2026-11.io.nvqos:vol-[b-z]"}]}]})");
-  const std::string jobs = (dir_ / "jobs.json").string();
-  std::ofstream(jobs) << nlohmann::json{
-      {"jobs",
-       {{{"name", "a"}, {"target", std::string(kTarget) + ":4420"}, {"subnqn", kSubA}, {"rw", "randread"},
-         {"qd", 4}, {"ios", 3000}},
-        {{"name", "b"}, {"target", std::string(kTarget) + ":4420"}, {"subnqn", kSubB}, {"rw", "randrw"},
-         {"qd", 8}, {"queues", 2}, {"ios", 5000}}}}}
-                             .dump();
+  const std::string jobs = lab_->write_file(
+      "jobs.json",
+      nlohmann::json{{"jobs",
+                      {{{"name", "a"}, {"target", std::string(kTarget) + ":4420"}, {"subnqn", kSubA},
+                        {"rw", "randread"}, {"qd", 4}, {"ios", 3000}},
+                       {{"name", "b"}, {"target", std::string(kTarget) + ":4420"}, {"subnqn", kSubB},
+                        {"rw", "randrw"}, {"qd", 8}, {"queues", 2}, {"ios", 5000}}}}}
+          .dump());
   auto [status, report] = load({"--job-file", jobs}, "two");
   ASSERT_EQ(status, 0) << report.dump();
   const std::string m = metrics();
@@ -140,7 +106,7 @@ TEST_F(IdentityTest, TwoTenantsOnOneTargetAddressToldApartBySubsystemNqn) {
       EXPECT_EQ(std::max(got, 0.0), want) << tenant << " " << op << "\n" << m;
     }
   }
-  EXPECT_EQ(sample(m, "nvqos_nvme_commands_total{interface=\"" + target_if_ + "\",tenant=\"default\",op=\"read\""), -1)
+  EXPECT_EQ(sample(m, "nvqos_nvme_commands_total{interface=\"" + target_if() + "\",tenant=\"default\",op=\"read\""), -1)
       << "nothing left under the address tenant";
   EXPECT_EQ(sample(m, "nvqos_nvme_connects_total"), 5) << "admin + 1 I/O queue for a, admin + 2 for b";
 }
@@ -157,16 +123,16 @@ TEST_F(IdentityTest, ForbiddenHostNeverConnectsAndTheAllowedOneIsUnaffected) {
                                 "bad");
   EXPECT_NE(bad, 0) << "the forbidden host's Connect must never complete";
   const std::string m = metrics();
-  EXPECT_EQ(sample(m, std::string("nvqos_access_denied_total{interface=\"") + target_if_ + "\",subsystem=\"" + kLocked),
+  EXPECT_EQ(sample(m, std::string("nvqos_access_denied_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
             1) << m;
-  EXPECT_EQ(sample(m, std::string("nvqos_access_allowed_total{interface=\"") + target_if_ + "\",subsystem=\"" + kLocked),
+  EXPECT_EQ(sample(m, std::string("nvqos_access_allowed_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
             2) << "admin and I/O queue of the allowed host";
-  EXPECT_GT(sample(m, std::string("nvqos_access_dropped_packets_total{interface=\"") + target_if_ + "\",subsystem=\"" +
+  EXPECT_GT(sample(m, std::string("nvqos_access_dropped_packets_total{interface=\"") + target_if() + "\",subsystem=\"" +
                           kLocked),
             0);
-  EXPECT_EQ(read_file((dir_ / "target.log").string()).find(kBadHost), std::string::npos)
+  EXPECT_EQ(read_file(lab_->path("target.log")).find(kBadHost), std::string::npos)
       << "the target never saw the forbidden host's Connect";
-  const std::string log = read_file((dir_ / "agent.log").string());
+  const std::string log = agent_->log();
   EXPECT_NE(log.find("Connect refused by access control"), std::string::npos) << log;
   EXPECT_NE(log.find(kBadHost), std::string::npos) << "logged with the host NQN";
 }
@@ -179,10 +145,10 @@ TEST_F(IdentityTest, DryRunOnlyCounts) {
   ASSERT_EQ(bad, 0) << bad_report.dump();
   EXPECT_EQ(bad_report.at("jobs")[0].at("ops").at("read").at("ios"), 500);
   const std::string m = metrics();
-  EXPECT_EQ(sample(m, std::string("nvqos_access_dry_run_denied_total{interface=\"") + target_if_ + "\",subsystem=\"" +
+  EXPECT_EQ(sample(m, std::string("nvqos_access_dry_run_denied_total{interface=\"") + target_if() + "\",subsystem=\"" +
                           kLocked),
             2) << m;
-  EXPECT_EQ(sample(m, std::string("nvqos_access_denied_total{interface=\"") + target_if_ + "\",subsystem=\"" + kLocked),
+  EXPECT_EQ(sample(m, std::string("nvqos_access_denied_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
             0);
 }
 

@@ -8,14 +8,13 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
 #include <vector>
 
-#include "netns.hpp"
+#include "agent_lab.hpp"
 
 namespace nvqos::test {
 namespace {
@@ -34,40 +33,24 @@ bool agrees(double agent_us, double load_us) {
   return std::abs(agent_us - load_us) <= std::max(0.05 * load_us, 20.0);
 }
 
-class NvmeCommandsTest : public ::testing::Test {
+class NvmeCommandsTest : public AgentLabTest {
  protected:
   void SetUp() override {
     if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF)";
-    target_ = std::make_unique<Netns>(unique_name("cmd-t"));
-    initiator_ = std::make_unique<Netns>(unique_name("cmd-i"));
-    target_if_ = unique_name("cmdt");
-    host_if_ = unique_name("cmdi");
-    veth_ = std::make_unique<VethPair>(
-        *target_, target_if_, std::vector<std::string>{std::string(kGoldTarget) + "/24", std::string(kBronzeTarget) + "/24"},
-        *initiator_, host_if_, std::vector<std::string>{std::string(kGoldHost) + "/24", std::string(kBronzeHost) + "/24"});
+    lab_.emplace(LabSpec{"cmd", {std::string(kGoldTarget) + "/24", std::string(kBronzeTarget) + "/24"},
+                         {std::string(kGoldHost) + "/24", std::string(kBronzeHost) + "/24"}});
     // Each tenant's connection leaves from its own address.
-    must(initiator_->exec() + "ip route add " + kGoldTarget + "/32 dev " + host_if_ + " src " + kGoldHost);
-    must(initiator_->exec() + "ip route add " + kBronzeTarget + "/32 dev " + host_if_ + " src " + kBronzeHost);
-    dir_ = std::filesystem::temp_directory_path() / unique_name("cmd-dir");
-    std::filesystem::create_directories(dir_);
-
-    // RPS steers each flow's receive to one CPU. Without it a veth receives on the
-    // sending CPU's backlog, and a sender whose segments leave from two CPUs (sendmsg on
-    // one, ACK-clocked transmits on the other) reaches tc out of order, which loses PDUs
-    // (docs/design.md); a NIC's RSS gives the same per-flow order as RPS here.
-    must(target_->exec() + "sh -c 'echo 1 > /sys/class/net/" + target_if_ + "/queues/rx-0/rps_cpus'");
-    must(initiator_->exec() + "sh -c 'echo 1 > /sys/class/net/" + host_if_ + "/queues/rx-0/rps_cpus'");
-    target_proc_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_TARGET_PATH, "--listen",
-                                 std::string(kGoldTarget) + ":4420", "--listen", std::string(kBronzeTarget) + ":4420",
-                                 "--subsystem", kSubnqn, "--namespace", "1G:4096", "--allow-any-host",
-                                 "--service-time", "fixed:50us"},
-        (dir_ / "target.log").string());
+    lab_->route_from(kGoldTarget, kGoldHost);
+    lab_->route_from(kBronzeTarget, kBronzeHost);
+    lab_->receive_each_flow_on_one_cpu(true, true);
+    target_proc_ = start_target(target(), {std::string(kGoldTarget) + ":4420", std::string(kBronzeTarget) + ":4420"},
+                                kSubnqn, "1G:4096", lab_->path("target.log"));
   }
 
   // Link shaping of a torture run: MTU on both ends, GRO on both ends.
   void shape_link(int mtu, bool gro) {
-    for (const auto& [ns, ifname] : {std::pair{target_.get(), target_if_}, std::pair{initiator_.get(), host_if_}}) {
+    for (const auto& [ns, ifname] : {std::pair{&target(), target_if()},
+                                     std::pair{&initiator(), initiator_if()}}) {
       must(ns->exec() + "ip link set dev " + ifname + " mtu " + std::to_string(mtu));
       if (run(ns->exec() + "ethtool -K " + ifname + " gro " + (gro ? "on" : "off") + " >/dev/null 2>&1") != 0)
         GTEST_SKIP() << "ethtool cannot switch GRO on " << ifname;
@@ -75,60 +58,35 @@ class NvmeCommandsTest : public ::testing::Test {
   }
 
   void start_initiator_agent() {
-    start_agent(*initiator_, host_if_,
+    start_agent(initiator(), initiator_if(),
                 std::string(R"({"version": 1, "tenants": [)") + R"({"name": "gold", "match": [{"remote": ")" +
                     kGoldTarget + R"(/32"}]}, {"name": "bronze", "match": [{"remote": ")" + kBronzeTarget +
                     R"(/32"}]}]})");
   }
 
-  void TearDown() override {
-    agent_.reset();
-    target_proc_.reset();
-    veth_.reset();
-    initiator_.reset();
-    target_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
-  }
-
   void start_agent(const Netns& ns, const std::string& ifname, const std::string& policy) {
-    const std::string config = (dir_ / "policy.json").string();
-    std::ofstream(config) << policy;
-    agent_ns_ = ns.name();
-    agent_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", ns.name(), NVQOS_AGENT_PATH, "--interface", ifname,
-                                 "--config", config, "--metrics-address",
-                                 "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "200ms",
-                                 "--admin-socket", (dir_ / "agent.sock").string()},
-        (dir_ / "agent.log").string());
-    ASSERT_TRUE(wait_agent_ready(*agent_, agent_ns_, kMetricsPort, 15s)) << read_file((dir_ / "agent.log").string());
-  }
-
-  std::string metrics() {
-    std::string body;
-    http_get_in(agent_ns_, "127.0.0.1", kMetricsPort, "/metrics", &body);
-    return body;
+    AgentSpec spec(ns.name(), ifname, kMetricsPort);
+    spec.config = lab_->write_file("policy.json", policy);
+    spec.telemetry_interval = "200ms";
+    spec.admin_socket = lab_->path("agent.sock");
+    AgentLabTest::start_agent(spec, 15s);
   }
 
   // Two jobs at once: gold QD1 4 KiB random reads, bronze QD16 128 KiB reads and writes.
   nlohmann::json run_load(const std::string& runtime, const std::string& bronze_bs = "128k") {
-    const std::string jobs = (dir_ / "jobs.json").string();
-    std::ofstream(jobs) << nlohmann::json{
-        {"jobs",
-         {{{"name", "gold"}, {"target", std::string(kGoldTarget) + ":4420"}, {"subnqn", kSubnqn},
-           {"rw", "randread"}, {"bs", "4k"}, {"qd", 1}, {"runtime", runtime}},
-          {{"name", "bronze"}, {"target", std::string(kBronzeTarget) + ":4420"}, {"subnqn", kSubnqn},
-           {"rw", "randrw"}, {"bs", bronze_bs}, {"qd", 16}, {"runtime", runtime}, {"offset", "512m"},
-           {"size", "512m"}}}}}
-                        .dump();
-    const std::string out = (dir_ / "load.json").string();
-    ChildProcess load({"ip", "netns", "exec", initiator_->name(), NVQOS_LOAD_PATH, "--job-file", jobs, "--json"},
-                      out);
-    const auto status = load.wait(120s);
-    EXPECT_EQ(status, 0) << read_file(out);
-    std::string text = read_file(out);
-    // --json prints the document last; anything before it is progress.
-    const auto start = text.find("{\n");
-    return nlohmann::json::parse(start == std::string::npos ? text : text.substr(start));
+    const std::string jobs = lab_->write_file(
+        "jobs.json",
+        nlohmann::json{{"jobs",
+                        {{{"name", "gold"}, {"target", std::string(kGoldTarget) + ":4420"}, {"subnqn", kSubnqn},
+                          {"rw", "randread"}, {"bs", "4k"}, {"qd", 1}, {"runtime", runtime}},
+                         {{"name", "bronze"}, {"target", std::string(kBronzeTarget) + ":4420"}, {"subnqn", kSubnqn},
+                          {"rw", "randrw"}, {"bs", bronze_bs}, {"qd", 16}, {"runtime", runtime}, {"offset", "512m"},
+                          {"size", "512m"}}}}}
+            .dump());
+    const LoadResult load = nvqos::test::run_load(initiator(), {"--job-file", jobs}, lab_->path("load.json"), 120s);
+    EXPECT_EQ(load.status, 0) << load.output;
+    EXPECT_FALSE(load.report.is_discarded()) << load.output;
+    return load.report;
   }
 
   // Compares the agent's view with nvqos-load's for every job and op it ran.
@@ -167,11 +125,7 @@ class NvmeCommandsTest : public ::testing::Test {
     }
   }
 
-  std::unique_ptr<Netns> target_, initiator_;
-  std::unique_ptr<VethPair> veth_;
-  std::unique_ptr<ChildProcess> target_proc_, agent_;
-  std::string target_if_, host_if_, agent_ns_;
-  std::filesystem::path dir_;
+  std::unique_ptr<ChildProcess> target_proc_;
 };
 
 TEST_F(NvmeCommandsTest, InitiatorSideAgreesWithTheLoadGenerator) {
@@ -182,7 +136,7 @@ TEST_F(NvmeCommandsTest, InitiatorSideAgreesWithTheLoadGenerator) {
 
 TEST_F(NvmeCommandsTest, SlowCommandsOfATenantReachTheAgent) {
   // gold reports every command (threshold 1 us), bronze none: events name gold only.
-  start_agent(*initiator_, host_if_,
+  start_agent(initiator(), initiator_if(),
               std::string(R"({"version": 1, "tenants": [)") + R"({"name": "gold", "slow_command_threshold_us": 1, )" +
                   R"("match": [{"remote": ")" + kGoldTarget + R"(/32"}]}, {"name": "bronze", "match": [{"remote": ")" +
                   kBronzeTarget + R"(/32"}]}]})");
@@ -195,10 +149,10 @@ TEST_F(NvmeCommandsTest, SlowCommandsOfATenantReachTheAgent) {
       },
       5s);
   EXPECT_GT(received, 0);
-  const std::string log = read_file((dir_ / "agent.log").string());
+  const std::string log = agent_->log();
   EXPECT_NE(log.find("msg=\"slow NVMe command\""), std::string::npos) << log;
   EXPECT_NE(log.find("tenant=gold"), std::string::npos);
-  EXPECT_EQ(log.find("msg=\"slow NVMe command\" interface=" + host_if_ + " tenant=bronze"), std::string::npos);
+  EXPECT_EQ(log.find("msg=\"slow NVMe command\" interface=" + initiator_if() + " tenant=bronze"), std::string::npos);
 }
 
 // Segmentation torture: MSS 536 (headers split across segments, many PDUs per frame),
@@ -220,7 +174,7 @@ INSTANTIATE_TEST_SUITE_P(Gro, NvmeSegmentationTest, ::testing::Bool(),
 // PDUs. It must say so (desync) and time fewer commands, never a wrong pairing: no sample
 // beyond the slowest command nvqos-load saw.
 TEST_F(NvmeCommandsTest, DropsDesyncButNeverMisattribute) {
-  must(target_->exec() + "tc qdisc add dev " + target_if_ + " root tbf rate 300mbit burst 16k latency 2ms");
+  must(target().exec() + "tc qdisc add dev " + target_if() + " root tbf rate 300mbit burst 16k latency 2ms");
   start_initiator_agent();
   const nlohmann::json load = run_load("3s", "1m");
   std::this_thread::sleep_for(600ms);
@@ -245,7 +199,7 @@ TEST_F(NvmeCommandsTest, DropsDesyncButNeverMisattribute) {
 // On the target the agent times the target's service (capsule in, completion out),
 // which lies inside what the host measured: counts exact, quantiles not above.
 TEST_F(NvmeCommandsTest, TargetSideCountsExactlyAndTimesInsideTheHostsView) {
-  start_agent(*target_, target_if_,
+  start_agent(target(), target_if(),
               std::string(R"({"version": 1, "tenants": [)") + R"({"name": "gold", "match": [{"remote": ")" +
                   kGoldHost + R"(/32"}]}, {"name": "bronze", "match": [{"remote": ")" + kBronzeHost +
                   R"(/32"}]}]})");

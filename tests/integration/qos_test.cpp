@@ -16,13 +16,13 @@
 #include <cstring>
 #include <csignal>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <regex>
 #include <sstream>
 #include <thread>
 
-#include "netns.hpp"
+#include "agent_lab.hpp"
+#include "tcp_sink.hpp"
 
 namespace nvqos::test {
 namespace {
@@ -32,62 +32,6 @@ using namespace std::chrono_literals;
 constexpr int kMetricsPort = 9467;
 const char* kTargetAddr = "10.202.0.1";
 const char* kInitiatorAddr = "10.202.0.2";
-
-// Accepts connections on `ports` inside `netns` and discards what arrives.
-class TcpSink {
- public:
-  TcpSink(std::string netns, std::vector<int> ports) {
-    for (int port : ports) {
-      std::atomic<bool> listening{false};
-      threads_.emplace_back([this, netns, port, &listening] { in_netns(netns, [&] { serve(port, listening); }); });
-      while (!listening && !failed_) std::this_thread::sleep_for(5ms);
-    }
-  }
-  ~TcpSink() {
-    stop_ = true;
-    for (auto& t : threads_) t.join();
-  }
-  bool failed() const { return failed_; }
-
- private:
-  void serve(int port, std::atomic<bool>& listening) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    timeval tv{0, 100000};
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(port);
-    inet_pton(AF_INET, kTargetAddr, &sa.sin_addr);
-    if (bind(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) || listen(fd, 16)) {
-      failed_ = true;
-      close(fd);
-      return;
-    }
-    listening = true;
-    std::vector<std::thread> readers;
-    while (!stop_) {
-      int c = accept(fd, nullptr, nullptr);
-      if (c < 0) continue;
-      readers.emplace_back([this, c, tv] {
-        setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-        std::vector<char> buf(256 * 1024);
-        while (!stop_) {
-          ssize_t n = recv(c, buf.data(), buf.size(), 0);
-          if (n == 0) break;
-        }
-        close(c);
-      });
-    }
-    for (auto& r : readers) r.join();
-    close(fd);
-  }
-
-  std::vector<std::thread> threads_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> failed_{false};
-};
 
 // Sends as fast as TCP lets it over `connections` connections to port from
 // inside `netns`, until destroyed; remembers whether a connection broke.
@@ -170,60 +114,32 @@ double tc_size(const std::string& text) {
   return v;
 }
 
-class QosInNetns : public ::testing::Test {
+class QosInNetns : public AgentLabTest {
  protected:
   void SetUp() override {
     if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF, qdiscs)";
-    target_ = std::make_unique<Netns>(unique_name("nvqq-t"));
-    initiator_ = std::make_unique<Netns>(unique_name("nvqq-i"));
-    veth_ = std::make_unique<VethPair>(*target_, unique_name("nvqt"),
-                                       std::vector<std::string>{std::string(kTargetAddr) + "/24"}, *initiator_,
-                                       unique_name("nvqi"), std::vector<std::string>{std::string(kInitiatorAddr) + "/24"});
-    ifname_ = veth_->b_name();  // the initiator's end: writes leave here
-    agent_ns_ = initiator_->name();
-    dir_ = std::filesystem::temp_directory_path() / unique_name("nvqq-dir");
-    std::filesystem::create_directories(dir_);
-  }
-  void TearDown() override {
-    agent_.reset();
-    veth_.reset();
-    initiator_.reset();
-    target_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+    lab_.emplace(LabSpec{"nvqq", {std::string(kTargetAddr) + "/24"}, {std::string(kInitiatorAddr) + "/24"}});
+    ifname_ = initiator_if();  // the initiator's end: writes leave here
+    agent_ns_ = initiator().name();
   }
 
-  std::string write_config(const std::string& json) {
-    auto path = (dir_ / "config.json").string();
-    std::ofstream(path + ".tmp") << json;
-    std::filesystem::rename(path + ".tmp", path);
-    return path;
-  }
+  std::string write_config(const std::string& json) { return lab_->write_file("config.json", json); }
 
-  std::vector<std::string> agent_argv(const std::string& config, const std::vector<std::string>& extra = {}) {
-    std::vector<std::string> argv{"ip", "netns", "exec", agent_ns_, NVQOS_AGENT_PATH,
-                                  "--interface", ifname_, "--metrics-address",
-                                  "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "100ms",
-                                  "--admin-socket", "", "--no-watch-config", "--config", config};
-    argv.insert(argv.end(), extra.begin(), extra.end());
-    return argv;
+  AgentSpec agent_spec(const std::string& config, const std::vector<std::string>& extra = {}) {
+    AgentSpec spec(agent_ns_, ifname_, kMetricsPort);
+    spec.config = config;
+    spec.watch_config = false;
+    spec.extra = extra;
+    return spec;
   }
 
   void start_agent(const std::string& config, const std::vector<std::string>& extra = {}) {
-    log_path_ = (dir_ / "agent.log").string();
-    agent_ = std::make_unique<ChildProcess>(agent_argv(config, extra), log_path_);
-    ASSERT_TRUE(wait_agent_ready(*agent_, agent_ns_, kMetricsPort, 20s)) << "agent not ready:\n"
-                                                                                   << read_file(log_path_);
-  }
-
-  std::string metrics() {
-    std::string body;
-    http_get_in(agent_ns_, "127.0.0.1", kMetricsPort, "/metrics", &body);
-    return body;
+    AgentLabTest::start_agent(agent_spec(config, extra), 20s);
   }
 
   std::string tc(const std::string& args) {
     std::string out;
-    run(initiator_->exec() + "tc " + args + " 2>&1", &out);
+    run(initiator().exec() + "tc " + args + " 2>&1", &out);
     return out;
   }
 
@@ -273,11 +189,7 @@ class QosInNetns : public ::testing::Test {
     return out;
   }
 
-  std::unique_ptr<Netns> target_, initiator_;
-  std::unique_ptr<VethPair> veth_;
-  std::unique_ptr<ChildProcess> agent_;
-  std::filesystem::path dir_;
-  std::string ifname_, log_path_, agent_ns_;
+  std::string ifname_, agent_ns_;
 };
 
 std::string link(const std::string& ifname, int mbit) {
@@ -328,7 +240,7 @@ TEST_F(QosInNetns, HtbTreeIsInstalledAsConfiguredAndRemovedOnExit) {
             1.0);
 
   agent_->signal(SIGTERM);
-  ASSERT_EQ(agent_->wait(10s), 0) << read_file(log_path_);
+  ASSERT_EQ(agent_->wait(10s), 0) << agent_->log();
   EXPECT_EQ(tc("qdisc show dev " + ifname_).find("htb"), std::string::npos) << tc("qdisc show dev " + ifname_);
 }
 
@@ -339,9 +251,9 @@ TEST_F(QosInNetns, CeilingsOf50_200And500MbitAreMetWithin5Percent) {
     "tenants": [{"name": "t50", "class": "c50", "match": [{"port": 4420}]},
                 {"name": "t200", "class": "c200", "match": [{"port": 4421}]},
                 {"name": "t500", "class": "c500", "match": [{"port": 4422}]}]})"));
-  TcpSink sink(target_->name(), {4420, 4421, 4422});
+  TcpSink sink(target().name(), kTargetAddr, {4420, 4421, 4422});
   ASSERT_FALSE(sink.failed());
-  BulkSender s50(initiator_->name(), 4420), s200(initiator_->name(), 4421), s500(initiator_->name(), 4422);
+  BulkSender s50(initiator().name(), 4420), s200(initiator().name(), 4421), s500(initiator().name(), 4422);
   ASSERT_FALSE(s50.failed() || s200.failed() || s500.failed()) << s50.error() << s200.error() << s500.error();
   std::this_thread::sleep_for(2s);  // past slow start and the initial burst
   auto rates = measure_mbit({"t50", "t200", "t500"}, 10s);
@@ -359,14 +271,14 @@ TEST_F(QosInNetns, CeilingsOf50_200And500MbitAreMetWithin5Percent) {
 // The XDP ingress ceiling on the receiving end (the target's interface): what passes to the stack
 // stays under the ceiling, the excess is dropped and counted as such, and the mechanism says XDP.
 TEST_F(QosInNetns, IngressCeilingDropsAboveItsRateInXdp) {
-  ifname_ = veth_->a_name();
-  agent_ns_ = target_->name();
+  ifname_ = target_if();
+  agent_ns_ = target().name();
   start_agent(write_config(R"({"nvme_ports": {"io": [4420]}, )" + link(ifname_, 10000) + R"(,
     "classes": [{"name": "capped", "ingress_ceiling_mbit_s": 100, "burst_bytes": 625000}],
     "tenants": [{"name": "bulk", "class": "capped", "match": [{"remote": ")" + std::string(kInitiatorAddr) + R"(/32"}]}]})"));
-  TcpSink sink(target_->name(), {4420});
+  TcpSink sink(target().name(), kTargetAddr, {4420});
   ASSERT_FALSE(sink.failed());
-  BulkSender sender(initiator_->name(), 4420);
+  BulkSender sender(initiator().name(), 4420);
   ASSERT_FALSE(sender.failed()) << sender.error();
   std::this_thread::sleep_for(2s);
   const double passed = measure_mbit({"bulk"}, 5s, "ingress")["bulk"];
@@ -397,8 +309,8 @@ TEST_F(QosInNetns, GuaranteeHoldsAgainstAHigherPriorityHigherCeilingTenant) {
                 {"name": "hog", "priority": 0, "ceiling_mbit_s": 400}],
     "tenants": [{"name": "g", "class": "steady", "match": [{"port": 4420}]},
                 {"name": "h", "class": "hog", "match": [{"port": 4421}]}]})"));
-  TcpSink sink(target_->name(), {4420, 4421});
-  BulkSender g(initiator_->name(), 4420), h(initiator_->name(), 4421, 4);
+  TcpSink sink(target().name(), kTargetAddr, {4420, 4421});
+  BulkSender g(initiator().name(), 4420), h(initiator().name(), 4421, 4);
   ASSERT_FALSE(g.failed() || h.failed());
   std::this_thread::sleep_for(2s);
   auto rates = measure_mbit({"g", "h"}, 5s);
@@ -417,8 +329,8 @@ TEST_F(QosInNetns, ClassChangeUnderTrafficAppliesWithinOneSecondWithoutReset) {
            R"(}], "tenants": [{"name": "t", "class": "c", "match": [{"port": 4420}]}]})";
   };
   start_agent(write_config(config(100)));
-  TcpSink sink(target_->name(), {4420});
-  BulkSender s(initiator_->name(), 4420);
+  TcpSink sink(target().name(), kTargetAddr, {4420});
+  BulkSender s(initiator().name(), 4420);
   ASSERT_FALSE(s.failed());
   std::this_thread::sleep_for(1500ms);
   double before = measure_mbit({"t"}, 2s)["t"];
@@ -474,22 +386,21 @@ TEST_F(QosInNetns, BadQosConfigOnReloadKeepsTheRunningTree) {
     agent_->signal(SIGHUP);
     ASSERT_TRUE(wait_until([&] { return metric_value(metrics(), "nvqos_config_reload_success", {}) == 1.0; }, 5s));
   }
-  EXPECT_NE(read_file(log_path_).find("guarantees sum to"), std::string::npos);
-  EXPECT_NE(read_file(log_path_).find("guarantees sum to 20000 Mbit/s, above the link's capacity of 10000 Mbit/s"),
+  EXPECT_NE(agent_->log().find("guarantees sum to"), std::string::npos);
+  EXPECT_NE(agent_->log().find("guarantees sum to 20000 Mbit/s, above the link's capacity of 10000 Mbit/s"),
             std::string::npos)
-      << read_file(log_path_);
+      << agent_->log();
 }
 
 TEST_F(QosInNetns, ForeignRootQdiscIsRefusedUnlessAskedToReplaceIt) {
-  ASSERT_EQ(run(initiator_->exec() + "tc qdisc add dev " + ifname_ + " root handle 1: htb default 1"), 0);
+  ASSERT_EQ(run(initiator().exec() + "tc qdisc add dev " + ifname_ + " root handle 1: htb default 1"), 0);
   auto config = write_config(R"({)" + link(ifname_, 1000) +
                              R"(, "classes": [{"name": "c", "ceiling_mbit_s": 100}], "default_class": "c"})");
-  log_path_ = (dir_ / "refused.log").string();
-  ChildProcess refused(agent_argv(config), log_path_);
+  AgentProcess refused(agent_spec(config), lab_->path("refused.log"));
   auto status = refused.wait(20s);
   ASSERT_TRUE(status.has_value());
   EXPECT_NE(*status, 0);
-  EXPECT_NE(read_file(log_path_).find("that nvqos did not install"), std::string::npos) << read_file(log_path_);
+  EXPECT_NE(refused.log().find("that nvqos did not install"), std::string::npos) << refused.log();
   EXPECT_NE(tc("qdisc show dev " + ifname_).find("qdisc htb 1: root"), std::string::npos);
 
   start_agent(config, {"--replace-root-qdisc"});
@@ -511,7 +422,7 @@ TEST_F(QosInNetns, UnenforcedIopsCeilingIsReportedWithoutSchFq) {
     EXPECT_FALSE(unenforced.has_value());
   } else {
     EXPECT_EQ(unenforced, 1.0) << m;
-    EXPECT_NE(read_file(log_path_).find("QoS limit not enforced"), std::string::npos);
+    EXPECT_NE(agent_->log().find("QoS limit not enforced"), std::string::npos);
   }
 }
 
@@ -546,15 +457,15 @@ std::optional<int> capture_dscp(const std::string& netns, const std::string& ifn
 TEST_F(QosInNetns, DscpOfTheClassIsOnTheWire) {
   start_agent(write_config(R"({"nvme_ports": {"io": [4420, 4421]}, "classes": [{"name": "c", "dscp": 46}],
                                "tenants": [{"name": "t", "class": "c", "match": [{"port": 4420}]}]})"));
-  TcpSink sink(target_->name(), {4420, 4421});
+  TcpSink sink(target().name(), kTargetAddr, {4420, 4421});
   std::optional<int> marked, other;
-  std::thread capture([&] { marked = capture_dscp(target_->name(), veth_->a_name(), 4420); });
+  std::thread capture([&] { marked = capture_dscp(target().name(), target_if(), 4420); });
   std::this_thread::sleep_for(200ms);
-  { BulkSender s(initiator_->name(), 4420); std::this_thread::sleep_for(300ms); }
+  { BulkSender s(initiator().name(), 4420); std::this_thread::sleep_for(300ms); }
   capture.join();
-  std::thread capture2([&] { other = capture_dscp(target_->name(), veth_->a_name(), 4421); });
+  std::thread capture2([&] { other = capture_dscp(target().name(), target_if(), 4421); });
   std::this_thread::sleep_for(200ms);
-  { BulkSender s(initiator_->name(), 4421); std::this_thread::sleep_for(300ms); }
+  { BulkSender s(initiator().name(), 4421); std::this_thread::sleep_for(300ms); }
   capture2.join();
   ASSERT_TRUE(marked.has_value());
   EXPECT_EQ(*marked, 46);
