@@ -4,10 +4,10 @@ time (POST /v1/reload of a changed config, measured by the client), /metrics scr
 and the agent's resident memory, at 10, 1k and 10k tenants; then the same at 10k tenants with 100k
 NVMe/TCP flows in the flow table (one segment each from 100k distinct peer address/port pairs, sent
 with a raw socket from the client namespace). Not a test: it prints figures. Needs root."""
-import argparse, json, os, socket, statistics, struct, sys, time
+import argparse, os, socket, statistics, struct, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Agent, VethLab, build_dir, machine, metric_values, progress, sh  # noqa: E402
+from benchlib import Agent, VethLab, build_dir, machine, metric_values, progress, sh, write_json  # noqa: E402
 
 BUILD = build_dir("$<TARGET_FILE_DIR:nvqos-agent>/..")
 
@@ -111,9 +111,7 @@ def main():
     for c in results["cases"]:
         print(f"{c['tenants']:8d} {c['flows_opened']:8.0f} {c['startup_s'] * 1e3:6.0f} ms {c['reload_s'] * 1e3:6.0f} ms "
               f"{c['scrape_s'] * 1e3:6.1f} ms {c['scrape_bytes'] / 1024:7.0f} KiB {c['rss_bytes'] / 2**20:6.1f} MiB")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ rate: the agent's own egress wire-byte counter of the tenant (IP bytes, each seg
 included; the ceiling counts the same bytes plus the Ethernet header) over the window. IOPS
 ceilings are measured where the kernel has sch_fq (EDT); elsewhere the report says they were not.
 Not a test: it prints figures. Needs root."""
-import argparse, json, os, sys, threading, time
+import argparse, os, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Agent, Target, VethLab, build_dir, machine, metric_values, progress, run_load  # noqa: E402
+from benchlib import (Agent, BackgroundLoad, Target, VethLab, build_dir, machine, metric_values, progress,  # noqa: E402
+                      run_load, write_json)
 
 BUILD = build_dir("$<TARGET_FILE_DIR:nvqos-agent>/..")
 LINK_MBIT = 10000
@@ -39,26 +40,6 @@ def egress_sample(agent):
 def mechanism(agent):
     got = metric_values(agent.metrics(), "nvqos_qos_mechanism_info", direction="egress")
     return got[0][0].get("mechanism") if got else "unknown"
-
-
-class Background:
-    """nvqos-load for `seconds` in a thread; .report after join()."""
-
-    def __init__(self, build, lab, spec, seconds):
-        self.report, self.error = None, None
-        self.thread = threading.Thread(target=self._run, args=(build, lab, f"{spec} --runtime {seconds}s"))
-        self.thread.start()
-
-    def _run(self, build, lab, args):
-        try:
-            self.report = run_load(build, lab, args)
-        except Exception as e:  # raised by join()
-            self.error = e
-
-    def join(self):
-        self.thread.join()
-        if self.error:
-            raise self.error
 
 
 def rate_over(agent, seconds, interval=0.25):
@@ -96,7 +77,7 @@ def main():
             agent.write_config(policy(lab, ceiling_mbit=ceiling))
             agent.reload()
             progress(f"bandwidth ceiling {ceiling} Mbit/s: {window:g} s window after 1 s of warm-up")
-            bg = Background(build, lab, load, window + 2)
+            bg = BackgroundLoad(build, lab, f"{load} --runtime {window + 2}s")
             time.sleep(1.0)
             b0, t0 = egress_sample(agent)
             time.sleep(window)
@@ -120,7 +101,7 @@ def main():
         agent.write_config(policy(lab, ceiling_mbit=200))
         agent.reload()
         span = 4 if args.quick else 10
-        bg = Background(build, lab, load, span + 1)
+        bg = BackgroundLoad(build, lab, f"{load} --runtime {span + 1}s")
         time.sleep(0.5)
         before = rate_over(agent, span / 2)
         agent.write_config(policy(lab, ceiling_mbit=400))
@@ -143,9 +124,7 @@ def main():
         print(f"{c['limit']:18} {c['configured']:8g} {c['unit']} {c['achieved']:8.1f} {c['unit']} "
               f"{(c['achieved'] - c['configured']) / c['configured'] * 100:+7.1f}%")
     print(results["description"])
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

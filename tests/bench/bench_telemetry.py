@@ -7,10 +7,11 @@ The agent runs on the initiator side, so both measure the same commands; the age
 the wire and misses the initiator's own stack time, which is why the target gets a device time
 that dominates it. Prints, per tenant and op, p50, p99
 and p99.9 of both and the difference. Not a test: it prints figures. Needs root."""
-import argparse, json, os, sys, threading, time
+import argparse, os, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Agent, Target, VethLab, build_dir, machine, metric_values, progress, run_load  # noqa: E402
+from benchlib import (Agent, Target, VethLab, build_dir, machine, metric_values, progress,  # noqa: E402
+                      run_loads_together, write_json)
 
 BUILD = build_dir("$<TARGET_FILE_DIR:nvqos-agent>/..")
 QUANTILES = [("p50", "0.5"), ("p99", "0.99"), ("p99.9", "0.999")]
@@ -36,20 +37,9 @@ def main():
                 Agent(build, lab, side="client", config=config) as agent:
             jobs = {"gold": (gold_ip, "--rw randread --bs 4k --qd 1"),
                     "bronze": (bronze_ip, "--rw randrw --bs 64k --qd 8")}
-            reports, errors = {}, []
-
-            def run(name, target_ip, spec):
-                try:
-                    reports[name] = run_load(build, lab, f"{spec} --runtime {args.seconds}s", target_ip=target_ip)
-                except Exception as e:  # reported after the join
-                    errors.append(f"{name}: {e}")
-
             progress(f"gold and bronze for {args.seconds} s against nvqos-target (service time {args.service_time})")
-            threads = [threading.Thread(target=run, args=(n, ip, spec)) for n, (ip, spec) in jobs.items()]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            reports, errors = run_loads_together(
+                build, lab, {name: (ip, f"{spec} --runtime {args.seconds}s") for name, (ip, spec) in jobs.items()})
             if errors:
                 raise RuntimeError("; ".join(errors))
             time.sleep(1.5)  # the agent reads the kernel's counters once per telemetry interval (1 s)
@@ -76,9 +66,7 @@ def main():
                 agent_ios = "n/a" if r["agent_commands"] is None else f"{r['agent_commands']:.0f}"
                 shown = float("nan") if aq is None else aq
                 print(f"{tenant:8} {op:6} {label:8} {lq:10.1f} {shown:10.1f} {diff}   {r['load_ios']}/{agent_ios}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

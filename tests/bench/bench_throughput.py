@@ -7,7 +7,8 @@ with/without (goal >= 97%). Not a test: it prints figures. Needs root."""
 import argparse, json, os, statistics, subprocess, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from benchlib import Agent, Target, VethLab, build_dir, machine, metric_values, progress, run_load, sh  # noqa: E402
+from benchlib import (Agent, Target, VethLab, build_dir, machine, metric_values, progress, run_load, sh,  # noqa: E402
+                      write_json)
 
 # CMake writes the build directory in here when it generates build/tests/bench/nvqos-bench-throughput.
 BUILD = build_dir("$<TARGET_FILE_DIR:nvqos-agent>/..")
@@ -67,9 +68,7 @@ def main():
         ok = "PASS" if c["ratio"] >= 0.97 else "MISS"
         print(f"{name:36} {statistics.median(c['without']):9.2f} {c['unit']:>2} "
               f"{statistics.median(c['with']):9.2f} {c['unit']:>2} {c['ratio'] * 100:7.1f}%  >= 97% {ok}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """What the benchmark scripts share: two network namespaces joined by a veth pair, and the agent,
 target and load generator started inside them. Every object removes what it created on exit, also
 when the benchmark fails half-way."""
-import json, os, re, signal, subprocess, sys, tempfile, time
+import json, os, re, signal, subprocess, sys, tempfile, threading, time
 
 
 def sh(cmd, **kw):
@@ -19,6 +19,13 @@ def build_dir(default_generated):
     if default_generated.startswith("$" + "<"):
         return os.path.abspath("build")
     return os.path.abspath(default_generated)
+
+
+def write_json(path, results):
+    """Writes the results as indented JSON to `path` (a benchmark's --json), if one was given."""
+    if path:
+        with open(path, "w") as f:
+            json.dump(results, f, indent=2)
 
 
 def machine():
@@ -194,3 +201,36 @@ def run_load(build, lab, args, cpu=None, target_ip=None):
     cmd += (f"{os.path.join(build, 'tools', 'load', 'nvqos-load')} --target {target_ip or lab.server_ip}:4420 "
             f"--subnqn {Target.SUBNQN} --json --progress off {args}")
     return json.loads(sh(cmd))
+
+
+class BackgroundLoad:
+    """run_load() on a thread, started at once; join() returns its report or raises its error."""
+
+    def __init__(self, build, lab, args, target_ip=None):
+        self.report, self.error = None, None
+        self.thread = threading.Thread(target=self._run, args=(build, lab, args, target_ip))
+        self.thread.start()
+
+    def _run(self, build, lab, args, target_ip):
+        try:
+            self.report = run_load(build, lab, args, target_ip=target_ip)
+        except Exception as e:  # raised by join()
+            self.error = e
+
+    def join(self):
+        self.thread.join()
+        if self.error:
+            raise self.error
+        return self.report
+
+
+def run_loads_together(build, lab, jobs):
+    """nvqos-load jobs {name: (target_ip, args)} at the same time; returns ({name: report}, [error naming its job])."""
+    loads = {name: BackgroundLoad(build, lab, args, target_ip=ip) for name, (ip, args) in jobs.items()}
+    reports, errors = {}, []
+    for name, load in loads.items():
+        try:
+            reports[name] = load.join()
+        except Exception as e:
+            errors.append(f"{name}: {e}")
+    return reports, errors

@@ -19,12 +19,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:0] = [os.path.join(HERE, "..", "bench"), os.path.join(HERE, "..", "support")]
-from benchlib import Agent, Target, VethLab, metric_values, progress, run_load  # noqa: E402
+from benchlib import Agent, Target, VethLab, metric_values, progress, run_loads_together  # noqa: E402
 from nvme_pcap import command_latencies, quantile  # noqa: E402
 
 QUANTILES = [("p50", 0.5, "0.5"), ("p99", 0.99, "0.99"), ("p99.9", 0.999, "0.999")]
@@ -54,19 +53,8 @@ def one_run(build, seconds, workdir):
                                      "-B", "256", "-w", pcap, "-f", "tcp port 4420 and (ip[2:2] - ((ip[0] & 0xf) << 2)"
                                      " - ((tcp[12] & 0xf0) >> 2)) != 0"], stderr=subprocess.PIPE, text=True)
             time.sleep(1.0)
-            reports, errors = {}, []
-
-            def run(name, ip):
-                try:
-                    reports[name] = run_load(build, lab, f"{JOBS[name]} --runtime {seconds}s", target_ip=ip)
-                except Exception as e:  # reported after the join
-                    errors.append(f"{name}: {e}")
-
-            threads = [threading.Thread(target=run, args=(n, ip)) for ip, n in tenants.items()]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
+            reports, errors = run_loads_together(
+                build, lab, {name: (ip, f"{JOBS[name]} --runtime {seconds}s") for ip, name in tenants.items()})
             time.sleep(0.6)  # a few telemetry intervals after the last completion
             metrics = agent.metrics()
             dump.send_signal(signal.SIGINT)  # `ip netns exec` execs dumpcap: this pid is dumpcap's
