@@ -221,6 +221,8 @@ asio::awaitable<void> Job::setup_io_queue(size_t index) {
                                                  .header_digest = spec_.header_digest,
                                                  .data_digest = spec_.data_digest,
                                                  .max_io_bytes = spec_.block_size,
+                                                 .kernel_clock = spec_.latency_clock ==
+                                                                 wireclock::LatencyClock::kKernel,
                                                  .name = spec_.name + " I/O queue " + std::to_string(qid)},
                                      this);
   co_await q.qp->connect(endpoint_, kSetupTimeout, source_);
@@ -375,6 +377,15 @@ void Job::on_complete(QueuePair& qp, uint16_t cid, const nvmf::Cqe& cqe, uint64_
   uint64_t submit_ns = qp.submit_time(cid);
   st.ios++;
   st.latency.record(now_ns - submit_ns);
+  if (spec_.latency_clock == wireclock::LatencyClock::kKernel) {
+    // A command the kernel did not stamp on both ends is counted, never given a guessed time.
+    const QueuePair::WireTimes w = qp.wire_times(cid);
+    if (w.tx_ns == 0) ++st.kernel_clock.missing_tx;
+    else if (w.rx_ns == 0) ++st.kernel_clock.missing_rx;
+    else if (w.rx_ns < w.tx_ns) ++st.kernel_clock.reversed;
+    else st.kernel_latency.record(w.rx_ns - w.tx_ns);
+    if (w.rx_behind) ++st.kernel_clock.rx_behind;
+  }
   if (spec_.rate_iops) st.intended_latency.record(now_ns - s.scheduled_ns);
   bool ok = cqe.ok();
   if (ok) {

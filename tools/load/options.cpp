@@ -177,6 +177,7 @@ void apply_json_job(JobSpec& job, const nlohmann::json& j) {
     } else if (key == "runtime") job.runtime = duration_of(v);
     else if (key == "ios") job.ios = v.get<uint64_t>();
     else if (key == "rate-iops") job.rate_iops = v.get<uint64_t>();
+    else if (key == "latency-clock") job.latency_clock = wireclock::parse_latency_clock(v.get<std::string>());
     else if (key == "digest") apply_digest(job, v.get<std::string>());
     else if (key == "verify") job.verify = v.get<bool>();
     else if (key == "offset") job.offset = size_of(v);
@@ -256,6 +257,9 @@ std::optional<Options> parse_command_line(int argc, const char* const argv[]) {
     ("runtime", po::value<std::string>(), "duration: us|ms|s|m suffix (e.g. 10s)")
     ("ios", po::value<uint64_t>(), "stop after this many I/Os (per job)")
     ("rate-iops", po::value<uint64_t>(), "open-loop IOPS cap per job; latency is then measured from the scheduled send time")
+    ("latency-clock", po::value<std::string>(), "app|kernel: latency from the send call to the completion parsed "
+                                                "(app, default) or from the kernel's TX stamp of the capsule to its RX "
+                                                "stamp of the completion (kernel; both are then reported)")
     ("digest", po::value<std::string>(), "none|header|data|header,data (default none)")
     ("verify", "write a pattern derived from (LBA, generation) and check it on reads")
     ("offset", po::value<std::string>(), "start of the job's range in the namespace, bytes (k/m/g)")
@@ -296,6 +300,8 @@ std::optional<Options> parse_command_line(int argc, const char* const argv[]) {
   if (vm.count("runtime")) job.runtime = parse_duration(vm["runtime"].as<std::string>());
   if (vm.count("ios")) job.ios = vm["ios"].as<uint64_t>();
   if (vm.count("rate-iops")) job.rate_iops = vm["rate-iops"].as<uint64_t>();
+  if (vm.count("latency-clock"))
+    job.latency_clock = wireclock::parse_latency_clock(vm["latency-clock"].as<std::string>());
   if (vm.count("digest")) apply_digest(job, vm["digest"].as<std::string>());
   if (vm.count("verify")) job.verify = true;
   if (vm.count("offset")) job.offset = parse_size(vm["offset"].as<std::string>());

@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include <nvqos/wireclock/wire_clock.h>
+
 namespace nvqos::load {
 
 enum class Access { kSequential, kRandom };
@@ -36,6 +38,9 @@ struct JobSpec {
   uint64_t size = 0;    // bytes of the range; 0 = to the end of the namespace
   std::chrono::milliseconds kato{30000};  // Keep Alive Timeout asked for in Connect
   std::chrono::milliseconds io_timeout{30000};  // an I/O outstanding longer fails its queue
+  // Which clock `latency_us` reports: the app's (send call to completion parsed) or the
+  // kernel's (capsule's TX stamp to the completion's RX stamp; both are then measured).
+  wireclock::LatencyClock latency_clock = wireclock::LatencyClock::kApp;
 };
 
 struct Options {

@@ -6,7 +6,10 @@
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
 
+#include <sys/socket.h>
 #include <time.h>
+
+#include <cerrno>
 
 #include <cstring>
 #include <stdexcept>
@@ -18,6 +21,8 @@ using asio::ip::tcp;
 
 namespace {
 constexpr size_t kReadBufferBytes = 256 * 1024;
+// Kernel clock: reads per handler turn before yielding to other queues' handlers.
+constexpr int kStampedReadsPerTurn = 64;
 }
 
 uint64_t monotonic_ns() {
@@ -43,6 +48,10 @@ QueuePair::QueuePair(asio::io_context& io, QueueConfig config, QueueEvents* even
   pending_.reserve(per_command * config_.depth + 64 * 1024);
   writing_.reserve(pending_.capacity());
   pending_cids_.reserve(config_.depth);
+  if (config_.kernel_clock) {
+    pending_cuts_.reserve(2 * config_.depth);
+    writing_cuts_.reserve(2 * config_.depth);
+  }
 }
 
 asio::awaitable<void> QueuePair::connect(const tcp::endpoint& endpoint, std::chrono::milliseconds timeout,
@@ -72,6 +81,14 @@ asio::awaitable<void> QueuePair::connect(const tcp::endpoint& endpoint, std::chr
   if (ec) throw std::runtime_error("connect " + where + ": " + ec.message());
   socket_.set_option(tcp::no_delay(true));
   local_port_ = socket_.local_endpoint().port();
+  if (config_.kernel_clock) {
+    try {
+      wireclock::enable_timestamping(socket_.native_handle());
+    } catch (const std::system_error& e) {
+      throw std::runtime_error("connect " + where + ": " + e.what());
+    }
+    writer_.emplace(socket_, tx_keys_);
+  }
 
   nvmf::IcReq req;
   req.hdgst = config_.header_digest;
@@ -106,8 +123,19 @@ void QueuePair::submit(uint16_t cid, const nvmf::Sqe& sqe, std::span<const uint8
   s.in_len = in_len;
   s.received = 0;
   s.submit_ns = 0;  // stamped when handed to the socket
+  s.tx_ns = s.rx_ns = 0;
+  ++s.generation;
   nvmf::CapsuleCmd cmd{sqe, in_capsule ? out : std::span<const uint8_t>{}};
-  append(cmd, cmd.data);
+  const size_t start = pending_.size();
+  const size_t header = append(cmd, cmd.data);
+  if (config_.kernel_clock) {
+    // The capsule header ends a stamped send; in-capsule data follows in a send of its own
+    // that ends the TCP record, so no later capsule shares the header's skb (and its key).
+    const uint64_t token = uint64_t{s.generation} << 16 | cid;
+    const bool more = pending_.size() > start + header;
+    pending_cuts_.push_back({.end = start + header, .stamp = true, .more = more, .token = token});
+    if (more) pending_cuts_.push_back({.end = pending_.size()});
+  }
   pending_cids_.push_back(cid);
   flush();
 }
@@ -143,7 +171,7 @@ void QueuePair::close() {
   socket_.close(ignored);
 }
 
-void QueuePair::append(const nvmf::Pdu& pdu, std::span<const uint8_t> data) {
+size_t QueuePair::append(const nvmf::Pdu& pdu, std::span<const uint8_t> data) {
   nvmf::EncodedHeader h = nvmf::encode_header(pdu, link_);
   auto header = h.span();
   pending_.insert(pending_.end(), header.begin(), header.end());
@@ -154,6 +182,7 @@ void QueuePair::append(const nvmf::Pdu& pdu, std::span<const uint8_t> data) {
       pending_.insert(pending_.end(), digest.begin(), digest.end());
     }
   }
+  return header.size();
 }
 
 void QueuePair::flush() {
@@ -163,6 +192,13 @@ void QueuePair::flush() {
   pending_cids_.clear();
   std::swap(pending_, writing_);
   write_in_flight_ = true;
+  if (writer_) {
+    std::swap(pending_cuts_, writing_cuts_);
+    writing_buffer_ = asio::buffer(writing_);
+    writer_->write({&writing_buffer_, 1}, writing_cuts_,
+                   [this](const boost::system::error_code& ec) { on_written(ec); });
+    return;
+  }
   asio::async_write(socket_, asio::buffer(writing_),
                     [this](const boost::system::error_code& ec, size_t) { on_written(ec); });
 }
@@ -170,6 +206,7 @@ void QueuePair::flush() {
 void QueuePair::on_written(const boost::system::error_code& ec) {
   write_in_flight_ = false;
   writing_.clear();
+  writing_cuts_.clear();
   if (ec) {
     if (!closing_) fail("send: " + ec.message());
     return;
@@ -178,6 +215,13 @@ void QueuePair::on_written(const boost::system::error_code& ec) {
 }
 
 void QueuePair::start_read() {
+  if (writer_) {
+    // The ICResp may be queued already: read until the socket is empty before waiting.
+    asio::post(io_, [this] {
+      if (!failed_ && !closing_) read_stamped();
+    });
+    return;
+  }
   socket_.async_read_some(asio::buffer(read_buf_),
                           [this](const boost::system::error_code& ec, size_t n) { on_read(ec, n); });
 }
@@ -188,12 +232,61 @@ void QueuePair::on_read(const boost::system::error_code& ec, size_t n) {
     fail(ec == asio::error::eof ? std::string("connection closed by the target") : "receive: " + ec.message());
     return;
   }
-  std::span<const uint8_t> in(read_buf_.data(), n);
+  if (consume({read_buf_.data(), n})) start_read();
+}
+
+void QueuePair::read_stamped() {
+  // TX stamps first: a completion read below must find its capsule's stamp.
+  drain_tx_stamps();
+  for (int i = 0; i < kStampedReadsPerTurn; ++i) {
+    uint64_t rx_ns = 0;
+    ssize_t n = wireclock::recv_stamped(socket_.native_handle(), read_buf_.data(), framer_.want(read_buf_.size()),
+                                        &rx_ns);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      // Edge-triggered: waiting is only safe once a read came back empty.
+      socket_.async_wait(tcp::socket::wait_read, [this](const boost::system::error_code& ec) {
+        if (closing_ || failed_) return;
+        if (ec) fail("receive: " + ec.message());
+        else read_stamped();
+      });
+      return;
+    }
+    if (n <= 0) {
+      fail(n == 0 ? std::string("connection closed by the target") : "receive: " + std::string(strerror(errno)));
+      return;
+    }
+    std::span<const uint8_t> got(read_buf_.data(), static_cast<size_t>(n));
+    const uint64_t headers = framer_.headers();
+    framer_.consumed(got, rx_ns);
+    if (framer_.headers() != headers)
+      header_rx_behind_ = wireclock::later_data_queued(socket_.native_handle(), framer_.pdu_left()) == 1;
+    if (!consume(got)) return;
+  }
+  start_read();
+}
+
+void QueuePair::drain_tx_stamps() {
+  wireclock::drain_tx_stamps(socket_.native_handle(), [this](const wireclock::TxStamp& st) {
+    // Units that missed their stamp keep tx_ns 0 and are counted at completion.
+    auto m = tx_keys_.match(st.key, [](uint64_t) {});
+    if (!m.token) return;
+    const uint16_t cid = static_cast<uint16_t>(*m.token & 0xffff);
+    if (cid < slots_.size() && slots_[cid].generation == static_cast<uint32_t>(*m.token >> 16))
+      slots_[cid].tx_ns = st.ns;
+  });
+}
+
+bool QueuePair::consume(std::span<const uint8_t> in) {
   cork();
   while (!in.empty() && !failed_ && !closing_) {
     nvmf::FeedResult r = decoder_.feed(in);
     in = in.subspan(r.consumed);
     if (r.state == nvmf::DecodeState::pdu_ready) {
+      // A stamped read never crosses a PDU's end, so the PDU just completed is the one
+      // whose common header the framer saw last.
+      pdu_rx_ns_ = framer_.pdu_rx_ns();
+      pdu_rx_behind_ = header_rx_behind_;
       if (!handle_pdu()) break;
     } else if (r.state == nvmf::DecodeState::failed) {
       const nvmf::DecodeError& err = decoder_.error();
@@ -202,11 +295,11 @@ void QueuePair::on_read(const boost::system::error_code& ec, size_t n) {
       --corked_;
       flush();
       fail("bad PDU from the target: " + std::string(nvmf::decode_fault_name(err.fault)) + ": " + err.detail);
-      return;
+      return false;
     }
   }
   uncork();
-  if (!failed_ && !closing_) start_read();
+  return !failed_ && !closing_;
 }
 
 bool QueuePair::handle_pdu() {
@@ -304,6 +397,11 @@ bool QueuePair::handle_r2t(const nvmf::R2T& r2t) {
 void QueuePair::complete(uint16_t cid, const nvmf::Cqe& cqe) {
   Slot& s = slots_[cid];
   s.busy = false;
+  if (writer_) {
+    if (s.tx_ns == 0) drain_tx_stamps();  // queued after this read turn began
+    s.rx_ns = pdu_rx_ns_;
+    s.rx_behind = pdu_rx_behind_;
+  }
   if (s.awaited) {
     s.result = cqe;
     s.done = true;

@@ -7,11 +7,19 @@
 // so a busy queue makes one send() per batch. Reads decode whole PDUs with the
 // codec's StreamDecoder. Buffers are sized at connect time; after that the
 // steady state allocates nothing.
+//
+// With the kernel clock (QueueConfig::kernel_clock) the same loop also keeps the
+// wire times of each command: every capsule header ends a send call that asks for
+// a TX stamp (wireclock::StampedWriter), reads go PDU by PDU so each completion
+// carries its own skb's RX stamp, and the socket's error queue is drained in the
+// read handler before completions are matched.
 #pragma once
 
 #include <nvqos/nvmf/decoder.h>
 #include <nvqos/nvmf/nvme.h>
 #include <nvqos/nvmf/pdu.h>
+#include <nvqos/wireclock/stamped_writer.h>
+#include <nvqos/wireclock/wire_clock.h>
 
 #include <utility>  // Boost 1.74's awaitable.hpp uses std::exchange without including it
 
@@ -50,6 +58,7 @@ struct QueueConfig {
   bool header_digest = false;
   bool data_digest = false;
   uint32_t max_io_bytes = 4096;  // largest data transfer of one command
+  bool kernel_clock = false;     // keep kernel TX/RX stamps of every command (wire_times())
   std::string name;              // "job0 q1" in error messages
 };
 
@@ -99,6 +108,14 @@ class QueuePair {
   // 0 while it still waits for the write in flight.
   uint64_t submit_time(uint16_t cid) const { return slots_[cid].submit_ns; }
   bool cid_busy(uint16_t cid) const { return slots_[cid].busy; }
+  // Kernel stamps (CLOCK_REALTIME ns) of the command in `cid`: its capsule header's TX,
+  // its completion's RX; 0 where the kernel gave none. Valid inside on_complete().
+  struct WireTimes {
+    uint64_t tx_ns = 0;
+    uint64_t rx_ns = 0;
+    bool rx_behind = false;  // later data was queued when the completion's header was read
+  };
+  WireTimes wire_times(uint16_t cid) const { return {slots_[cid].tx_ns, slots_[cid].rx_ns, slots_[cid].rx_behind}; }
 
  private:
   struct Slot {
@@ -111,15 +128,22 @@ class QueuePair {
     uint32_t in_len = 0;
     uint32_t received = 0;
     uint64_t submit_ns = 0;
+    uint32_t generation = 0;  // which use of the slot a TX stamp's token names
+    uint64_t tx_ns = 0, rx_ns = 0;
+    bool rx_behind = false;
     nvmf::Cqe result;
     boost::asio::steady_timer* waiter = nullptr;
   };
 
-  void append(const nvmf::Pdu& pdu, std::span<const uint8_t> data);
+  // Returns the bytes of the PDU's header region (header, digest, padding).
+  size_t append(const nvmf::Pdu& pdu, std::span<const uint8_t> data);
   void flush();
   void on_written(const boost::system::error_code& ec);
   void start_read();
   void on_read(const boost::system::error_code& ec, size_t n);
+  void read_stamped();  // kernel clock: PDU-by-PDU reads with RX stamps
+  void drain_tx_stamps();
+  bool consume(std::span<const uint8_t> in);  // false: connection failed or closing
   bool handle_pdu();  // false: connection failed
   bool handle_r2t(const nvmf::R2T& r2t);
   bool handle_c2h_data(const nvmf::C2HData& d);
@@ -139,6 +163,14 @@ class QueuePair {
   std::vector<uint8_t> pending_;   // PDUs queued while a write is in flight
   std::vector<uint8_t> writing_;   // the buffer of the write in flight
   std::vector<uint16_t> pending_cids_;  // capsules in `pending_`, stamped when handed to the socket
+  // Kernel clock: where send calls must end in `pending_` / `writing_`.
+  std::vector<wireclock::Cut> pending_cuts_, writing_cuts_;
+  boost::asio::const_buffer writing_buffer_;
+  std::optional<wireclock::StampedWriter> writer_;
+  wireclock::TxKeyQueue tx_keys_;
+  wireclock::PduFramer framer_;
+  uint64_t pdu_rx_ns_ = 0;  // RX stamp of the PDU being handled
+  bool header_rx_behind_ = false, pdu_rx_behind_ = false;  // see wireclock::later_data_queued
   bool write_in_flight_ = false;
   int corked_ = 0;
   bool closing_ = false;

@@ -1,6 +1,7 @@
 #include "stats.hpp"
 
 #include <nlohmann/json.hpp>
+#include <nvqos/wireclock/latency_json.h>
 
 #include <cstdio>
 #include <iomanip>
@@ -9,10 +10,8 @@ namespace nvqos::load {
 namespace {
 
 constexpr double kMiB = 1024.0 * 1024.0;
-constexpr struct {
-  const char* label;
-  double q;
-} kQuantiles[] = {{"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}, {"p99.9", 0.999}, {"p99.99", 0.9999}};
+using wireclock::kReportQuantiles;
+using wireclock::latency_json;
 
 double seconds(const JobStats& s) { return std::chrono::duration<double>(s.elapsed).count(); }
 double us(uint64_t ns) { return static_cast<double>(ns) / 1000.0; }
@@ -23,16 +22,13 @@ std::string fmt(double v, int decimals) {
   return buf;
 }
 
-nlohmann::json latency_json(const LogLinearHistogram& h) {
-  nlohmann::json j;
-  j["min"] = us(h.min());
-  for (const auto& q : kQuantiles) j[q.label] = us(h.quantile(q.q));
-  j["max"] = us(h.max());
-  j["mean"] = h.mean() / 1000.0;
-  return j;
-}
+bool kernel_clock(const JobSpec& spec) { return spec.latency_clock == wireclock::LatencyClock::kKernel; }
 
 }  // namespace
+
+const LogLinearHistogram& selected_latency(const JobSpec& spec, const OpStats& st) {
+  return kernel_clock(spec) ? st.kernel_latency : st.latency;
+}
 
 void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs) {
   const char* header[] = {"job", "op", "IOs", "IOPS", "MiB/s", "min", "p50", "p90", "p99",
@@ -51,17 +47,24 @@ void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs) {
       const OpStats& st = s.ops[o];
       if (st.ios == 0 && st.errors.empty()) continue;
       bool paced = jr.spec->rate_iops > 0;
-      const LogLinearHistogram& h = paced ? st.intended_latency : st.latency;
+      const LogLinearHistogram& h = paced ? st.intended_latency : selected_latency(*jr.spec, st);
       std::vector<std::string> row{jr.spec->name, op_name(static_cast<Op>(o)), std::to_string(st.ios),
                                    fmt(secs > 0 ? st.ios / secs : 0, 0),
                                    fmt(secs > 0 ? st.bytes / kMiB / secs : 0, 1), fmt(us(h.min()), 1)};
-      for (const auto& q : kQuantiles) row.push_back(fmt(us(h.quantile(q.q)), 1));
+      for (const auto& q : kReportQuantiles) row.push_back(fmt(us(h.quantile(q.q)), 1));
       row.push_back(fmt(us(h.max()), 1));
       row.push_back(std::to_string(st.error_count()));
       rows.push_back(std::move(row));
       for (const auto& [name, count] : st.errors)
         notes.push_back("job " + jr.spec->name + " " + op_name(static_cast<Op>(o)) + ": " +
                         std::to_string(count) + " x " + name);
+      if (kernel_clock(*jr.spec) && !paced)
+        notes.push_back("job " + jr.spec->name + " " + op_name(static_cast<Op>(o)) + ": kernel clock (" +
+                        std::to_string(st.kernel_latency.count()) + " timed, " +
+                        std::to_string(st.kernel_clock.total()) +
+                        " without kernel stamps); app clock: p50 " + fmt(us(st.latency.quantile(0.5)), 1) +
+                        " us, p99 " + fmt(us(st.latency.quantile(0.99)), 1) + " us, p99.9 " +
+                        fmt(us(st.latency.quantile(0.999)), 1) + " us");
       if (paced)
         notes.push_back("job " + jr.spec->name + " " + op_name(static_cast<Op>(o)) +
                         ": paced at " + std::to_string(jr.spec->rate_iops) +
@@ -76,7 +79,12 @@ void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs) {
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& r : rows)
     for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
-  out << "latency in microseconds (us), throughput in MiB/s (1 MiB = 2^20 bytes)\n";
+  bool any_kernel = false;
+  for (const auto& jr : jobs) any_kernel |= kernel_clock(*jr.spec);
+  out << "latency in microseconds (us), throughput in MiB/s (1 MiB = 2^20 bytes); latency clock: "
+      << (any_kernel ? "kernel (capsule's TX stamp to the completion's RX stamp)"
+                     : "app (send call to completion parsed)")
+      << "\n";
   for (const auto& r : rows) {
     for (size_t i = 0; i < r.size(); ++i) {
       if (i < 2) out << std::left << std::setw(static_cast<int>(width[i])) << r[i] << "  ";
@@ -106,6 +114,7 @@ void print_json_report(std::ostream& out, const std::vector<JobReport>& jobs) {
     j["header_digest"] = spec.header_digest;
     j["data_digest"] = spec.data_digest;
     j["rate_iops"] = spec.rate_iops;
+    j["latency_clock"] = wireclock::latency_clock_name(spec.latency_clock);
     j["elapsed_s"] = seconds(s);
     if (!s.fatal_error.empty()) j["error"] = s.fatal_error;
     if (s.controller.connected) {
@@ -128,7 +137,16 @@ void print_json_report(std::ostream& out, const std::vector<JobReport>& jobs) {
       oj["bytes"] = st.bytes;
       oj["iops"] = secs > 0 ? st.ios / secs : 0;
       oj["mib_per_s"] = secs > 0 ? st.bytes / kMiB / secs : 0;
-      oj["latency_us"] = latency_json(st.latency);
+      oj["latency_us"] = latency_json(selected_latency(spec, st));
+      if (kernel_clock(spec)) {
+        oj["app_latency_us"] = latency_json(st.latency);
+        oj["kernel_latency_us"] = latency_json(st.kernel_latency);
+        oj["kernel_clock"] = {{"timed", st.kernel_latency.count()},
+                              {"missing_tx_stamp", st.kernel_clock.missing_tx},
+                              {"missing_rx_stamp", st.kernel_clock.missing_rx},
+                              {"reversed", st.kernel_clock.reversed},
+                              {"rx_behind", st.kernel_clock.rx_behind}};
+      }
       if (spec.rate_iops) oj["intended_latency_us"] = latency_json(st.intended_latency);
       oj["errors"] = st.errors;
       ops[op_name(static_cast<Op>(o))] = oj;

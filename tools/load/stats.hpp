@@ -26,6 +26,17 @@ struct OpStats {
   // Scheduled send time to completion: the open-loop latency when --rate-iops
   // paces the job (includes time spent waiting for a free queue slot).
   LogLinearHistogram intended_latency;
+  // --latency-clock kernel: capsule header's kernel TX stamp to the completion's RX stamp.
+  LogLinearHistogram kernel_latency;
+  struct {
+    uint64_t missing_tx = 0;  // the capsule's TX stamp never came
+    uint64_t missing_rx = 0;  // the completion's read carried no RX stamp
+    uint64_t reversed = 0;    // RX before TX: the realtime clock was stepped
+    // Timed, but later data was already queued when the completion's header was read: its RX
+    // stamp may be a later segment's (wireclock::later_data_queued).
+    uint64_t rx_behind = 0;
+    uint64_t total() const { return missing_tx + missing_rx + reversed; }
+  } kernel_clock;
   // Failures by name: NVMe status names, "transport error", "verify mismatch".
   std::map<std::string, uint64_t> errors;
 
@@ -67,6 +78,9 @@ struct JobReport {
   const JobSpec* spec;
   const JobStats* stats;
 };
+
+// The latency of the job's --latency-clock.
+const LogLinearHistogram& selected_latency(const JobSpec& spec, const OpStats& st);
 
 // Text table: one row per job x op; latency in microseconds, throughput in
 // MiB/s (2^20 bytes per second).

@@ -8,6 +8,8 @@
 #include <random>
 #include <stdexcept>
 #include <string>
+
+#include <nvqos/wireclock/wire_clock.h>
 #include <vector>
 
 namespace nvqos::target {
@@ -60,6 +62,9 @@ struct TargetConfig {
   bool c2h_success = false;                // complete reads with C2HData SUCCESS, no CapsuleResp
   unsigned threads = 1;
   double stats_interval_s = 0;             // 0 = no periodic stats line
+  // Service-time clock of the --report (app: capsule parsed to completion handed to the
+  // socket; kernel: capsule's RX stamp to the completion's TX stamp).
+  wireclock::LatencyClock latency_clock = wireclock::LatencyClock::kApp;
   std::string log_level = "info";          // "info" (connect/disconnect/errors) or "debug"
 };
 

@@ -6,8 +6,12 @@
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <thread>
+#include <cerrno>
+#include <cstring>
+#include <functional>
 
 #include "config.hpp"
 #include "target.hpp"
@@ -74,7 +78,12 @@ int main(int argc, char** argv) {
       ("c2h-success", po::bool_switch(),
        "complete reads with C2HData SUCCESS (no CapsuleResp) on queues whose host disabled SQ flow control")
       ("threads", po::value<unsigned>(), "threads running the event loop (default 1)")
-      ("stats-interval", po::value<double>(), "print a stats line every N seconds (0 = never)");
+      ("stats-interval", po::value<double>(), "print a stats line every N seconds (0 = never)")
+      ("report", po::value<std::string>(),
+       "write service times per host NQN and op as JSON to FILE on exit and on SIGUSR1")
+      ("latency-clock", po::value<std::string>(),
+       "app|kernel: the report's service time from capsule parsed to completion handed to the socket (app, "
+       "default) or from the capsule's kernel RX stamp to the completion's TX stamp (kernel; both reported)");
   po::variables_map vm;
   po::parsed_options parsed(&opts);
   try {
@@ -129,6 +138,13 @@ int main(int argc, char** argv) {
     if (vm["c2h-success"].as<bool>()) cfg.c2h_success = true;
     if (vm.count("threads")) cfg.threads = vm["threads"].as<unsigned>();
     if (vm.count("stats-interval")) cfg.stats_interval_s = vm["stats-interval"].as<double>();
+    if (vm.count("latency-clock")) {
+      try {
+        cfg.latency_clock = nvqos::wireclock::parse_latency_clock(vm["latency-clock"].as<std::string>());
+      } catch (const std::invalid_argument& e) {
+        throw ConfigError(std::string("--latency-clock: ") + e.what());
+      }
+    }
     if (cfg.max_queue_size < 2) throw ConfigError("--queue-size must be >= 2");
     if (cfg.max_io_queues < 1) throw ConfigError("--max-io-queues must be >= 1");
     validate(cfg);
@@ -182,12 +198,42 @@ int main(int argc, char** argv) {
   };
   if (interval > 0) arm_stats();
 
+  const std::string report_path = vm.count("report") ? vm["report"].as<std::string>() : "";
+  // Written to a temporary name and renamed, so a reader never sees half a report.
+  auto write_report = [&] {
+    if (report_path.empty()) return;
+    const std::string tmp = report_path + ".tmp";
+    {
+      std::ofstream out(tmp);
+      out << target->service_report().dump(2) << '\n';
+      if (!out) {
+        log("cannot write the service-time report to " + tmp);
+        return;
+      }
+    }
+    if (std::rename(tmp.c_str(), report_path.c_str()) != 0)
+      log("cannot rename " + tmp + " to " + report_path + ": " + std::strerror(errno));
+    else
+      log("wrote the service-time report (" + std::string(nvqos::wireclock::latency_clock_name(cfg.latency_clock)) +
+          " clock) to " + report_path);
+  };
+  asio::signal_set report_signal(control, SIGUSR1);
+  std::function<void()> arm_report_signal = [&] {
+    report_signal.async_wait([&](boost::system::error_code ec, int) {
+      if (ec) return;
+      write_report();
+      arm_report_signal();
+    });
+  };
+  if (!report_path.empty()) arm_report_signal();
+
   asio::signal_set signals(control, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int sig) {
     if (ec) return;
     log(std::string("received ") + (sig == SIGINT ? "SIGINT" : "SIGTERM") + ", stopping");
     stopping = true;
     stats_timer.cancel();
+    report_signal.cancel();
     target->stop();
   });
 
@@ -195,5 +241,6 @@ int main(int argc, char** argv) {
   for (unsigned i = 1; i < threads; ++i) pool.emplace_back([&] { io.run(); });
   io.run();
   for (auto& th : pool) th.join();
+  write_report();
   return 0;
 }

@@ -7,6 +7,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/strand.hpp>
 #include <boost/asio/write.hpp>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -17,9 +18,16 @@
 #include <nvqos/nvmf/decoder.h>
 #include <nvqos/nvmf/nvme.h>
 #include <nvqos/nvmf/pdu.h>
+#include <nvqos/wireclock/stamped_writer.h>
+#include <nvqos/wireclock/wire_clock.h>
+#include <optional>
 #include <random>
 #include <set>
+#include <system_error>
 #include <sys/mman.h>
+#include <sys/socket.h>
+
+#include "service_time.hpp"
 
 namespace nvqos::target {
 
@@ -182,8 +190,10 @@ struct Target::Impl : std::enable_shared_from_this<Target::Impl> {
 
   std::atomic<std::uint64_t> open_connections{0}, commands{0}, read_ops{0}, write_ops{0}, read_bytes{0},
       write_bytes{0}, fatal_errors{0};
+  ServiceTimes service;
 
-  Impl(asio::io_context& i, TargetConfig c, LogSink l) : io(i), cfg(std::move(c)), log(std::move(l)) {
+  Impl(asio::io_context& i, TargetConfig c, LogSink l)
+      : io(i), cfg(std::move(c)), log(std::move(l)), service(cfg.latency_clock) {
     // Every listener also serves the discovery controller, as Linux nvmet does; any host may ask
     // and sees only the subsystems it may connect to.
     discovery.discovery = true;
@@ -209,6 +219,14 @@ struct Target::Impl : std::enable_shared_from_this<Target::Impl> {
 };
 
 namespace {
+
+// Kernel clock: reads per handler turn before yielding to other connections.
+constexpr int kStampedReadsPerTurn = 64;
+
+std::uint64_t steady_ns() {
+  return static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch()).count());
+}
 
 std::string endpoint_string(const tcp::endpoint& ep) {
   auto addr = ep.address();
@@ -238,6 +256,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void start() {
     ++t_->open_connections;
+    if (t_->cfg.latency_clock == wireclock::LatencyClock::kKernel) {
+      try {
+        wireclock::enable_timestamping(socket_.native_handle());
+        writer_.emplace(socket_, tx_keys_);
+      } catch (const std::system_error& e) {
+        // The connection still serves; its commands count as missing kernel stamps.
+        t_->log("connection from " + peer_ + ": " + e.what() + "; its service times have no kernel clock");
+      }
+    }
     read();
   }
 
@@ -262,7 +289,18 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::uint32_t r2t_end = 0;
     std::uint32_t r2t_outstanding = 0;
     Status status = status::kSuccess;
+    std::uint64_t rx_ns = 0;         // kernel RX stamp of the capsule header
+    bool rx_behind = false;          // see wireclock::later_data_queued
+    std::uint64_t parsed_ns = 0;     // steady clock when the capsule was parsed
     asio::steady_timer timer;
+  };
+
+  // What a completion carries for the service-time report.
+  struct Timing {
+    ServiceOp op = ServiceOp::kOther;
+    std::uint64_t rx_ns = 0;
+    bool rx_behind = false;
+    std::uint64_t parsed_ns = 0;
   };
 
   struct TxItem {
@@ -272,11 +310,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::array<std::uint8_t, kDigestSize> ddgst{};
     std::vector<std::uint8_t> owned;  // admin payloads (Identify, log pages)
     bool close_after = false;
+    std::optional<Timing> timing;  // an I/O command's completion: its header is timed
   };
 
   // ---- I/O plumbing ----
   void read() {
     if (closed_ || closing_) return;
+    if (writer_) {
+      // Data may be queued already: read until the socket is empty before waiting.
+      asio::post(socket_.get_executor(), [self = shared_from_this()] { self->read_stamped(); });
+      return;
+    }
     socket_.async_read_some(asio::buffer(rx_), [self = shared_from_this()](boost::system::error_code ec, std::size_t n) {
       self->on_read(ec, n);
     });
@@ -288,18 +332,72 @@ class Connection : public std::enable_shared_from_this<Connection> {
       close(ec == asio::error::eof ? "host closed the connection" : "read: " + ec.message());
       return;
     }
-    std::span<const std::uint8_t> in(rx_.data(), n);
+    consume({rx_.data(), n});
+    read();
+  }
+
+  // Kernel clock: PDU-by-PDU reads, so each capsule carries its own skb's RX stamp.
+  void read_stamped() {
+    if (closed_ || closing_) return;
+    drain_tx_stamps();
+    for (int i = 0; i < kStampedReadsPerTurn && !closed_ && !closing_; ++i) {
+      std::uint64_t rx_ns = 0;
+      ssize_t n = wireclock::recv_stamped(socket_.native_handle(), rx_.data(), framer_.want(rx_.size()), &rx_ns);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        // Edge-triggered: waiting is only safe once a read came back empty.
+        socket_.async_wait(tcp::socket::wait_read, [self = shared_from_this()](boost::system::error_code ec) {
+          if (self->closed_) return;
+          if (ec) self->close("read: " + ec.message());
+          else self->read_stamped();
+        });
+        return;
+      }
+      if (n <= 0) {
+        close(n == 0 ? std::string("host closed the connection") : "read: " + std::string(std::strerror(errno)));
+        return;
+      }
+      std::span<const std::uint8_t> got(rx_.data(), static_cast<std::size_t>(n));
+      const std::uint64_t headers = framer_.headers();
+      framer_.consumed(got, rx_ns);
+      if (framer_.headers() != headers)
+        header_rx_behind_ = wireclock::later_data_queued(socket_.native_handle(), framer_.pdu_left()) == 1;
+      consume(got);
+    }
+    read();
+  }
+
+  void consume(std::span<const std::uint8_t> in) {
     while (!in.empty() && !closing_ && !closed_) {
       FeedResult r = decoder_.feed(in);
       in = in.subspan(r.consumed);
       if (r.state == DecodeState::pdu_ready) {
+        // A stamped read never crosses a PDU's end: the PDU just completed is the one whose
+        // common header the framer saw last.
+        pdu_rx_ns_ = framer_.pdu_rx_ns();
+        pdu_rx_behind_ = header_rx_behind_;
         handle_pdu();
       } else if (r.state == DecodeState::failed) {
         const DecodeError& e = decoder_.error();
         fatal(e.fes, e.fei, decoder_.error_header(), std::string(decode_fault_name(e.fault)) + ": " + e.detail);
       }
     }
-    read();
+  }
+
+  // Matches queued TX stamps to the completions waiting for them.
+  void drain_tx_stamps() {
+    if (!writer_ || !ctrl_) return;
+    const std::string& host = ctrl_->hostnqn;
+    wireclock::drain_tx_stamps(socket_.native_handle(), [&](const wireclock::TxStamp& st) {
+      auto m = tx_keys_.match(st.key, [](std::uint64_t) {});
+      if (!m.token) return;
+      pending_stamps_.settle(
+          *m.token,
+          [&](const PendingCompletions::Entry& e) {
+            t_->service.record_kernel(host, e.op, e.rx_ns, st.ns, e.rx_behind);
+          },
+          [&](const PendingCompletions::Entry& e) { t_->service.record_kernel(host, e.op, e.rx_ns, 0); });
+    });
   }
 
   void push(TxItem&& item) {
@@ -311,12 +409,37 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (tx_pending_.empty() || closed_) return;
     std::swap(tx_pending_, tx_inflight_);
     tx_buffers_.clear();
+    tx_cuts_.clear();
+    const std::uint64_t now = steady_ns();
+    std::size_t offset = 0;
     for (TxItem& it : tx_inflight_) {
+      const std::size_t first = tx_buffers_.size();
       tx_buffers_.push_back(asio::buffer(it.header.bytes.data(), it.header.size));
       for (std::uint8_t i = 0; i < it.data_count; ++i) tx_buffers_.push_back(it.data[i]);
       if (it.header.data_digest) tx_buffers_.push_back(asio::buffer(it.ddgst));
+      const std::size_t header_end = offset + it.header.size;
+      offset += asio::buffer_size(std::span(tx_buffers_).subspan(first));
+      if (!it.timing || !ctrl_) continue;
+      t_->service.record_app(ctrl_->hostnqn, it.timing->op, now - it.timing->parsed_ns);
+      if (t_->cfg.latency_clock != wireclock::LatencyClock::kKernel) continue;
+      if (!writer_) {
+        t_->service.record_kernel(ctrl_->hostnqn, it.timing->op, 0, 0);
+        continue;
+      }
+      // The completion's header ends a stamped send; its data (C2HData) follows in a send
+      // of its own that ends the TCP record, so no later completion shares the skb's key.
+      const std::uint64_t token = pending_stamps_.add({it.timing->op, it.timing->rx_ns, it.timing->rx_behind});
+      const bool more = offset > header_end;
+      tx_cuts_.push_back({.end = header_end, .stamp = true, .more = more, .token = token});
+      if (more) tx_cuts_.push_back({.end = offset});
     }
     writing_ = true;
+    if (writer_) {
+      writer_->write(tx_buffers_, tx_cuts_, [self = shared_from_this()](const boost::system::error_code& ec) {
+        self->on_written(ec);
+      });
+      return;
+    }
     asio::async_write(socket_, tx_buffers_, [self = shared_from_this()](boost::system::error_code ec, std::size_t) {
       self->on_written(ec);
     });
@@ -324,6 +447,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void on_written(boost::system::error_code ec) {
     writing_ = false;
+    drain_tx_stamps();  // a send's stamp is usually queued by the time it returns
     bool close_now = false;
     for (const TxItem& it : tx_inflight_) close_now |= it.close_after;
     tx_inflight_.clear();
@@ -341,6 +465,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close(const std::string& reason) {
     if (closed_) return;
     closed_ = true;
+    drain_tx_stamps();
+    if (ctrl_) {
+      const std::string& host = ctrl_->hostnqn;
+      pending_stamps_.drop_all(
+          [&](const PendingCompletions::Entry& e) { t_->service.record_kernel(host, e.op, e.rx_ns, 0); });
+    }
     boost::system::error_code ec;
     socket_.shutdown(tcp::socket::shutdown_both, ec);
     socket_.close(ec);
@@ -394,11 +524,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   // ---- Sending responses ----
   void send_resp(std::uint16_t cid, Status status, std::uint32_t dw0 = 0, std::uint32_t dw1 = 0,
-                 bool close_after = false) {
+                 bool close_after = false, std::optional<Timing> timing = std::nullopt) {
     Cqe cqe{.dw0 = dw0, .dw1 = dw1, .sqhd = sqhd_, .sqid = qid_, .cid = cid, .status = status};
     TxItem item;
     item.header = encode_header(CapsuleResp{cqe}, link_);
     item.close_after = close_after;
+    item.timing = timing;
     push(std::move(item));
     ++t_->commands;
   }
@@ -810,6 +941,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!slot) return send_resp(sqe.cid, status::kCommandSequenceError | status::kDnr);  // SQ overrun
     slot->opcode = op;
     slot->ns = ns;
+    slot->rx_ns = pdu_rx_ns_;
+    slot->rx_behind = pdu_rx_behind_;
+    slot->parsed_ns = steady_ns();
     if (op == nvm_opcode::kFlush) return execute(slot);
 
     RwCommand rw = parse_rw(sqe);
@@ -916,6 +1050,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (closing_ || closed_) return;
     const std::uint16_t cid = s->cid;
     const Status st = s->status;
+    const Timing timing{service_op_of(s->opcode), s->rx_ns, s->rx_behind, s->parsed_ns};
     if (s->opcode == nvm_opcode::kRead && st == status::kSuccess) {
       ++t_->read_ops;
       t_->read_bytes += s->len;
@@ -933,19 +1068,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
         for (int i = 0; i < 4; ++i) item.ddgst[i] = static_cast<std::uint8_t>(v >> (8 * i));
       }
       release(s);
+      if (success_flag) item.timing = timing;
       push(std::move(item));
       if (success_flag) {
         ++t_->commands;
         return;
       }
-      return send_resp(cid, status::kSuccess);
+      return send_resp(cid, status::kSuccess, 0, 0, false, timing);
     }
     if (s->opcode == nvm_opcode::kWrite && st == status::kSuccess) {
       ++t_->write_ops;
       t_->write_bytes += s->len;
     }
     release(s);
-    send_resp(cid, st);
+    send_resp(cid, st, 0, 0, false, timing);
   }
 
   std::shared_ptr<Target::Impl> t_;
@@ -954,6 +1090,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<std::uint8_t> rx_;
   std::vector<TxItem> tx_pending_, tx_inflight_;
   std::vector<asio::const_buffer> tx_buffers_;
+  // Kernel clock (--latency-clock kernel): set once timestamps are on.
+  std::optional<wireclock::StampedWriter> writer_;
+  std::vector<wireclock::Cut> tx_cuts_;
+  wireclock::TxKeyQueue tx_keys_;
+  wireclock::PduFramer framer_;
+  PendingCompletions pending_stamps_;
+  std::uint64_t pdu_rx_ns_ = 0;  // RX stamp of the PDU being handled
+  bool header_rx_behind_ = false, pdu_rx_behind_ = false;  // see wireclock::later_data_queued
   bool writing_ = false;
   bool closing_ = false;  // no more PDUs are processed
   bool closed_ = false;
@@ -1107,6 +1251,8 @@ void Target::stop() {
   }
   for (auto& c : conns) c->close_async("target stopping");
 }
+
+nlohmann::json Target::service_report() const { return impl_->service.report(); }
 
 TargetStats Target::stats() const {
   const Impl& i = *impl_;

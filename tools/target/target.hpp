@@ -12,6 +12,7 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <cstdint>
 #include <functional>
+#include <nlohmann/json.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -48,6 +49,8 @@ class Target {
   // Stops accepting and closes every connection; io_context::run() then returns.
   void stop();
   TargetStats stats() const;
+  // Service times per host NQN and op so far (see service_time.hpp); safe from any thread.
+  nlohmann::json service_report() const;
 
   struct Impl;
 

@@ -1,0 +1,246 @@
+// The wire clock's bookkeeping: TX stamp keys to timed units (in order, wrap-around, missed
+// units counted and never given a time), PDU framing of stamped reads, the target's pending
+// completions, and the whole path on a real loopback TCP connection.
+#include <gtest/gtest.h>
+#include <nvqos/wireclock/stamped_writer.h>
+#include <nvqos/wireclock/wire_clock.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <chrono>
+#include <thread>
+#include <vector>
+
+#include "service_time.hpp"
+
+namespace nvqos::wireclock {
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+TEST(TxKeyQueue, MatchesStampsToUnitsInOrder) {
+  TxKeyQueue q;
+  q.expect(71, 1);
+  q.expect(143, 2);
+  std::vector<uint64_t> missed;
+  auto on_missed = [&](uint64_t t) { missed.push_back(t); };
+  auto m = q.match(71, on_missed);
+  ASSERT_TRUE(m.token);
+  EXPECT_EQ(*m.token, 1u);
+  EXPECT_EQ(m.missed, 0u);
+  m = q.match(143, on_missed);
+  ASSERT_TRUE(m.token);
+  EXPECT_EQ(*m.token, 2u);
+  EXPECT_TRUE(missed.empty());
+  EXPECT_EQ(q.waiting(), 0u);
+}
+
+TEST(TxKeyQueue, IgnoresKeysThatAreNoUnitsAndRepeats) {
+  TxKeyQueue q;
+  q.expect(100, 7);
+  std::vector<uint64_t> missed;
+  auto on_missed = [&](uint64_t t) { missed.push_back(t); };
+  // The head of a partial send of the unit: not its key, and nothing before it waits.
+  auto m = q.match(40, on_missed);
+  EXPECT_FALSE(m.token);
+  EXPECT_EQ(q.waiting(), 1u);
+  m = q.match(100, on_missed);
+  ASSERT_TRUE(m.token);
+  EXPECT_EQ(*m.token, 7u);
+  // A retransmission stamps the same key again: nothing waits for it any more.
+  m = q.match(100, on_missed);
+  EXPECT_FALSE(m.token);
+  EXPECT_TRUE(missed.empty());
+}
+
+TEST(TxKeyQueue, UnitsSkippedByALaterStampAreMissedNotGuessed) {
+  TxKeyQueue q;
+  q.expect(10, 1);
+  q.expect(20, 2);
+  q.expect(30, 3);
+  std::vector<uint64_t> missed;
+  auto m = q.match(30, [&](uint64_t t) { missed.push_back(t); });
+  ASSERT_TRUE(m.token);
+  EXPECT_EQ(*m.token, 3u);
+  EXPECT_EQ(m.missed, 2u);
+  EXPECT_EQ(missed, (std::vector<uint64_t>{1, 2}));
+}
+
+TEST(TxKeyQueue, KeysWrapAtFourGibibytes) {
+  TxKeyQueue q;
+  q.expect(0xffffff00u, 1);
+  q.expect(0x10u, 2);  // 0x110 bytes later, after the wrap
+  EXPECT_TRUE(TxKeyQueue::before(0xffffff00u, 0x10u));
+  std::vector<uint64_t> missed;
+  auto m = q.match(0x10u, [&](uint64_t t) { missed.push_back(t); });
+  ASSERT_TRUE(m.token);
+  EXPECT_EQ(*m.token, 2u);
+  EXPECT_EQ(missed, (std::vector<uint64_t>{1}));
+}
+
+std::vector<uint8_t> pdu(uint8_t type, uint32_t plen) {
+  std::vector<uint8_t> b(plen, 0xab);
+  b[0] = type;
+  b[1] = 0;
+  b[2] = 24;
+  b[3] = 0;
+  for (int i = 0; i < 4; ++i) b[4 + i] = static_cast<uint8_t>(plen >> (8 * i));
+  return b;
+}
+
+TEST(PduFramer, ReadsEachCommonHeaderAloneAndStopsAtPduEnds) {
+  PduFramer f;
+  EXPECT_EQ(f.want(4096), 8u);
+  auto a = pdu(0x05, 24);
+  f.consumed({a.data(), 3}, 111);  // a header split across reads: the read completing it counts
+  EXPECT_EQ(f.want(4096), 5u);
+  f.consumed({a.data() + 3, 5}, 222);
+  EXPECT_EQ(f.pdu_rx_ns(), 222u);
+  EXPECT_EQ(f.want(4096), 16u);
+  EXPECT_EQ(f.want(10), 10u);
+  f.consumed({a.data() + 8, 16}, 333);
+  EXPECT_EQ(f.pdu_rx_ns(), 222u) << "the PDU's stamp is its header's, not its tail's";
+  EXPECT_EQ(f.want(4096), 8u);
+  auto b = pdu(0x07, 24 + 4096);
+  f.consumed({b.data(), 8}, 444);
+  EXPECT_EQ(f.pdu_rx_ns(), 444u);
+  EXPECT_EQ(f.want(1 << 20), 24u + 4096 - 8);
+  EXPECT_FALSE(f.broken());
+}
+
+TEST(PduFramer, MissingStampIsZeroAndAShortPlenBreaksFraming) {
+  PduFramer f;
+  auto a = pdu(0x05, 24);
+  f.consumed({a.data(), 8}, 0);
+  EXPECT_EQ(f.pdu_rx_ns(), 0u);
+  f.consumed({a.data() + 8, 16}, 5);
+  auto bad = pdu(0x05, 8);
+  bad[4] = 3;  // PLEN 3 < common header
+  f.consumed({bad.data(), 8}, 9);
+  EXPECT_TRUE(f.broken());
+  EXPECT_EQ(f.want(100), 100u) << "the decoder reports the bad PDU; the framer only stops shaping reads";
+}
+
+TEST(PendingCompletions, SettlesInSendOrderAndCountsTheRestMissing) {
+  target::PendingCompletions p;
+  const uint64_t t1 = p.add({target::ServiceOp::kRead, 10});
+  const uint64_t t2 = p.add({target::ServiceOp::kWrite, 20});
+  const uint64_t t3 = p.add({target::ServiceOp::kRead, 30});
+  std::vector<uint64_t> stamped, missed;
+  auto on_stamped = [&](const auto& e) { stamped.push_back(e.rx_ns); };
+  auto on_missed = [&](const auto& e) { missed.push_back(e.rx_ns); };
+  p.settle(t2, on_stamped, on_missed);
+  EXPECT_EQ(stamped, (std::vector<uint64_t>{20}));
+  EXPECT_EQ(missed, (std::vector<uint64_t>{10}));
+  (void)t1;
+  p.drop_all(on_missed);
+  EXPECT_EQ(missed, (std::vector<uint64_t>{10, 30}));
+  p.settle(t3, on_stamped, on_missed);
+  EXPECT_EQ(stamped.size(), 1u);
+}
+
+TEST(ServiceTimes, ReportCountsMissingStampsBesideTheKernelHistogram) {
+  target::ServiceTimes t(LatencyClock::kKernel);
+  t.record_app("nqn.host:a", target::ServiceOp::kRead, 80'000);
+  t.record_kernel("nqn.host:a", target::ServiceOp::kRead, 1'000'000, 1'050'000);
+  t.record_app("nqn.host:a", target::ServiceOp::kRead, 90'000);
+  t.record_kernel("nqn.host:a", target::ServiceOp::kRead, 0, 2'000'000);
+  auto r = t.report();
+  EXPECT_EQ(r["latency_clock"], "kernel");
+  const auto& read = r["hosts"]["nqn.host:a"]["ops"]["read"];
+  EXPECT_EQ(read["ios"], 2);
+  EXPECT_EQ(read["kernel_clock"]["timed"], 1);
+  EXPECT_EQ(read["kernel_clock"]["missing_rx_stamp"], 1);
+  EXPECT_NEAR(read["latency_us"]["p50"].get<double>(), 50.0, 1.0);
+  EXPECT_NEAR(read["app_latency_us"]["max"].get<double>(), 90.0, 2.0);
+}
+
+// Loopback: every timed header gets exactly its own TX stamp, in order, and the receiver's
+// per-PDU reads carry RX stamps no earlier than the matching TX stamps.
+TEST(StampedWriter, KeysEveryTimedHeaderOnARealSocket) {
+  asio::io_context io;
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket client(io), server(io);
+  client.connect(acceptor.local_endpoint());
+  acceptor.accept(server);
+  client.set_option(tcp::no_delay(true));
+  enable_timestamping(client.native_handle());
+  enable_timestamping(server.native_handle());
+
+  // Three "capsules" (72-byte header; the second with 4 KiB of in-capsule data) and an
+  // untimed 1 KiB data PDU in between, in one batch.
+  std::vector<uint8_t> bytes;
+  std::vector<Cut> cuts;
+  auto add = [&](uint32_t header, uint32_t data, bool timed, uint64_t token) {
+    auto p = pdu(0x04, header + data);
+    const size_t start = bytes.size();
+    bytes.insert(bytes.end(), p.begin(), p.end());
+    if (!timed) return;
+    cuts.push_back({.end = start + header, .stamp = true, .more = data > 0, .token = token});
+    if (data) cuts.push_back({.end = bytes.size()});
+  };
+  add(72, 0, true, 1);
+  add(72, 4096, true, 2);
+  add(24, 1024, false, 0);
+  add(72, 0, true, 3);
+  TxKeyQueue keys;
+  StampedWriter writer(client, keys);
+  asio::const_buffer buf = asio::buffer(bytes);
+  bool written = false;
+  writer.write({&buf, 1}, cuts, [&](const boost::system::error_code& ec) {
+    EXPECT_FALSE(ec) << ec.message();
+    written = true;
+  });
+  io.run();
+  ASSERT_TRUE(written);
+  EXPECT_EQ(writer.stream_offset(), bytes.size());
+  EXPECT_EQ(keys.waiting(), 3u);
+
+  std::vector<uint64_t> tx(4, 0);
+  size_t missed = 0;
+  for (int tries = 0; tries < 100 && keys.waiting(); ++tries) {
+    drain_tx_stamps(client.native_handle(), [&](const TxStamp& s) {
+      auto m = keys.match(s.key, [&](uint64_t) { ++missed; });
+      if (m.token) tx[*m.token] = s.ns;
+    });
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  EXPECT_EQ(missed, 0u);
+  EXPECT_GT(tx[1], 0u);
+  EXPECT_GT(tx[2], 0u);
+  EXPECT_GT(tx[3], 0u);
+  EXPECT_LE(tx[1], tx[2]);
+  EXPECT_LE(tx[2], tx[3]);
+
+  // The receiver frames the same stream: four PDUs, each header's read with an RX stamp.
+  const std::vector<size_t> starts{0, 72, 72 + 72 + 4096, 72 + 72 + 4096 + 24 + 1024};
+  PduFramer framer;
+  std::vector<uint8_t> in(8192);
+  std::vector<uint64_t> rx;
+  size_t got = 0;
+  for (int tries = 0; tries < 1000 && got < bytes.size(); ++tries) {
+    uint64_t ns = 0;
+    ssize_t n = recv_stamped(server.native_handle(), in.data(), framer.want(in.size()), &ns);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    ASSERT_GT(n, 0);
+    framer.consumed({in.data(), static_cast<size_t>(n)}, ns);
+    got += static_cast<size_t>(n);
+    if (rx.size() < starts.size() && got == starts[rx.size()] + 8) rx.push_back(framer.pdu_rx_ns());
+  }
+  ASSERT_EQ(got, bytes.size());
+  ASSERT_EQ(rx.size(), starts.size()) << "a read crossed a common header";
+  for (uint64_t r : rx) EXPECT_GT(r, 0u) << "a header read without an RX stamp";
+  EXPECT_GE(rx[0], tx[1]);
+  EXPECT_GE(rx[3], tx[3]) << "the last PDU cannot arrive before it was sent";
+}
+
+}  // namespace
+}  // namespace nvqos::wireclock
