@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Telemetry accuracy: the agent's kernel-timed command latency quantiles beside nvqos-load's own
-measurement of the same commands. Two tenants, told apart by the initiator's source address:
+measurement of the same commands, by both of nvqos-load's clocks: the kernel clock (--latency-clock
+kernel: the capsule's TX stamp to the completion's RX stamp, the span the agent times) and the app clock
+(send call to completion parsed in user space). Two tenants, told apart by the initiator's source address:
 gold (QD1 4 KiB random reads) and bronze (QD8 64 KiB random reads and writes), run at the same time
 against nvqos-target with an emulated device time; each tenant connects to its own target address.
-The agent runs on the initiator side, so both measure the same commands; the agent's span ends at
-the wire and misses the initiator's own stack time, which is why the target gets a device time
-that dominates it. Prints, per tenant and op, p50, p99
-and p99.9 of both and the difference. Not a test: it prints figures. Needs root."""
+The agent runs on the initiator side, so both measure the same commands; the app clock adds the
+initiator's own wake-up and syscall time. Prints, per tenant and op, p50, p99 and p99.9 of the agent
+and of both clocks, with the agent's difference from each. Not a test: it prints figures. Needs root."""
 import argparse, os, sys, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +40,8 @@ def main():
                     "bronze": (bronze_ip, "--rw randrw --bs 64k --qd 8")}
             progress(f"gold and bronze for {args.seconds} s against nvqos-target (service time {args.service_time})")
             reports, errors = run_loads_together(
-                build, lab, {name: (ip, f"{spec} --runtime {args.seconds}s") for name, (ip, spec) in jobs.items()})
+                build, lab, {name: (ip, f"{spec} --runtime {args.seconds}s --latency-clock kernel")
+                             for name, (ip, spec) in jobs.items()})
             if errors:
                 raise RuntimeError("; ".join(errors))
             time.sleep(1.5)  # the agent reads the kernel's counters once per telemetry interval (1 s)
@@ -53,19 +55,27 @@ def main():
                 agent_q[label] = got[0][1] * 1e6 if got else None
             count = metric_values(metrics, "nvqos_nvme_commands_total", tenant=tenant, op=op, role="initiator")
             results["tenants"].setdefault(tenant, {})[op] = {
-                "load_us": {label: stats["latency_us"][label] for label, _ in QUANTILES},
+                "load_us": {label: stats["kernel_latency_us"][label] for label, _ in QUANTILES},
+                "load_app_us": {label: stats["app_latency_us"][label] for label, _ in QUANTILES},
+                "kernel_clock": stats["kernel_clock"],
                 "agent_us": agent_q, "load_ios": stats["ios"], "agent_commands": count[0][1] if count else None}
     print(f"\nCommand latency: nvqos-load vs nvqos-agent (initiator side), {args.seconds} s, service time "
           f"{args.service_time}, kernel {results['machine']['kernel']}")
-    print(f"{'tenant':8} {'op':6} {'quantile':8} {'load µs':>10} {'agent µs':>10} {'diff':>8}   IOs load/agent")
+    print(f"{'tenant':8} {'op':6} {'quantile':8} {'kernel µs':>10} {'app µs':>10} {'agent µs':>10} "
+          f"{'vs kernel':>9} {'vs app':>8}   IOs load/agent")
+
+    def diff(a, b):
+        return f"{(a - b) / b * 100:+7.1f}%" if a is not None and b else "    n/a"
+
     for tenant, ops in results["tenants"].items():
         for op, r in ops.items():
             for label, _ in QUANTILES:
-                lq, aq = r["load_us"][label], r["agent_us"][label]
-                diff = f"{(aq - lq) / lq * 100:+7.1f}%" if aq is not None and lq else "    n/a"
+                kq, pq, aq = r["load_us"][label], r["load_app_us"][label], r["agent_us"][label]
                 agent_ios = "n/a" if r["agent_commands"] is None else f"{r['agent_commands']:.0f}"
                 shown = float("nan") if aq is None else aq
-                print(f"{tenant:8} {op:6} {label:8} {lq:10.1f} {shown:10.1f} {diff}   {r['load_ios']}/{agent_ios}")
+                print(f"{tenant:8} {op:6} {label:8} {kq:10.1f} {pq:10.1f} {shown:10.1f} {diff(aq, kq):>9} "
+                      f"{diff(aq, pq):>8}   {r['load_ios']}/{agent_ios}")
+            print(f"{tenant:8} {op:6} kernel clock: {r['kernel_clock']}")
     write_json(args.json, results)
 
 

@@ -104,11 +104,12 @@ std::string AgentProcess::nvqosctl(const std::string& args, int* rc) const {
 
 std::unique_ptr<ChildProcess> start_target(const Netns& ns, const std::vector<std::string>& listen,
                                            const std::string& subnqn, const std::string& namespace_spec,
-                                           const std::string& log_path) {
+                                           const std::string& log_path, const std::vector<std::string>& extra_args) {
   std::vector<std::string> argv{target_program()};
   for (const auto& addr : listen) argv.insert(argv.end(), {"--listen", addr});
   argv.insert(argv.end(), {"--subsystem", subnqn, "--namespace", namespace_spec, "--allow-any-host", "--service-time",
                            "fixed:50us"});
+  argv.insert(argv.end(), extra_args.begin(), extra_args.end());
   return std::make_unique<ChildProcess>(in_netns_argv(ns.name(), std::move(argv)), log_path);
 }
 

@@ -145,7 +145,8 @@ class AgentLabTest : public ::testing::Test {
 // service time.
 std::unique_ptr<ChildProcess> start_target(const Netns& ns, const std::vector<std::string>& listen,
                                            const std::string& subnqn, const std::string& namespace_spec,
-                                           const std::string& log_path);
+                                           const std::string& log_path,
+                                           const std::vector<std::string>& extra_args = {});
 
 // nvqos-load in `ns` with `args`, output to `log_path`, in the background.
 std::unique_ptr<ChildProcess> start_load(const Netns& ns, const std::vector<std::string>& args,

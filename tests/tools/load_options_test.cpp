@@ -72,6 +72,31 @@ TEST(LoadOptions, SingleJobFlags) {
   EXPECT_TRUE(j.verify);
 }
 
+TEST(LoadOptions, LatencyClockIsAppUnlessAskedAndBadNamesAreErrors) {
+  const char* plain[] = {"nvqos-load", "--target", "127.0.0.1:4420", "--subnqn", "nqn.x:y", "--ios", "1"};
+  auto opts = parse_command_line(static_cast<int>(std::size(plain)), plain);
+  ASSERT_TRUE(opts);
+  EXPECT_EQ(opts->jobs[0].latency_clock, nvqos::wireclock::LatencyClock::kApp);
+  const char* kernel[] = {"nvqos-load", "--target", "127.0.0.1:4420", "--subnqn", "nqn.x:y", "--ios", "1",
+                          "--latency-clock", "kernel"};
+  opts = parse_command_line(static_cast<int>(std::size(kernel)), kernel);
+  ASSERT_TRUE(opts);
+  EXPECT_EQ(opts->jobs[0].latency_clock, nvqos::wireclock::LatencyClock::kKernel);
+  const char* bad[] = {"nvqos-load", "--target", "127.0.0.1:4420", "--subnqn", "nqn.x:y", "--ios", "1",
+                       "--latency-clock", "wall"};
+  try {
+    parse_command_line(static_cast<int>(std::size(bad)), bad);
+    FAIL() << "accepted --latency-clock wall";
+  } catch (const std::invalid_argument& e) {
+    EXPECT_NE(std::string(e.what()).find("'wall'"), std::string::npos) << e.what();
+  }
+  auto jobs = parse_job_json(R"([{"target": "10.0.0.1", "subnqn": "nqn.x:y", "latency-clock": "kernel"},
+                                 {"target": "10.0.0.2", "subnqn": "nqn.x:y"}])",
+                             JobSpec{});
+  EXPECT_EQ(jobs[0].latency_clock, nvqos::wireclock::LatencyClock::kKernel);
+  EXPECT_EQ(jobs[1].latency_clock, nvqos::wireclock::LatencyClock::kApp);
+}
+
 TEST(LoadOptions, MissingPiecesAreNamed) {
   const char* no_nqn[] = {"nvqos-load", "--target", "127.0.0.1:4420", "--ios", "10"};
   try {
