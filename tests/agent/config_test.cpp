@@ -1,22 +1,12 @@
 #include <gtest/gtest.h>
 
 #include "config.hpp"
+#include "config_refusal.hpp"
 
 namespace nvqos::agent {
 namespace {
 
 Policy parse(const std::string& text) { return parse_policy(text); }
-
-// Asserts the config is refused, naming `pointer` and a reason containing `reason`.
-void expect_refused(const std::string& text, const std::string& pointer, const std::string& reason) {
-  try {
-    parse_policy(text);
-    ADD_FAILURE() << "accepted: " << text;
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.pointer(), pointer) << e.what();
-    EXPECT_NE(e.reason().find(reason), std::string::npos) << "reason \"" << e.reason() << "\" lacks \"" << reason << "\"";
-  }
-}
 
 TEST(Config, EmptyObjectIsTheObserveOnlyDefault) {
   Policy p = parse("{}");

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "config.hpp"
+#include "config_refusal.hpp"
 #include "identity.hpp"
 #include "policy.hpp"
 
@@ -11,16 +12,6 @@ namespace {
 
 constexpr const char* kHostA = "nqn.2014-08.org.nvmexpress:uuid:aaaaaaaa-0000-0000-0000-000000000001";
 constexpr const char* kHostB = "nqn.2014-08.org.nvmexpress:uuid:bbbbbbbb-0000-0000-0000-000000000002";
-
-void expect_refused(const std::string& text, const std::string& pointer, const std::string& reason) {
-  try {
-    parse_policy(text);
-    ADD_FAILURE() << "accepted: " << text;
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.pointer(), pointer) << e.what();
-    EXPECT_NE(e.reason().find(reason), std::string::npos) << "reason \"" << e.reason() << "\" lacks \"" << reason << "\"";
-  }
-}
 
 DesiredState compile(const std::string& text) { return compile_policy(parse_policy(text)); }
 

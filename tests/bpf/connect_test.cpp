@@ -122,9 +122,7 @@ class ConnectTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (const std::string why = bpf_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
-    dp_ = std::make_unique<Datapath>();
-    dp_->add_nvme_port(kNvmePort);
-    dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT);
+    dp_ = observe_only_datapath();
     dp_->set_tenant_flags(0, NVQOS_TENANT_F_ACTIVE);
   }
 

@@ -318,4 +318,23 @@ nvqos_flow_key make_flow_key(std::string_view local, std::uint16_t local_port,
   return key;
 }
 
+std::unique_ptr<Datapath> observe_only_datapath() {
+  auto dp = std::make_unique<Datapath>();
+  dp->add_nvme_port(NVQOS_PORT_NVME_IO);
+  dp->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT);
+  return dp;
+}
+
+std::size_t map_entries(const bpf_map *map) {
+  std::vector<std::uint8_t> key(bpf_map__key_size(map)), next(key.size());
+  std::size_t n = 0;
+  const void *prev = nullptr;
+  while (bpf_map__get_next_key(map, prev, next.data(), next.size()) == 0) {
+    key = next;
+    prev = key.data();
+    if (++n > 2u * bpf_map__max_entries(map)) break;
+  }
+  return n;
+}
+
 }  // namespace nvqos::testing

@@ -5,7 +5,9 @@
 
 #include <bpf/libbpf.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -98,6 +100,14 @@ class Datapath {
  private:
   nvqos_datapath *skel_ = nullptr;
 };
+
+// What the agent loads with no --config: the NVMe/TCP I/O port and the
+// built-in default tenant.
+std::unique_ptr<Datapath> observe_only_datapath();
+
+// Keys in `map`. Counts no further than twice its capacity: enough to fail a
+// capacity check, and bounded should the key walk restart.
+std::size_t map_entries(const bpf_map *map);
 
 // The flow key tc builds for a packet of a connection between local and remote.
 nvqos_flow_key make_flow_key(std::string_view local, std::uint16_t local_port,

@@ -63,10 +63,8 @@ class DatapathTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (const std::string why = bpf_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
-    dp_ = std::make_unique<Datapath>();
-    dp_->add_nvme_port(kNvmePort);
+    dp_ = observe_only_datapath();
     dp_->add_nvme_port(kDiscoveryPort, NVQOS_PORT_KIND_DISCOVERY);
-    dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT);
   }
 
   // Nothing but the packet itself (and a parse error, if expected) was counted.

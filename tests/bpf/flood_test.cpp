@@ -26,18 +26,6 @@ constexpr std::uint16_t kHostPort = 40000;
 constexpr std::uint32_t kFlows = 1024;
 constexpr std::uint32_t kIfindex = 1;
 
-std::size_t entries(const bpf_map *map) {
-  std::vector<std::uint8_t> key(bpf_map__key_size(map)), next(key.size());
-  std::size_t n = 0;
-  const void *prev = nullptr;
-  while (bpf_map__get_next_key(map, prev, next.data(), next.size()) == 0) {
-    key = next;
-    prev = key.data();
-    ++n;
-  }
-  return n;
-}
-
 Bytes read_capsule(std::uint16_t cid) {
   return nvmf::encode_pdu(nvmf::CapsuleCmd{nvmf::make_read(cid, 1, 0, 0, 512), {}});
 }
@@ -125,8 +113,8 @@ TEST_F(FloodTest, SynFloodLargerThanTheFlowTableEvictsNoEstablishedConnection) {
   const auto flow = dp_->flow(key);
   ASSERT_TRUE(flow) << "the established connection's flow was evicted by the SYN flood";
   EXPECT_EQ(flow->tenant_id, kTenant);
-  EXPECT_LE(entries(dp_->skel().maps.handshakes), bpf_map__max_entries(dp_->skel().maps.handshakes));
-  EXPECT_EQ(entries(dp_->skel().maps.nvme_conns), 1u) << "the flood created PDU-walk state";
+  EXPECT_LE(map_entries(dp_->skel().maps.handshakes), bpf_map__max_entries(dp_->skel().maps.handshakes));
+  EXPECT_EQ(map_entries(dp_->skel().maps.nvme_conns), 1u) << "the flood created PDU-walk state";
   const nvqos_tenant_stats ts = dp_->tenant_stats(kTenant);
   EXPECT_EQ(ts.flows_opened, 1u);
   // The flood's packets still count as traffic of the tenant whose rules they match (default).
@@ -147,12 +135,12 @@ TEST_F(FloodTest, TheFirstPacketAfterTheHandshakeOpensTheFlowInSync) {
   h2c(kTcpSyn);
   c2h(kTcpSyn | kTcpAck);
   EXPECT_TRUE(dp_->flows().empty());
-  EXPECT_EQ(entries(dp_->skel().maps.handshakes), 1u);
+  EXPECT_EQ(map_entries(dp_->skel().maps.handshakes), 1u);
   h2c(kTcpAck);
   EXPECT_EQ(dp_->flows().size(), 1u);
   EXPECT_EQ(dp_->tenant_stats(kTenant).flows_opened, 1u);
   h2c(kTcpAck | kTcpPsh, nvmf::encode_pdu(nvmf::IcReq{}));
-  EXPECT_EQ(entries(dp_->skel().maps.handshakes), 0u) << "taken by the first payload";
+  EXPECT_EQ(map_entries(dp_->skel().maps.handshakes), 0u) << "taken by the first payload";
   c2h(kTcpAck | kTcpPsh, nvmf::encode_pdu(nvmf::IcResp{}));
   one_command(5);
   EXPECT_EQ(reads().completed, 1u);
@@ -161,10 +149,10 @@ TEST_F(FloodTest, TheFirstPacketAfterTheHandshakeOpensTheFlowInSync) {
 
 TEST_F(FloodTest, AnRstAnsweringASynOpensNothingAndForgetsTheHandshake) {
   dp_->ingress(PacketBuilder().ip("10.66.0.1", kTarget).tcp(5555, kNvmePort, kTcpSyn).build(), ctx());
-  EXPECT_EQ(entries(dp_->skel().maps.handshakes), 1u);
+  EXPECT_EQ(map_entries(dp_->skel().maps.handshakes), 1u);
   dp_->egress(PacketBuilder().ip(kTarget, "10.66.0.1").tcp(kNvmePort, 5555, kTcpRst | kTcpAck).build(), ctx());
   EXPECT_TRUE(dp_->flows().empty());
-  EXPECT_EQ(entries(dp_->skel().maps.handshakes), 0u);
+  EXPECT_EQ(map_entries(dp_->skel().maps.handshakes), 0u);
   EXPECT_EQ(dp_->tenant_stats(NVQOS_TENANT_DEFAULT).packets[NVQOS_DIR_EGRESS], 1u);
 }
 

@@ -146,9 +146,7 @@ class NvmeTrackTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (const std::string why = bpf_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
-    dp_ = std::make_unique<Datapath>();
-    dp_->add_nvme_port(kNvmePort);
-    dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT);
+    dp_ = observe_only_datapath();
   }
 
   void expect_clean_walk() {

@@ -790,7 +790,7 @@ class PacketFuzz : public ::testing::Test {
       if (type != BPF_MAP_TYPE_HASH && type != BPF_MAP_TYPE_LRU_HASH && type != BPF_MAP_TYPE_PERCPU_HASH &&
           type != BPF_MAP_TYPE_LRU_PERCPU_HASH && type != BPF_MAP_TYPE_LPM_TRIE)
         continue;
-      const std::size_t n = entries(map);
+      const std::size_t n = map_entries(map);
       std::printf("packet fuzz: map %-20s %7zu / %u entries\n", bpf_map__name(map), n, bpf_map__max_entries(map));
       EXPECT_LE(n, bpf_map__max_entries(map)) << bpf_map__name(map);
     }
@@ -819,18 +819,6 @@ class PacketFuzz : public ::testing::Test {
       EXPECT_LT(v.op, NVQOS_CMD_OP_MAX);
       EXPECT_LT(v.role, NVQOS_ROLE_MAX);
     });
-  }
-
-  static std::size_t entries(const bpf_map *map) {
-    std::vector<std::uint8_t> key(bpf_map__key_size(map)), next(key.size());
-    std::size_t n = 0;
-    const void *prev = nullptr;
-    while (bpf_map__get_next_key(map, prev, next.data(), next.size()) == 0) {
-      key = next;
-      prev = key.data();
-      if (++n > 2u * bpf_map__max_entries(map)) break;  // enough to fail the check
-    }
-    return n;
   }
 
   template <typename K, typename F>

@@ -86,9 +86,7 @@ class QosTest : public ::testing::Test {
  protected:
   void SetUp() override {
     if (const std::string why = bpf_unavailable_reason(); !why.empty()) GTEST_SKIP() << why;
-    dp_ = std::make_unique<Datapath>();
-    dp_->add_nvme_port(kNvmePort);
-    dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT);
+    dp_ = observe_only_datapath();
     dp_->add_rule(0, "0.0.0.0", 0, kTenant);  // every remote IPv4 address
     dp_->add_rule(0, "::", 0, kTenant);
     dp_->set_clock(kT0);
