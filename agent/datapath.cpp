@@ -352,38 +352,14 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
 }
 
 Status InterfaceDatapath::watch_slow_commands(boost::asio::io_context& io) {
-  auto on_record = [](void* ctx, void* data, std::size_t size) -> int {
-    if (size < sizeof(nvqos_slow_cmd_event)) return 0;
-    nvqos_slow_cmd_event event;
-    std::memcpy(&event, data, sizeof event);
-    static_cast<InterfaceDatapath*>(ctx)->on_slow_command(event);
-    return 0;
-  };
-  slow_ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.slow_cmd_events), on_record, this, nullptr));
-  if (!slow_ring_) return Error::from_errno(errno, "open ring buffer slow_cmd_events of " + ifname_);
-  const int fd = dup(ring_buffer__epoll_fd(slow_ring_.get()));
-  if (fd < 0) return Error::from_errno(errno, "dup the epoll fd of slow_cmd_events");
-  slow_fd_ = std::make_unique<boost::asio::posix::stream_descriptor>(io, fd);
-  wait_slow_commands();
-  return ok_status();
+  return slow_events_.open_records<nvqos_slow_cmd_event>(
+      io, skel_->maps.slow_cmd_events, "slow-command events", ifname_,
+      [this](const nvqos_slow_cmd_event& e) { on_slow_command(e); });
 }
 
 Status InterfaceDatapath::watch_connects(boost::asio::io_context& io) { return identity_->watch(io); }
 
 std::vector<FlowIdentity> InterfaceDatapath::flow_identities() const { return identity_->flows(); }
-
-void InterfaceDatapath::wait_slow_commands() {
-  slow_fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
-    if (ec == boost::asio::error::operation_aborted) return;  // closing: `this` may be gone
-    if (ec) {
-      log::warn("slow-command events stopped", {{"interface", ifname_}, {"error", ec.message()}});
-      return;
-    }
-    if (int err = ring_buffer__consume(slow_ring_.get()); err < 0)
-      log::warn("read slow_cmd_events", {{"interface", ifname_}, {"error", std::strerror(-err)}});
-    wait_slow_commands();
-  });
-}
 
 void InterfaceDatapath::on_slow_command(const nvqos_slow_cmd_event& e) {
   ++slow_received_;

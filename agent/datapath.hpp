@@ -7,7 +7,6 @@
 #include <bpf/libbpf.h>
 
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -26,6 +25,7 @@
 #include "pinning.hpp"
 #include "policy.hpp"
 #include "result.hpp"
+#include "ring_buffer_reader.hpp"
 #include "table_fill.hpp"
 #include "shaper.hpp"
 
@@ -184,7 +184,6 @@ class InterfaceDatapath {
   Status write_identity(const DesiredState& next);
   Status reclassify_flows(const DesiredState& next);
   Status read_commands(InterfaceCounters& out) const;
-  void wait_slow_commands();
   void on_slow_command(const nvqos_slow_cmd_event& event);
   Status sweep_inflight(std::uint64_t& remaining) const;
   Status plan_pins();
@@ -215,12 +214,7 @@ class InterfaceDatapath {
   // Telemetry state that read_counters() advances (hence mutable).
   mutable std::map<CommandKey, LatencyWindow> latency_windows_;
   mutable std::map<CommandKey, std::uint64_t> timeouts_;
-  // Slow-command records: libbpf's ring buffer, its epoll fd watched by the io_context.
-  struct RingBufferDeleter {
-    void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
-  };
-  std::unique_ptr<ring_buffer, RingBufferDeleter> slow_ring_;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> slow_fd_;
+  RingBufferReader slow_events_;
   std::uint64_t slow_received_ = 0;
   LogRateLimiter slow_log_limit_{kSlowCommandLogsPerSecond};
   std::optional<InterfacePins> pins_;

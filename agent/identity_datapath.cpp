@@ -260,33 +260,8 @@ Status IdentityDatapath::reattribute(const DesiredState& next) {
 }
 
 Status IdentityDatapath::watch(boost::asio::io_context& io) {
-  auto on_record = [](void* ctx, void* data, std::size_t size) -> int {
-    if (size < sizeof(nvqos_connect_event)) return 0;
-    auto e = std::make_unique<nvqos_connect_event>();
-    std::memcpy(e.get(), data, sizeof *e);
-    static_cast<IdentityDatapath*>(ctx)->on_event(*e);
-    return 0;
-  };
-  ring_.reset(ring_buffer__new(bpf_map__fd(skel_->maps.connect_events), on_record, this, nullptr));
-  if (!ring_) return Error::from_errno(errno, "open ring buffer connect_events of " + ifname_);
-  const int fd = dup(ring_buffer__epoll_fd(ring_.get()));
-  if (fd < 0) return Error::from_errno(errno, "dup the epoll fd of connect_events");
-  fd_ = std::make_unique<boost::asio::posix::stream_descriptor>(io, fd);
-  wait_events();
-  return ok_status();
-}
-
-void IdentityDatapath::wait_events() {
-  fd_->async_wait(boost::asio::posix::stream_descriptor::wait_read, [this](const boost::system::error_code& ec) {
-    if (ec == boost::asio::error::operation_aborted) return;  // closing: `this` may be gone
-    if (ec) {
-      log::warn("Connect events stopped", {{"interface", ifname_}, {"error", ec.message()}});
-      return;
-    }
-    if (int err = ring_buffer__consume(ring_.get()); err < 0)
-      log::warn("read connect_events", {{"interface", ifname_}, {"error", std::strerror(-err)}});
-    wait_events();
-  });
+  return events_.open_records<nvqos_connect_event>(io, skel_->maps.connect_events, "Connect events", ifname_,
+                                                    [this](const nvqos_connect_event& e) { on_event(e); });
 }
 
 void IdentityDatapath::on_event(const nvqos_connect_event& e) {

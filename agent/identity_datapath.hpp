@@ -10,7 +10,6 @@
 
 #include <array>
 #include <boost/asio/io_context.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -23,6 +22,7 @@
 #include "identity.hpp"
 #include "nvqos/abi.h"
 #include "result.hpp"
+#include "ring_buffer_reader.hpp"
 
 struct nvqos_datapath;  // generated skeleton
 
@@ -94,7 +94,6 @@ class IdentityDatapath {
   Status clear_pair_cache();
   std::uint32_t address_tenant(const nvqos_flow_key& key, std::uint8_t role) const;
   void on_event(const nvqos_connect_event& e);
-  void wait_events();
   void expire_gated(IdentityCounters& out);
 
   std::string ifname_;
@@ -110,11 +109,7 @@ class IdentityDatapath {
   std::uint64_t moved_by_agent_ = 0;
   std::uint64_t connect_timeouts_ = 0;
   LogRateLimiter log_limit_{10};
-  struct RingBufferDeleter {
-    void operator()(ring_buffer* rb) const { ring_buffer__free(rb); }
-  };
-  std::unique_ptr<ring_buffer, RingBufferDeleter> ring_;
-  std::unique_ptr<boost::asio::posix::stream_descriptor> fd_;
+  RingBufferReader events_;
 };
 
 }  // namespace nvqos::agent
