@@ -26,7 +26,8 @@ class LoadE2E : public ::testing::Test {
  protected:
   void SetUp() override { start_target(false); }
 
-  void start_target(bool c2h_success, const std::string& service_time = "") {
+  void start_target(bool c2h_success, const std::string& service_time = "",
+                    const std::vector<std::string>& extra_args = {}) {
     target_.reset();
     port_ = nvqos::test::free_port();
     dir_ = ::testing::TempDir();
@@ -41,8 +42,9 @@ class LoadE2E : public ::testing::Test {
                    {"namespaces", {{{"size", "64M"}, {"block_size", 512}}, {{"size", "16M"}, {"block_size", 4096}}}}}}}};
     if (!service_time.empty()) cfg["service_time"] = service_time;
     std::ofstream(cfg_path) << cfg.dump();
-    target_ = std::make_unique<Process>(std::vector<std::string>{NVQOS_TARGET_BIN, "--config", cfg_path},
-                                        dir_ + "/nvqos_e2e_target_" + std::to_string(port_));
+    std::vector<std::string> argv{NVQOS_TARGET_BIN, "--config", cfg_path};
+    argv.insert(argv.end(), extra_args.begin(), extra_args.end());
+    target_ = std::make_unique<Process>(argv, dir_ + "/nvqos_e2e_target_" + std::to_string(port_));
     for (int i = 0; i < 250 && !nvqos::test::port_accepts(port_); ++i) {
       ASSERT_FALSE(target_->try_wait()) << "nvqos-target exited: " << target_->err();
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
@@ -155,6 +157,60 @@ TEST_F(LoadE2E, ReadsCompletedByC2HDataSuccessFlag) {
 TEST_F(LoadE2E, FourKiBLbaNamespace) {
   auto r = load({"--nsid", "2", "--rw", "randrw", "--bs", "8k", "--qd", "8", "--ios", "1000", "--verify"});
   expect_clean(r);
+}
+
+// --latency-clock kernel on both tools, with in-capsule writes (header, then data, in sends of
+// their own), R2T writes split into H2CData and digests: every command kernel-timed, the kernel
+// span inside the app span, and the target's service inside the host's wire span.
+TEST_F(LoadE2E, KernelClockTimesEveryCommandOnBothSides) {
+  const std::string report = dir_ + "/nvqos_e2e_service_" + std::to_string(port_) + ".json";
+  start_target(false, "fixed:200us", {"--latency-clock", "kernel", "--report", report});
+  const std::string host = "nqn.2026-11.io.nvqos:e2e-kernel-clock";
+  uint64_t ios[2] = {0, 0};  // read, write over both runs
+  json load_kernel_p50;
+  for (const char* bs : {"4k", "64k"}) {
+    SCOPED_TRACE(bs);
+    auto r = load({"--rw", "randrw", "--bs", bs, "--qd", "4", "--ios", "1500", "--verify", "--size", "4m",
+                   "--digest", "header,data", "--latency-clock", "kernel", "--hostnqn", host});
+    expect_clean(r);
+    ASSERT_EQ(r.report["jobs"][0]["latency_clock"], "kernel");
+    for (const char* name : {"read", "write"}) {
+      SCOPED_TRACE(name);
+      const json& o = op(r, 0, name);
+      const uint64_t n = o["ios"].get<uint64_t>();
+      ios[std::string(name) == "read" ? 0 : 1] += n;
+      const json& kc = o["kernel_clock"];
+      EXPECT_EQ(kc["timed"].get<uint64_t>() + kc["missing_tx_stamp"].get<uint64_t>() +
+                    kc["missing_rx_stamp"].get<uint64_t>() + kc["reversed"].get<uint64_t>(),
+                n);
+      EXPECT_GE(kc["timed"].get<double>(), 0.99 * static_cast<double>(n)) << kc.dump();
+      EXPECT_EQ(o["latency_us"], o["kernel_latency_us"]);
+      // The stamps lie between the send call and the completion parsed (0.4% histogram error).
+      EXPECT_LE(o["kernel_latency_us"]["p50"].get<double>(), o["app_latency_us"]["p50"].get<double>() * 1.01);
+      EXPECT_LE(o["kernel_latency_us"]["min"].get<double>(), o["app_latency_us"]["min"].get<double>() * 1.01);
+      EXPECT_GE(o["kernel_latency_us"]["min"].get<double>(), 200.0) << "faster than the device time";
+      load_kernel_p50[bs][name] = o["kernel_latency_us"]["p50"];
+    }
+  }
+  target_->terminate();
+  ASSERT_GE(target_->wait_for(std::chrono::seconds(5)), 0);
+  std::ifstream in(report);
+  ASSERT_TRUE(in) << "no report at " << report;
+  const json service = json::parse(in);
+  EXPECT_EQ(service["latency_clock"], "kernel");
+  const json& ops = service["hosts"][host]["ops"];
+  EXPECT_EQ(ops["read"]["ios"].get<uint64_t>(), ios[0]);
+  EXPECT_EQ(ops["write"]["ios"].get<uint64_t>(), ios[1]);
+  for (const char* name : {"read", "write"}) {
+    SCOPED_TRACE(name);
+    const json& o = ops[name];
+    EXPECT_GE(o["kernel_clock"]["timed"].get<double>(), 0.99 * o["ios"].get<double>()) << o.dump();
+    EXPECT_GE(o["latency_us"]["min"].get<double>(), 200.0) << "shorter than the device time";
+    // The target's service lies inside the host's wire span of the same commands.
+    EXPECT_LE(o["latency_us"]["p50"].get<double>(),
+              std::max(load_kernel_p50["4k"][name].get<double>(), load_kernel_p50["64k"][name].get<double>()));
+  }
+  target_.reset();
 }
 
 TEST_F(LoadE2E, SeveralJobsRunConcurrently) {
