@@ -7,6 +7,7 @@
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/write.hpp>
 
 #include <sys/socket.h>
 
@@ -160,10 +161,32 @@ TEST(ServiceTimes, ReportCountsMissingStampsBesideTheKernelHistogram) {
   EXPECT_NEAR(read["app_latency_us"]["max"].get<double>(), 90.0, 2.0);
 }
 
+// The kernel turns RX stamping on for the whole stack by a static key flipped from a work
+// item after the first socket asks (net_enable_timestamp): segments received in between carry
+// no stamp. Waits until a loopback read is stamped (at most 2 s).
+bool wait_for_rx_stamping(asio::io_context& io) {
+  tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket a(io), b(io);
+  a.connect(acceptor.local_endpoint());
+  acceptor.accept(b);
+  enable_timestamping(b.native_handle());
+  for (int i = 0; i < 200; ++i) {
+    asio::write(a, asio::buffer("x", 1));
+    uint8_t c;
+    uint64_t ns = 0;
+    for (int tries = 0; tries < 100 && recv_stamped(b.native_handle(), &c, 1, &ns) < 0; ++tries)
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    if (ns) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
 // Loopback: every timed header gets exactly its own TX stamp, in order, and the receiver's
 // per-PDU reads carry RX stamps no earlier than the matching TX stamps.
 TEST(StampedWriter, KeysEveryTimedHeaderOnARealSocket) {
   asio::io_context io;
+  ASSERT_TRUE(wait_for_rx_stamping(io)) << "the kernel never stamped a received segment";
   tcp::acceptor acceptor(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
   tcp::socket client(io), server(io);
   client.connect(acceptor.local_endpoint());

@@ -38,6 +38,9 @@ const char* latency_clock_name(LatencyClock c);
 // Turns on RX software stamps for every read and keyed TX stamps for sends that ask (see
 // above) on a connected TCP socket. Must run before the first byte is sent: keys count from
 // the send queue's position at this call. Throws std::system_error naming the step.
+// The first socket on a host to ask makes the kernel switch RX stamping on from a work item:
+// segments received in the next moment carry none (counted as missing; the tools' connection
+// setup takes longer than that before the first timed command).
 void enable_timestamping(int fd);
 
 // One non-blocking sendmsg (MSG_DONTWAIT | MSG_NOSIGNAL | `flags`), asking for a TX SCHED
