@@ -207,7 +207,7 @@ std::string mbit_text(std::uint64_t bps) {
 
 LinkSpec parse_link(const json& j, const std::string& where) {
   require_object(j, where);
-  reject_unknown_keys(j, where, {"interface", "capacity_mbit_s"});
+  reject_unknown_keys(j, where, {"interface", "capacity_mbit_s", "egress_mechanism"});
   LinkSpec l;
   if (!j.contains("interface") || !j["interface"].is_string() || j["interface"].get<std::string>().empty() ||
       j["interface"].get<std::string>().size() >= 16)
@@ -216,6 +216,13 @@ LinkSpec parse_link(const json& j, const std::string& where) {
   if (!j.contains("capacity_mbit_s"))
     throw ConfigError(ptr(where, "capacity_mbit_s"), "required: the link's capacity in Mbit/s");
   l.capacity_bps = get_mbit(j["capacity_mbit_s"], ptr(where, "capacity_mbit_s"));
+  if (j.contains("egress_mechanism")) {
+    const auto& m = j["egress_mechanism"];
+    if (m == "auto") l.egress_mechanism = EgressMechanism::automatic;
+    else if (m == "htb") l.egress_mechanism = EgressMechanism::htb;
+    else if (m == "edt") l.egress_mechanism = EgressMechanism::edt;
+    else throw ConfigError(ptr(where, "egress_mechanism"), "must be \"auto\", \"htb\" or \"edt\"");
+  }
   return l;
 }
 
@@ -378,6 +385,15 @@ std::optional<Prefix> parse_prefix(std::string_view text, std::string* why) {
 Policy default_policy() { return Policy{}; }
 
 const char* to_string(ClassScope scope) { return scope == ClassScope::aggregate ? "aggregate" : "per_tenant"; }
+
+const char* to_string(EgressMechanism m) {
+  switch (m) {
+    case EgressMechanism::htb: return "htb";
+    case EgressMechanism::edt: return "edt";
+    case EgressMechanism::automatic: break;
+  }
+  return "auto";
+}
 
 const ClassSpec* Policy::find_class(const std::string& name) const {
   for (const auto& c : classes)

@@ -102,9 +102,15 @@ struct ClassSpec {
   bool has_iops() const { return ceiling_iops || read_ceiling_iops || write_ceiling_iops; }
 };
 
+// How a link's egress limits are enforced: automatic = EDT pacing (sch_fq leaves under HTB) where the
+// kernel has sch_fq, else HTB alone; htb = HTB alone even with sch_fq; edt = EDT, refused without sch_fq.
+enum class EgressMechanism { automatic, htb, edt };
+const char* to_string(EgressMechanism m);
+
 struct LinkSpec {
   std::string interface;
   std::uint64_t capacity_bps = 0;
+  EgressMechanism egress_mechanism = EgressMechanism::automatic;
 };
 
 struct Policy {

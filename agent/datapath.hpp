@@ -180,6 +180,8 @@ class InterfaceDatapath {
   Status sync_shaper(const DesiredState& next);
   nvqos_tenant_config tenant_config_for(const TenantSlot& t) const;
   void read_qos(InterfaceCounters& out) const;
+  // The tenant's EDT IOPS burst balance (commands); nullopt without EDT or an IOPS ceiling.
+  std::optional<std::uint64_t> edt_io_balance(const TenantSlot& t) const;
   Status write_settings(const DesiredState& next);
   Status write_identity(const DesiredState& next);
   Status reclassify_flows(const DesiredState& next);

@@ -4,6 +4,7 @@
 // mechanisms and unenforced limits reported in logs and /metrics.
 #include <algorithm>
 #include <cstring>
+#include <ctime>
 
 #include "datapath.hpp"
 #include "log.hpp"
@@ -24,22 +25,34 @@ Status InterfaceDatapath::sync_shaper(const DesiredState& next) {
   if (auto s = check_link_fits(next.qos, ifname_); !s) return s.error();
   auto capacity = link_capacity_bps(next.qos, ifname_);
   std::vector<HtbClass> tree = capacity ? plan_htb(next.qos, *capacity) : std::vector<HtbClass>{};
+  const EgressMechanism mechanism = egress_mechanism_of(next.qos, ifname_);
+  const LeafFq fq = mechanism == EgressMechanism::edt ? LeafFq::required
+                    : mechanism == EgressMechanism::htb || !next.qos.needs_edt ? LeafFq::none
+                                                                                : LeafFq::if_available;
   if (tree.empty()) {
     shaper_.reset();
   } else if (!shaper_) {
-    auto shaper = Shaper::create(ifindex_, ifname_, tree, next.qos.needs_edt, options_.shaper);
+    auto shaper = Shaper::create(ifindex_, ifname_, tree, fq, options_.shaper);
     if (!shaper) return shaper.error();
     shaper_ = std::move(shaper).value();
   } else {
     std::vector<HtbClass> previous = shaper_->tree();
+    const LeafFq previous_fq = shaper_->leaf_fq();
+    // The leaves' qdisc first: "edt" without sch_fq is refused before the tree changes.
+    if (auto s = shaper_->set_leaf_fq(fq); !s) return s.error();
     if (auto s = shaper_->apply(tree); !s) {
       // Put back what ran before, as far as the kernel lets us.
-      if (auto back = shaper_->apply(previous); !back)
+      auto back = shaper_->apply(previous);
+      if (back) back = shaper_->set_leaf_fq(previous_fq);
+      if (!back)
         log::error("could not restore the previous HTB tree", {{"interface", ifname_}, {"error", back.error().message}});
       return s.error();
     }
   }
-  auto unenforced = unenforced_limits(next.qos, shaper_ != nullptr, shaper_ && shaper_->edt());
+  auto unenforced = unenforced_limits(next.qos, shaper_ != nullptr, shaper_ && shaper_->edt(),
+                                      mechanism == EgressMechanism::htb
+                                          ? "IOPS ceilings are paced with EDT; links[].egress_mechanism is \"htb\""
+                                          : kNoSchFqReason);
   if (unenforced != unenforced_ || !has_current_) {
     for (const auto& u : unenforced)
       log::warn("QoS limit not enforced on this interface",
@@ -49,6 +62,7 @@ Status InterfaceDatapath::sync_shaper(const DesiredState& next) {
   if (!next.qos.classes.empty() || shaper_) {
     auto q = qos_status();
     log::info("QoS mechanisms", {{"interface", ifname_}, {"egress", join(q.egress_mechanisms)},
+                                 {"egress_mechanism_configured", to_string(mechanism)},
                                  {"ingress", join(q.ingress_mechanisms)},
                                  {"capacity_mbit_s", capacity ? std::to_string(*capacity / 1'000'000) : "unknown"},
                                  {"htb_classes", std::to_string(tree.size())}});
@@ -106,6 +120,19 @@ QosCounters InterfaceDatapath::qos_status() const {
   return q;
 }
 
+std::optional<std::uint64_t> InterfaceDatapath::edt_io_balance(const TenantSlot& t) const {
+  if (!shaper_->edt() || !(t.qos.flags & NVQOS_TENANT_F_EDT)) return std::nullopt;
+  auto config = current_.qos.limiters.find(t.qos.limiter_id);
+  if (config == current_.qos.limiters.end()) return std::nullopt;
+  nvqos_limiter_state state{};
+  std::uint32_t id = t.qos.limiter_id;
+  if (bpf_map__lookup_elem(skel_->maps.limiter_state, &id, sizeof id, &state, sizeof state, 0)) return std::nullopt;
+  timespec now{};
+  clock_gettime(CLOCK_MONOTONIC, &now);  // bpf_ktime_get_ns()'s clock
+  const std::uint64_t now_ns = static_cast<std::uint64_t>(now.tv_sec) * 1'000'000'000u + now.tv_nsec;
+  return burst_balance(config->second, state, now_ns, NVQOS_LIMIT_IOPS, NVQOS_LIMIT_WRITE_IOPS);
+}
+
 void InterfaceDatapath::read_qos(InterfaceCounters& out) const {
   out.qos = qos_status();
   if (!shaper_) return;
@@ -142,6 +169,7 @@ void InterfaceDatapath::read_qos(InterfaceCounters& out) const {
                              ? t.qos.classid[NVQOS_ROLE_INITIATOR]
                              : t.qos.classid[NVQOS_ROLE_INITIATOR] - 1;
     if (const auto* s = find(unit); s && s->has_tokens) c.burst_balance_bytes = s->ctokens_bytes;
+    c.burst_balance_ios = edt_io_balance(t);
     out.qos.tenants.push_back(c);
   }
 }

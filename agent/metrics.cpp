@@ -346,6 +346,10 @@ void qos_families(std::vector<MetricFamily>& out, const Snapshot& s) {
                         "Credit the tenant may still send above its ceiling's rate (HTB ctokens of its class, in "
                         "bytes; negative while in debt).",
                         MetricType::Gauge);
+  FamilyBuilder io_balance(out, "nvqos_tenant_burst_balance_ios",
+                           "Commands the tenant may still send above its IOPS ceiling's rate (EDT limiter credit; "
+                           "0 while commands are being delayed).",
+                           MetricType::Gauge);
   for (const auto& ifc : s.interfaces) {
     // EDT delays (the kernel's count) and HTB overlimits (the leaf's) are both packets held back.
     std::map<std::string, double> held;
@@ -357,6 +361,8 @@ void qos_families(std::vector<MetricFamily>& out, const Snapshot& s) {
     for (const auto& t : ifc.qos.tenants) {
       if (t.burst_balance_bytes)
         balance.add({{"interface", ifc.interface}, {"tenant", t.tenant}}, double(*t.burst_balance_bytes));
+      if (t.burst_balance_ios)
+        io_balance.add({{"interface", ifc.interface}, {"tenant", t.tenant}}, double(*t.burst_balance_ios));
     }
   }
 }

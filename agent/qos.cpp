@@ -55,6 +55,26 @@ std::uint64_t default_burst_bytes(std::uint64_t bytes_per_sec) {
   return std::max(bytes_per_sec * kBurstWindowMs / 1000, kGsoBytes);
 }
 
+std::optional<std::uint64_t> burst_balance(const nvqos_limiter_config& config, const nvqos_limiter_state& state,
+                                           std::uint64_t now_ns, nvqos_limit_kind first, nvqos_limit_kind last) {
+  std::optional<std::uint64_t> out;
+  for (int k = first; k <= last; ++k) {
+    const nvqos_rate& r = config.limit[k];
+    if (!r.per_sec) continue;
+    const std::uint64_t burst = std::min<std::uint64_t>(r.burst, NVQOS_LIMITER_MAX_BURST);
+    // The IOPS kinds have a clock per role; the busier one binds.
+    std::uint64_t next = state.next_ns[k];
+    if (k >= NVQOS_LIMIT_IOPS && k < NVQOS_LIMIT_IOPS + NVQOS_LIMIT_IOPS_KINDS)
+      next = std::max<std::uint64_t>(next, state.target_iops_next_ns[k - NVQOS_LIMIT_IOPS]);
+    const std::uint64_t idle_ns = now_ns > next ? now_ns - next : 0;
+    // 128 bits: an idle limiter's lag (since boot) times a rate overflows 64.
+    const auto earned = static_cast<std::uint64_t>(
+        std::min<unsigned __int128>(static_cast<unsigned __int128>(idle_ns) * r.per_sec / 1'000'000'000u, burst));
+    out = out ? std::min(*out, earned) : earned;
+  }
+  return out;
+}
+
 std::uint64_t default_burst_ios(std::uint64_t iops) { return std::max<std::uint64_t>(iops * kBurstWindowMs / 1000, 1); }
 
 std::uint32_t htb_burst_bytes(std::uint64_t rate_bps) {
@@ -71,7 +91,10 @@ QosState compile_qos(const Policy& policy, const std::map<std::string, std::uint
   QosState q;
   q.classes = policy.classes;
   q.guaranteed_sum_bps = policy.guaranteed_sum_bps();
-  for (const auto& l : policy.links) q.link_capacity_bps[l.interface] = l.capacity_bps;
+  for (const auto& l : policy.links) {
+    q.link_capacity_bps[l.interface] = l.capacity_bps;
+    q.egress_mechanism[l.interface] = l.egress_mechanism;
+  }
 
   std::map<std::string, std::vector<std::pair<std::uint32_t, std::string>>> members;  // class -> (id, tenant)
   auto enrol = [&](const std::string& tenant) {
@@ -93,7 +116,8 @@ QosState compile_qos(const Policy& policy, const std::map<std::string, std::uint
     if (it == members.end()) continue;
     auto tenants = it->second;
     std::sort(tenants.begin(), tenants.end());
-    const bool shaped = c.has_egress_bandwidth() || priority_matters;
+    // IOPS ceilings alone need a tree too: EDT pacing takes effect in the sch_fq of an HTB leaf.
+    const bool shaped = c.has_egress_bandwidth() || priority_matters || c.has_iops();
     const nvqos_limiter_config limiter = limiter_for(c);
     const bool has_limiter = limits_egress(c) || c.ingress_ceiling_bps;
     q.has_bandwidth |= c.has_egress_bandwidth();
@@ -151,7 +175,13 @@ QosState compile_qos(const Policy& policy, const std::map<std::string, std::uint
   return q;
 }
 
-std::vector<UnenforcedLimit> unenforced_limits(const QosState& qos, bool htb, bool edt) {
+EgressMechanism egress_mechanism_of(const QosState& qos, const std::string& ifname) {
+  auto it = qos.egress_mechanism.find(ifname);
+  return it == qos.egress_mechanism.end() ? EgressMechanism::automatic : it->second;
+}
+
+std::vector<UnenforcedLimit> unenforced_limits(const QosState& qos, bool htb, bool edt,
+                                               const std::string& no_edt_reason) {
   std::set<std::string> in_use;
   for (const auto& [tenant, cls] : qos.tenant_class)
     if (!cls.empty()) in_use.insert(cls);
@@ -159,7 +189,7 @@ std::vector<UnenforcedLimit> unenforced_limits(const QosState& qos, bool htb, bo
   for (const auto& c : qos.classes) {
     if (!in_use.count(c.name)) continue;
     if (!edt) {
-      const char* why = "IOPS ceilings are paced with EDT, which needs sch_fq; the kernel has none";
+      const std::string& why = no_edt_reason;
       if (c.ceiling_iops) out.push_back({c.name, "ceiling_iops", why});
       if (c.read_ceiling_iops) out.push_back({c.name, "read_ceiling_iops", why});
       if (c.write_ceiling_iops) out.push_back({c.name, "write_ceiling_iops", why});

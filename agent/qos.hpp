@@ -58,6 +58,9 @@ struct UnenforcedLimit {
   bool operator==(const UnenforcedLimit&) const = default;
 };
 
+inline constexpr const char* kNoSchFqReason =
+    "IOPS ceilings are paced with EDT, which needs sch_fq; the kernel has none";
+
 struct QosState {
   std::vector<ShapingUnit> units;  // by minor; empty: no HTB needed
   std::map<std::uint32_t, nvqos_limiter_config> limiters;  // limiter id -> rates
@@ -65,6 +68,7 @@ struct QosState {
   bool needs_edt = false;      // some limiter paces egress (bytes or IOPS)
   bool has_bandwidth = false;  // some unit has a guarantee or ceiling: the link capacity must be known
   std::map<std::string, std::uint64_t> link_capacity_bps;  // interface -> capacity from /links
+  std::map<std::string, EgressMechanism> egress_mechanism;  // interface -> as chosen in /links
   std::vector<ClassSpec> classes;  // as configured, for metrics
   std::map<std::string, std::string> tenant_class;  // tenant -> class ("" none), default tenant included
 };
@@ -83,9 +87,20 @@ struct TenantQos {
 QosState compile_qos(const Policy& policy, const std::map<std::string, std::uint32_t>& tenant_ids,
                      std::map<std::uint32_t, TenantQos>& out);
 
+// The egress mechanism /links asks for on `ifname` (automatic when not listed).
+EgressMechanism egress_mechanism_of(const QosState& qos, const std::string& ifname);
+
 // Limits of classes in use that `ifname`'s mechanisms cannot enforce: with
-// `htb` false no HTB tree is installed, with `edt` false there is no sch_fq.
-std::vector<UnenforcedLimit> unenforced_limits(const QosState& qos, bool htb, bool edt);
+// `htb` false no HTB tree is installed, with `edt` false no EDT pacing, for
+// `no_edt_reason` (no sch_fq, or the link's egress_mechanism is "htb").
+std::vector<UnenforcedLimit> unenforced_limits(const QosState& qos, bool htb, bool edt,
+                                               const std::string& no_edt_reason = kNoSchFqReason);
+
+// A limiter's burst balance over kinds [first, last] with a rate, in their units at
+// `now_ns` (the data path's clock), as include/nvqos/abi.h defines it: the smallest
+// min(burst, max(0, now - next_ns) * per_sec / 10^9); nullopt when none has a rate.
+std::optional<std::uint64_t> burst_balance(const nvqos_limiter_config& config, const nvqos_limiter_state& state,
+                                           std::uint64_t now_ns, nvqos_limit_kind first, nvqos_limit_kind last);
 
 // Default burst of a token bucket: 10 ms at the rate, at least one 64 KiB
 // GSO packet (bytes) or 1 command.

@@ -168,10 +168,10 @@ Shaper::Shaper(int ifindex, std::string ifname, ShaperOptions options)
     : ifindex_(ifindex), ifname_(std::move(ifname)), options_(options) {}
 
 Result<std::unique_ptr<Shaper>> Shaper::create(int ifindex, const std::string& ifname,
-                                               const std::vector<HtbClass>& tree, bool want_fq,
+                                               const std::vector<HtbClass>& tree, LeafFq fq,
                                                const ShaperOptions& options) {
   std::unique_ptr<Shaper> s(new Shaper(ifindex, ifname, options));
-  s->want_fq_ = want_fq;
+  s->leaf_fq_ = fq;
   s->sock_.reset(nl_socket_alloc());
   if (!s->sock_) return Error{ENOMEM, "allocate a netlink socket"};
   if (int err = nl_connect(s->sock_.get(), NETLINK_ROUTE); err < 0) return nl_error(err, "connect to rtnetlink");
@@ -261,24 +261,64 @@ Status Shaper::delete_class(std::uint32_t classid) {
   return ok_status();
 }
 
-Status Shaper::ensure_leaf_qdisc(std::uint32_t classid) {
-  if (!want_fq_ || (fq_probed_ && !fq_available_)) return ok_status();
+Error Shaper::no_fq_error(const std::string& why) const {
+  return Error{EOPNOTSUPP, "interface " + ifname_ +
+                               ": links[].egress_mechanism is \"edt\", but the kernel cannot attach sch_fq (" + why +
+                               "); use \"auto\" or \"htb\" on this host, or load sch_fq"};
+}
+
+Status Shaper::sync_leaf_qdisc(std::uint32_t classid, bool fresh) {
   QdiscPtr q(rtnl_qdisc_alloc());
   if (!q) return Error{ENOMEM, "allocate a qdisc"};
   rtnl_tc_set_ifindex(TC_CAST(q.get()), ifindex_);
   rtnl_tc_set_parent(TC_CAST(q.get()), classid);
+  if (leaf_fq_ == LeafFq::none) {
+    if (fresh) return ok_status();
+    // Without a handle the kernel picks the leaf's qdisc; HTB's own default
+    // one (handle 0) cannot be deleted and answers ENOENT: nothing to remove.
+    if (int err = rtnl_qdisc_delete(sock_.get(), q.get()); err < 0 && -err != NLE_OBJ_NOTFOUND)
+      return nl_error(err, "remove sch_fq below HTB class " + handle_text(classid) + " on " + ifname_);
+    return ok_status();
+  }
+  if (fq_probed_ && !fq_available_)
+    return leaf_fq_ == LeafFq::required ? no_fq_error("no sch_fq in this kernel") : ok_status();
   if (int err = rtnl_tc_set_kind(TC_CAST(q.get()), "fq"); err < 0) return nl_error(err, "select fq in libnl");
   int err = rtnl_qdisc_add(sock_.get(), q.get(), NLM_F_CREATE | NLM_F_REPLACE);
   if (!fq_probed_) {
     fq_probed_ = true;
     fq_available_ = err >= 0;
-    fq_leaves_ = fq_available_;
     if (!fq_available_) {
+      if (leaf_fq_ == LeafFq::required) return no_fq_error(nl_geterror(err));
       log::warn("sch_fq unavailable: no EDT pacing, HTB only", {{"interface", ifname_}, {"error", nl_geterror(err)}});
       return ok_status();
     }
   }
   if (err < 0) return nl_error(err, "attach fq below HTB class " + handle_text(classid) + " on " + ifname_);
+  return ok_status();
+}
+
+Status Shaper::set_leaf_fq(LeafFq fq) {
+  if (fq == leaf_fq_) return ok_status();
+  const LeafFq before = leaf_fq_;
+  leaf_fq_ = fq;
+  // Refused before anything changes when the kernel is already known to lack sch_fq.
+  if (fq == LeafFq::required && fq_probed_ && !fq_available_) {
+    leaf_fq_ = before;
+    return no_fq_error("no sch_fq in this kernel");
+  }
+  auto sync_all = [&]() -> Status {
+    for (const auto& c : installed_)
+      if (c.leaf && c.classid != htb_classid(kHtbDefaultMinor))
+        if (auto s = sync_leaf_qdisc(c.classid, false); !s) return s;
+    return ok_status();
+  };
+  if (auto s = sync_all(); !s) {
+    // Leaves changed before the failure go back (best effort: the kernel refused something already).
+    leaf_fq_ = before;
+    (void)sync_all();
+    return s.error();
+  }
+  log::info("HTB leaves' qdisc changed", {{"interface", ifname_}, {"leaf_qdisc", edt() ? "fq" : "pfifo"}});
   return ok_status();
 }
 
@@ -337,7 +377,7 @@ Status Shaper::apply(const std::vector<HtbClass>& tree) {
     }
     bool was_leaf = it != have.end() && it->second->leaf;
     if (c.leaf && (fresh || !was_leaf) && c.classid != htb_classid(kHtbDefaultMinor))
-      if (auto s = ensure_leaf_qdisc(c.classid); !s) return s.error();
+      if (auto s = sync_leaf_qdisc(c.classid, fresh); !s) return s.error();
     now.push_back(c);
   }
   installed_ = std::move(now);

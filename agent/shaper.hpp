@@ -18,6 +18,10 @@ struct nl_sock;
 
 namespace nvqos::agent {
 
+// sch_fq under the HTB leaves (EDT pacing): none, where the kernel has it, or
+// required (links[].egress_mechanism "edt": refused without sch_fq).
+enum class LeafFq { none, if_available, required };
+
 struct ShaperOptions {
   // Replace a root qdisc another tool installed (--replace-root-qdisc); without
   // it such a root is left alone and the policy is refused.
@@ -44,6 +48,7 @@ struct TenantQosCounters {
   // aggregate class, the class's counter, repeated for each of its tenants.
   std::optional<std::uint64_t> throttled;
   std::optional<std::int64_t> burst_balance_bytes;  // HTB ctokens of the tenant's unit, in bytes
+  std::optional<std::uint64_t> burst_balance_ios;   // EDT: the IOPS kinds' smallest balance (abi.h), commands
 };
 
 struct QosCounters {
@@ -66,10 +71,10 @@ Status check_link_fits(const QosState& qos, const std::string& ifname);
 class Shaper {
  public:
   // Installs `tree` (from plan_htb) on the interface, or adopts and updates
-  // our own tree left by a previous agent. With `want_fq`, leaves get sch_fq
-  // (EDT pacing) when the kernel has it; edt() tells whether they did.
+  // our own tree left by a previous agent; its leaves get sch_fq as `fq` says
+  // (edt() tells whether they have it).
   static Result<std::unique_ptr<Shaper>> create(int ifindex, const std::string& ifname, const std::vector<HtbClass>& tree,
-                                                bool want_fq, const ShaperOptions& options);
+                                                LeafFq fq, const ShaperOptions& options);
   ~Shaper();
   Shaper(const Shaper&) = delete;
   Shaper& operator=(const Shaper&) = delete;
@@ -78,9 +83,13 @@ class Shaper {
   // place (no reset of queues or connections), stale ones deleted leaves
   // first, new ones added parents first.
   Status apply(const std::vector<HtbClass>& tree);
+  // Puts sch_fq under every leaf, or takes it away, as `fq` says (a reload
+  // that changes the egress mechanism). On error nothing was changed.
+  Status set_leaf_fq(LeafFq fq);
+  LeafFq leaf_fq() const { return leaf_fq_; }
   // Leave the tree installed when this object goes (a restarting agent adopts it).
   void keep_on_exit() { keep_ = true; }
-  bool edt() const { return fq_leaves_; }
+  bool edt() const { return leaf_fq_ != LeafFq::none && fq_probed_ && fq_available_; }
   // Whether the kernel has sch_fq (known after the first leaf was installed).
   bool fq_available() const { return fq_available_; }
   bool adopted() const { return adopted_; }
@@ -92,7 +101,10 @@ class Shaper {
   Status install_root();
   Status put_class(const HtbClass& c, bool fresh);
   Status delete_class(std::uint32_t classid);
-  Status ensure_leaf_qdisc(std::uint32_t classid);
+  // sch_fq under a leaf, or (without fq wanted) whatever a previous
+  // configuration put there removed; `fresh` leaves have nothing to remove.
+  Status sync_leaf_qdisc(std::uint32_t classid, bool fresh);
+  Error no_fq_error(const std::string& why) const;
   Result<std::map<std::uint32_t, std::uint32_t>> kernel_classes() const;  // our classids -> parents
   void remove_root();
 
@@ -104,10 +116,9 @@ class Shaper {
   ShaperOptions options_;
   std::unique_ptr<nl_sock, SocketDeleter> sock_;
   std::vector<HtbClass> installed_;
-  bool want_fq_ = false;
+  LeafFq leaf_fq_ = LeafFq::none;
   bool fq_probed_ = false;
   bool fq_available_ = false;
-  bool fq_leaves_ = false;
   bool adopted_ = false;
   bool keep_ = false;
 };

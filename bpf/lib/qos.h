@@ -152,6 +152,15 @@ static __always_inline void qos_egress_charge(struct qos_charge *c, __u8 role, _
 	c->units[NVQOS_LIMIT_WRITE_IOPS] = writes;
 }
 
+/* The clock of kind k for egress in `role`: the IOPS kinds have one per role (see abi.h). */
+static __always_inline __u64 *qos_clock(struct nvqos_limiter_state *st, __u32 k, __u8 role)
+{
+	if (role == NVQOS_ROLE_TARGET && k >= NVQOS_LIMIT_IOPS &&
+	    k < NVQOS_LIMIT_IOPS + NVQOS_LIMIT_IOPS_KINDS)
+		return &st->target_iops_next_ns[k - NVQOS_LIMIT_IOPS];
+	return &st->next_ns[k];
+}
+
 /*
  * EDT: the departure time of an skb under its limiter (see abi.h), charged
  * to the limiter. Plain read-modify-write of the shared state: a charge lost
@@ -173,22 +182,23 @@ static __always_inline __u64 qos_edt_departure(const struct nvqos_limiter_config
 		if (!cfg->limit[k].per_sec || !c->units[k])
 			continue;
 		burst_ns[k] = qos_burst_ns(&cfg->limit[k]);
-		depart = qos_max(depart, qos_max(st->next_ns[k], qos_sub_floor(now, burst_ns[k])));
+		depart = qos_max(depart, qos_max(*qos_clock(st, k, role), qos_sub_floor(now, burst_ns[k])));
 	}
 	*capped = depart > horizon;
 	if (*capped)
 		depart = horizon;
 #pragma unroll
 	for (k = 0; k < NVQOS_LIMIT_INGRESS_BYTES; k++) {
+		__u64 *clock = qos_clock(st, k, role);
 		__u64 from;
 
 		if (!cfg->limit[k].per_sec || !c->units[k])
 			continue;
 		/* Charged from at most the departure: the debt stops at the horizon plus one packet. */
-		from = qos_max(st->next_ns[k], qos_sub_floor(depart, burst_ns[k]));
+		from = qos_max(*clock, qos_sub_floor(depart, burst_ns[k]));
 		if (from > depart)
 			from = depart;
-		st->next_ns[k] = from + qos_cost_ns(c->units[k], cfg->limit[k].per_sec);
+		*clock = from + qos_cost_ns(c->units[k], cfg->limit[k].per_sec);
 	}
 	/* Written only when it moves: most packets of a limiter with credit leave at now. */
 	if (depart != st->departure_ns[role & 1])

@@ -158,20 +158,28 @@ struct nvqos_limiter_config {
  *    (each then advances next_ns[k] to that sum), else it is dropped and
  *    the state is left alone. max(B, T) lets a burst below one packet pass
  *    packets at the rate rather than none.
+ * The IOPS kinds keep one clock per role (target_iops_next_ns for egress as
+ * target): a host that is both ends of a tenant's connections (loopback, or
+ * initiator of some and target of others) counts each command once at each
+ * end, not twice against one clock; the byte kinds count what leaves the
+ * host, one clock for both roles.
  * The burst balance of kind k in its units at time now is therefore
  *   balance_k = min(burst_k, max(0, now - next_ns[k]) * per_sec_k / 10^9)
  * (0 while next_ns[k] >= now: packets are being delayed). A tenant's byte
  * balance is the smallest balance of its limiter's egress byte kinds with a
  * rate (EGRESS, READ, WRITE bytes); its IO balance the smallest of the IOPS
- * kinds. Updates are plain read-modify-writes of the shared value (as
+ * kinds' clocks of both roles. Updates are plain read-modify-writes of the shared value (as
  * Cilium's EDT does): two CPUs updating one limiter in the same instant may
  * lose one packet's charge, letting it through for free.
  */
 #define NVQOS_EDT_HORIZON_NS 2000000000ull     /* 2 s; sch_fq drops beyond its horizon (10 s default) */
 #define NVQOS_LIMITER_MAX_BURST (1ull << 34) /* units; keeps burst * 10^9 in 64 bits */
+#define NVQOS_LIMIT_IOPS_KINDS 3 /* NVQOS_LIMIT_IOPS, _READ_IOPS, _WRITE_IOPS */
 struct nvqos_limiter_state {
 	__u64 next_ns[NVQOS_LIMIT_MAX];     /* per enum nvqos_limit_kind */
 	__u64 departure_ns[NVQOS_ROLE_MAX]; /* egress: the latest departure per role */
+	/* The IOPS kinds' clocks for egress as target (completions); next_ns holds them as initiator. */
+	__u64 target_iops_next_ns[NVQOS_LIMIT_IOPS_KINDS];
 };
 
 /* nvme_ports: hash keyed by a TCP port in host byte order. */

@@ -108,7 +108,12 @@ TEST(Metrics, RendersQosMechanismsClassesAndThrottling) {
   tq.class_name = "gold";
   tq.throttled = 42;
   tq.burst_balance_bytes = -1500;
+  tq.burst_balance_ios = 7;
   ifc.qos.tenants.push_back(tq);
+  TenantQosCounters htb_only;  // no EDT IOPS limiter: no IO balance series
+  htb_only.tenant = "bronze";
+  htb_only.class_name = "bronze";
+  ifc.qos.tenants.push_back(htb_only);
   ClassSpec gold;
   gold.name = "gold";
   gold.guaranteed_bps = 200'000'000;
@@ -130,6 +135,8 @@ TEST(Metrics, RendersQosMechanismsClassesAndThrottling) {
   EXPECT_TRUE(has_line(text, "nvqos_class_bytes_total{interface=\"eth0\",class=\"gold\",direction=\"egress\"} 5000"));
   EXPECT_TRUE(has_line(text, "nvqos_tenant_throttled_total{interface=\"eth0\",tenant=\"gold\"} 42"));
   EXPECT_TRUE(has_line(text, "nvqos_tenant_burst_balance_bytes{interface=\"eth0\",tenant=\"gold\"} -1500"));
+  EXPECT_TRUE(has_line(text, "nvqos_tenant_burst_balance_ios{interface=\"eth0\",tenant=\"gold\"} 7"));
+  EXPECT_EQ(text.find("nvqos_tenant_burst_balance_ios{interface=\"eth0\",tenant=\"bronze\"}"), std::string::npos);
 }
 
 }  // namespace

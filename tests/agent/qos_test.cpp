@@ -254,5 +254,70 @@ TEST(QosUnenforced, IopsNeedEdtAndEverythingNeedsATree) {
   EXPECT_GT(nothing.size(), 5u);
 }
 
+TEST(QosConfig, EgressMechanismPerLink) {
+  Policy p = parse_policy(R"({"links": [{"interface": "eth0", "capacity_mbit_s": 1000, "egress_mechanism": "htb"},
+                                        {"interface": "eth1", "capacity_mbit_s": 1000, "egress_mechanism": "edt"},
+                                        {"interface": "eth2", "capacity_mbit_s": 1000, "egress_mechanism": "auto"},
+                                        {"interface": "eth3", "capacity_mbit_s": 1000}]})");
+  EXPECT_EQ(p.links[0].egress_mechanism, EgressMechanism::htb);
+  EXPECT_EQ(p.links[1].egress_mechanism, EgressMechanism::edt);
+  EXPECT_EQ(p.links[2].egress_mechanism, EgressMechanism::automatic);
+  EXPECT_EQ(p.links[3].egress_mechanism, EgressMechanism::automatic);
+  EXPECT_STREQ(to_string(EgressMechanism::automatic), "auto");
+  DesiredState st = compile_policy(p);
+  EXPECT_EQ(egress_mechanism_of(st.qos, "eth0"), EgressMechanism::htb);
+  EXPECT_EQ(egress_mechanism_of(st.qos, "eth1"), EgressMechanism::edt);
+  EXPECT_EQ(egress_mechanism_of(st.qos, "eth9"), EgressMechanism::automatic);  // not listed
+  expect_refused(R"({"links": [{"interface": "eth0", "capacity_mbit_s": 1000, "egress_mechanism": "fq"}]})",
+                 "/links/0/egress_mechanism", "\"auto\", \"htb\" or \"edt\"");
+  expect_refused(R"({"links": [{"interface": "eth0", "capacity_mbit_s": 1000, "egress_mechanism": 1}]})",
+                 "/links/0/egress_mechanism", "must be");
+}
+
+TEST(QosPolicy, IopsCeilingAloneGetsAnHtbLeafForItsFq) {
+  DesiredState st = compile_policy(parse_policy(R"({
+      "links": [{"interface": "lo", "capacity_mbit_s": 200}],
+      "classes": [{"name": "capped", "read_ceiling_iops": 1000}], "default_class": "capped"})"));
+  ASSERT_EQ(st.qos.units.size(), 1u);
+  EXPECT_TRUE(st.qos.needs_edt);
+  EXPECT_FALSE(st.qos.has_bandwidth);
+  const TenantSlot* d = st.tenant(NVQOS_TENANT_DEFAULT);
+  EXPECT_TRUE(d->qos.flags & NVQOS_TENANT_F_EDT);
+  EXPECT_TRUE(d->qos.flags & NVQOS_TENANT_F_SET_PRIORITY);
+  EXPECT_EQ(d->qos.classid[NVQOS_ROLE_INITIATOR], st.qos.units[0].classid_for(NVQOS_ROLE_INITIATOR));
+  EXPECT_EQ(plan_htb(st.qos, 200'000'000).size(), 3u);  // root, the unit's leaf, default
+}
+
+TEST(QosUnenforced, ReasonNamesTheForcedMechanism) {
+  DesiredState st = compile_policy(parse_policy(kClasses));
+  auto forced = unenforced_limits(st.qos, true, false, "links[].egress_mechanism is \"htb\"");
+  ASSERT_EQ(forced.size(), 1u);
+  EXPECT_EQ(forced[0].reason, "links[].egress_mechanism is \"htb\"");
+  EXPECT_EQ(unenforced_limits(st.qos, true, false)[0].reason, kNoSchFqReason);
+}
+
+TEST(QosBurstBalance, IoCreditFromTheLimiterClock) {
+  nvqos_limiter_config config{};
+  config.limit[NVQOS_LIMIT_READ_IOPS] = {1000, 10};  // 1 ms a command, 10 commands of credit
+  config.limit[NVQOS_LIMIT_WRITE_IOPS] = {500, 50};
+  nvqos_limiter_state state{};
+  const std::uint64_t now = 5'000'000'000;
+  state.next_ns[NVQOS_LIMIT_READ_IOPS] = now - 4'000'000;   // 4 commands earned
+  state.next_ns[NVQOS_LIMIT_WRITE_IOPS] = now - 40'000'000;  // 20 earned
+  EXPECT_EQ(burst_balance(config, state, now, NVQOS_LIMIT_IOPS, NVQOS_LIMIT_WRITE_IOPS), 4u);  // the smallest
+  state.next_ns[NVQOS_LIMIT_READ_IOPS] = 0;  // idle since boot: reads capped at their burst of 10
+  EXPECT_EQ(burst_balance(config, state, now, NVQOS_LIMIT_IOPS, NVQOS_LIMIT_WRITE_IOPS), 10u);
+  state.target_iops_next_ns[NVQOS_LIMIT_READ_IOPS - NVQOS_LIMIT_IOPS] = now - 2'000'000;  // the target's clock binds
+  EXPECT_EQ(burst_balance(config, state, now, NVQOS_LIMIT_IOPS, NVQOS_LIMIT_WRITE_IOPS), 2u);
+  state.next_ns[NVQOS_LIMIT_WRITE_IOPS] = now + 3'000'000;  // in debt: commands are being delayed
+  EXPECT_EQ(burst_balance(config, state, now, NVQOS_LIMIT_IOPS, NVQOS_LIMIT_WRITE_IOPS), 0u);
+  // Kinds without a rate do not count; none at all: no balance.
+  EXPECT_EQ(burst_balance(config, state, now, NVQOS_LIMIT_EGRESS_BYTES, NVQOS_LIMIT_WRITE_BYTES), std::nullopt);
+  // An hour idle at 10^8/s does not overflow.
+  config.limit[NVQOS_LIMIT_EGRESS_BYTES] = {100'000'000, 1'000'000};
+  EXPECT_EQ(burst_balance(config, state, 3600ull * 1'000'000'000, NVQOS_LIMIT_EGRESS_BYTES, NVQOS_LIMIT_EGRESS_BYTES),
+            1'000'000u);
+}
+
 }  // namespace
 }  // namespace nvqos::agent

@@ -418,10 +418,34 @@ TEST_F(QosTest, TargetPacesCompletionsByTheirCommandsOp) {
   Stream s(*dp_, NVQOS_ROLE_TARGET);
   s.handshake();
   s.h2c(capsules({rd(1), rd(2), wr(3), rd(4)}));  // arriving: not charged
-  EXPECT_EQ(dp_->limiter_state(kLimiter).next_ns[NVQOS_LIMIT_READ_IOPS], 0u);
+  constexpr unsigned kReadIops = NVQOS_LIMIT_READ_IOPS - NVQOS_LIMIT_IOPS;
+  EXPECT_EQ(dp_->limiter_state(kLimiter).target_iops_next_ns[kReadIops], 0u);
   EXPECT_EQ(s.c2h(responses({1, 3, 2})).tstamp, 0u);  // two reads, one write
-  EXPECT_EQ(dp_->limiter_state(kLimiter).next_ns[NVQOS_LIMIT_READ_IOPS], kT0 + 2 * kMs);
+  EXPECT_EQ(dp_->limiter_state(kLimiter).target_iops_next_ns[kReadIops], kT0 + 2 * kMs);
+  EXPECT_EQ(dp_->limiter_state(kLimiter).next_ns[NVQOS_LIMIT_READ_IOPS], 0u);  // the initiator's clock
   EXPECT_EQ(s.c2h(responses({4})).tstamp, kT0 + 2 * kMs);
+}
+
+// Found in the lab (lo: the host is initiator and target of one tenant): each command was charged
+// as its capsule left and again as its completion left, so the tenant got half its IOPS ceiling.
+TEST_F(QosTest, IopsClocksArePerRole) {
+  set_tenant(NVQOS_TENANT_F_EDT, kLimiter);
+  dp_->set_limiter(kLimiter, limiter(NVQOS_LIMIT_READ_IOPS, 1000));  // 1 ms a read
+  Stream initiator(*dp_, NVQOS_ROLE_INITIATOR), target(*dp_, NVQOS_ROLE_TARGET);
+  initiator.handshake();
+  target.handshake();
+  EXPECT_EQ(initiator.h2c(capsules({rd(1), rd(2)})).tstamp, 0u);
+  target.h2c(capsules({rd(1), rd(2)}));
+  // The same commands completing at this host's target: charged to the target's clock, not delayed
+  // behind the capsules' charge.
+  EXPECT_EQ(target.c2h(responses({1, 2})).tstamp, 0u);
+  const nvqos_limiter_state st = dp_->limiter_state(kLimiter);
+  EXPECT_EQ(st.next_ns[NVQOS_LIMIT_READ_IOPS], kT0 + 2 * kMs);
+  EXPECT_EQ(st.target_iops_next_ns[NVQOS_LIMIT_READ_IOPS - NVQOS_LIMIT_IOPS], kT0 + 2 * kMs);
+  // Each role is still paced at the ceiling.
+  EXPECT_EQ(initiator.h2c(capsules({rd(3)})).tstamp, kT0 + 2 * kMs);
+  target.h2c(capsules({rd(3)}));
+  EXPECT_EQ(target.c2h(responses({3})).tstamp, kT0 + 2 * kMs);
 }
 
 TEST_F(QosTest, XdpIngressCeilingDropsAboveTheBucketAndRefills) {

@@ -426,6 +426,63 @@ TEST_F(QosInNetns, UnenforcedIopsCeilingIsReportedWithoutSchFq) {
   }
 }
 
+TEST_F(QosInNetns, EgressMechanismIsChosenPerLink) {
+  auto config = [&](const std::string& mechanism) {
+    return R"({"links": [{"interface": ")" + ifname_ + R"(", "capacity_mbit_s": 1000, "egress_mechanism": ")" +
+           mechanism + R"("}], "classes": [{"name": "c", "ceiling_mbit_s": 100, "ceiling_iops": 1000}],
+               "default_class": "c"})";
+  };
+  auto mechanism = [&](const std::string& m) {
+    return metric_value(metrics(), "nvqos_qos_mechanism_info",
+                        {{"interface", ifname_}, {"direction", "egress"}, {"mechanism", m}});
+  };
+  start_agent(write_config(config("auto")));
+  const bool fq = mechanism("edt").has_value();  // this kernel's sch_fq, as the agent found it
+  EXPECT_EQ(mechanism("htb"), 1.0);
+
+  // "edt": taken where sch_fq exists; elsewhere the reload is refused and HTB keeps running.
+  write_config(config("edt"));
+  agent_->signal(SIGHUP);
+  const double want = fq ? 1.0 : 0.0;
+  ASSERT_TRUE(wait_until([&] { return metric_value(metrics(), "nvqos_config_reload_success", {}) == want; }, 5s));
+  if (fq) {
+    EXPECT_EQ(mechanism("edt"), 1.0);
+    EXPECT_NE(tc("qdisc show dev " + ifname_).find("qdisc fq"), std::string::npos);
+  } else {
+    EXPECT_NE(read_file(log_path_).find(R"(links[].egress_mechanism is \"edt\", but the kernel cannot attach sch_fq)"),
+              std::string::npos)
+        << read_file(log_path_);
+    EXPECT_EQ(mechanism("htb"), 1.0);
+    EXPECT_FALSE(mechanism("edt").has_value());
+  }
+
+  // "htb": HTB alone even with sch_fq; the IOPS ceiling is reported as not enforced, naming why.
+  write_config(config("htb"));
+  agent_->signal(SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return metric_value(metrics(), "nvqos_config_reload_success", {}) == 1.0; }, 5s));
+  EXPECT_EQ(mechanism("htb"), 1.0);
+  EXPECT_FALSE(mechanism("edt").has_value());
+  EXPECT_EQ(tc("qdisc show dev " + ifname_).find("qdisc fq"), std::string::npos);
+  EXPECT_EQ(metric_value(metrics(), "nvqos_qos_unenforced_limits",
+                         {{"interface", ifname_}, {"class", "c"}, {"limit", "ceiling_iops"}}),
+            1.0);
+  EXPECT_NE(read_file(log_path_).find(R"(links[].egress_mechanism is \"htb\")"), std::string::npos);
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0);
+
+  if (fq) return;
+  // Starting with "edt" on a kernel without sch_fq fails, naming the interface, and leaves nothing behind.
+  log_path_ = (dir_ / "refused-edt.log").string();
+  ChildProcess refused(agent_argv(write_config(config("edt"))), log_path_);
+  auto status = refused.wait(20s);
+  ASSERT_TRUE(status.has_value());
+  EXPECT_NE(*status, 0);
+  EXPECT_NE(read_file(log_path_).find("interface " + ifname_ + R"(: links[].egress_mechanism is \"edt\")"),
+            std::string::npos)
+      << read_file(log_path_);
+  EXPECT_EQ(tc("qdisc show dev " + ifname_).find("htb"), std::string::npos);
+}
+
 // DSCP of the first NVMe/TCP data packet seen on `ifname` in `netns`.
 std::optional<int> capture_dscp(const std::string& netns, const std::string& ifname, int port) {
   std::optional<int> dscp;
