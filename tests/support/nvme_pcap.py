@@ -76,3 +76,13 @@ def command_latencies(pcap, ports, tenant_of):
 
 def quantile(sorted_values, q):
     return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+
+
+def subnqn_by_stream(pcap, ports):
+    """{tcp.stream: subsystem NQN} from each connection's Fabrics Connect command."""
+    cmd = ["tshark", "-r", str(pcap), "-Y", "nvme.fabrics.cmd.connect.data.subnqn", "-T", "fields",
+           "-e", "tcp.stream", "-e", "nvme.fabrics.cmd.connect.data.subnqn"]
+    for port in ports:
+        cmd += ["-d", f"tcp.port=={port},nvme-tcp"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return {cols[0]: cols[1] for cols in (line.split("\t") for line in out.splitlines()) if len(cols) >= 2}

@@ -98,6 +98,24 @@ nvmet_clear() {
   return 0
 }
 
+# nvmet_two_subsystems NQN_A NQN_B [one-port]: the kernel target for two tenants, each subsystem
+# backed by a 128 MiB tmpfs file (or $NS_A / $NS_B when set, e.g. null_blk devices): on
+# 127.0.0.1:4420 and :4421, or with "one-port" both on :4420 (told apart by SUBNQN). Loads the
+# NVMe/TCP modules; records a failure and returns non-zero when something is missing.
+nvmet_two_subsystems() {
+  local a=$1 b=$2 ns_a=${NS_A:-/tmp/ns-a.img} ns_b=${NS_B:-/tmp/ns-b.img}
+  load_modules nvmet nvmet-tcp nvme-tcp || return 1
+  [[ -e $ns_a ]] || truncate -s 128M "$ns_a"
+  [[ -e $ns_b ]] || truncate -s 128M "$ns_b"
+  nvmet_subsystem "$a" "$ns_a" && nvmet_subsystem "$b" "$ns_b" && nvmet_port 1 127.0.0.1 4420 \
+    && nvmet_link 1 "$a" || { fail nvmet-setup "configfs setup failed"; return 1; }
+  if [[ ${3:-} == one-port ]]; then
+    nvmet_link 1 "$b" || { fail nvmet-setup "configfs setup failed"; return 1; }
+  else
+    nvmet_port 2 127.0.0.1 4421 && nvmet_link 2 "$b" || { fail nvmet-setup "configfs setup failed"; return 1; }
+  fi
+}
+
 # ---- kernel NVMe/TCP host ----
 
 # nvme_dev NQN [WAIT_S]: the namespace block device of the connected subsystem NQN (waits up to 20 s).
@@ -122,6 +140,16 @@ nvme_tcp_connect() {
   local nqn=$1 addr=$2 svc=$3
   shift 3
   nvme connect -t tcp -a "$addr" -s "$svc" -n "$nqn" "$@"
+}
+
+# nvme_connect_two NQN_A SVCID_A NQN_B SVCID_B: the kernel host connects to both subsystems on
+# 127.0.0.1 (checks connect-gold/connect-bronze style names from $TENANT_A/$TENANT_B, default a/b);
+# sets DEV_A and DEV_B to their block devices.
+nvme_connect_two() {
+  local ta=${TENANT_A:-a} tb=${TENANT_B:-b}
+  check "connect-$ta" nvme_tcp_connect "$1" 127.0.0.1 "$2"
+  check "connect-$tb" nvme_tcp_connect "$3" 127.0.0.1 "$4"
+  DEV_A=$(nvme_dev "$1") && DEV_B=$(nvme_dev "$3") || { fail devices "no block device for a tenant"; return 1; }
 }
 
 # ---- fio ----

@@ -15,11 +15,7 @@ fi
 NQN_A=nqn.2026-01.io.nvqos.lab:tenant-a
 NQN_B=nqn.2026-01.io.nvqos.lab:tenant-b
 
-load_modules nvmet nvmet-tcp nvme-tcp || finish
-truncate -s 128M /tmp/ns-a.img /tmp/ns-b.img
-nvmet_subsystem $NQN_A /tmp/ns-a.img && nvmet_subsystem $NQN_B /tmp/ns-b.img \
-  && nvmet_port 1 127.0.0.1 4420 && nvmet_port 2 127.0.0.1 4421 \
-  && nvmet_link 1 $NQN_A && nvmet_link 2 $NQN_B || fail nvmet-setup "configfs setup failed"
+nvmet_two_subsystems $NQN_A $NQN_B || finish
 
 cat >/tmp/agent.json <<'EOF'
 {
@@ -39,14 +35,12 @@ bpftool prog show >"$OUT/bpftool-prog.txt" 2>&1
 check_gt tc-programs-attached "$(cat "$OUT/tc-ingress.txt" "$OUT/tc-egress.txt" | grep -c bpf)" 0 "bpf filters on lo"
 agent_metrics "$OUT/metrics-before.txt"
 
-check connect-a nvme_tcp_connect $NQN_A 127.0.0.1 4420
-check connect-b nvme_tcp_connect $NQN_B 127.0.0.1 4421
-dev_a=$(nvme_dev $NQN_A) && dev_b=$(nvme_dev $NQN_B) || fail devices "no block device for a tenant"
+nvme_connect_two $NQN_A 4420 $NQN_B 4421
 
 # Different sizes and directions so that a misattribution shows: a writes 16 MiB, b reads 48 MiB.
-fio_run tenant-a --filename="$dev_a" --ioengine=libaio --direct=1 --rw=randwrite --bs=16k --iodepth=4 --size=16M &
+fio_run tenant-a --filename="$DEV_A" --ioengine=libaio --direct=1 --rw=randwrite --bs=16k --iodepth=4 --size=16M &
 fio_a=$!
-fio_run tenant-b --filename="$dev_b" --ioengine=libaio --direct=1 --rw=read --bs=64k --iodepth=4 --size=48M
+fio_run tenant-b --filename="$DEV_B" --ioengine=libaio --direct=1 --rw=read --bs=64k --iodepth=4 --size=48M
 wait $fio_a
 fio_check tenant-a
 fio_check tenant-b

@@ -15,15 +15,13 @@ import shutil
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "support"))
-from nvme_pcap import command_latencies, quantile  # noqa: E402
+from nvme_pcap import command_latencies, quantile, subnqn_by_stream  # noqa: E402
 
-PORTS = {4420: "gold", 4421: "bronze"}
+# Both tenants share target port 4420; a connection's tenant is its Connect's subsystem NQN, as the
+# agent's "subsystem_nqn" rules see it (commands.sh).
+PORTS = [4420]
+TENANT_OF_NQN = {"nqn.2026-01.io.nvqos.lab:gold": "gold", "nqn.2026-01.io.nvqos.lab:bronze": "bronze"}
 QUANTILES = [("p50", 0.5), ("p99", 0.99), ("p99.9", 0.999)]
-
-
-def tenant_by_port(frame):
-    dport, sport = int(frame["tcp.dstport"][0]), int(frame["tcp.srcport"][0])
-    return PORTS.get(dport, PORTS.get(sport))
 
 
 def agent_quantiles(metrics_path):
@@ -62,7 +60,12 @@ def main():
         if dropped and int(dropped.group(1)) > 0:
             record("skip", "pcap-latency", f"tcpdump dropped {dropped.group(1)} packets: the capture cannot time every command")
         else:
-            samples, skipped = command_latencies(pcap, PORTS, tenant_by_port)
+            nqn_of = subnqn_by_stream(pcap, PORTS)
+            samples, skipped = command_latencies(
+                pcap, PORTS, lambda fr: TENANT_OF_NQN.get(nqn_of.get(fr["tcp.stream"][0], "")))
+            streams = {TENANT_OF_NQN.get(n) for n in nqn_of.values()}
+            record("pass" if streams == {"gold", "bronze"} else "fail", "pcap-connect-subnqn",
+                   f"{len(nqn_of)} connections' Connect commands name the subsystem ({sorted(set(nqn_of.values()))})")
             agent_q, agent_n = agent_quantiles(metrics)
             for (tenant, op), values in sorted(samples.items()):
                 values.sort()

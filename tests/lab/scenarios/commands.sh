@@ -3,7 +3,9 @@
 # exactly, in both roles (on lo the agent sees each command leave as initiator and arrive as target),
 # no errors, no desync; a tcpdump capture of the same traffic goes back to the host, whose half
 # (commands.host.py) compares the agent's latency quantiles with the capture's per-command latencies.
-# The tenants are told apart by target port here, each port its own subsystem.
+# Both subsystems are on one target port (4420): the agent tells the tenants apart by the subsystem
+# NQN of each connection's Connect command (match "subsystem_nqn"), the host half by the same field
+# in the capture.
 # shellcheck source=../guest/lib.sh
 . /lab/guest/lib.sh
 
@@ -15,19 +17,15 @@ fi
 NQN_A=nqn.2026-01.io.nvqos.lab:gold
 NQN_B=nqn.2026-01.io.nvqos.lab:bronze
 
-load_modules nvmet nvmet-tcp nvme-tcp || finish
-truncate -s 128M /tmp/ns-a.img /tmp/ns-b.img
-nvmet_subsystem $NQN_A /tmp/ns-a.img && nvmet_subsystem $NQN_B /tmp/ns-b.img \
-  && nvmet_port 1 127.0.0.1 4420 && nvmet_port 2 127.0.0.1 4421 \
-  && nvmet_link 1 $NQN_A && nvmet_link 2 $NQN_B || fail nvmet-setup "configfs setup failed"
+nvmet_two_subsystems $NQN_A $NQN_B one-port || finish
 
-cat >/tmp/agent.json <<'JSON'
+cat >/tmp/agent.json <<JSON
 {
   "version": 1,
-  "nvme_ports": { "io": [4420, 4421] },
+  "nvme_ports": { "io": [4420] },
   "tenants": [
-    { "name": "gold", "match": [ { "port": 4420 } ] },
-    { "name": "bronze", "match": [ { "port": 4421 } ] }
+    { "name": "gold", "match": [ { "subsystem_nqn": "$NQN_A" } ] },
+    { "name": "bronze", "match": [ { "subsystem_nqn": "$NQN_B" } ] }
   ]
 }
 JSON
@@ -36,22 +34,20 @@ agent_start /tmp/agent.json --telemetry-interval 500ms || { nvmet_clear; finish;
 # Segments with payload only (pure ACKs carry no PDU) and a 64 MiB buffer: under TCG the capture
 # otherwise falls behind and drops packets.
 tcpdump -i lo -s 0 -B 65536 -w "$OUT/commands.pcap" \
-  'tcp portrange 4420-4421 and (ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2)) != 0' \
+  'tcp port 4420 and (ip[2:2] - ((ip[0] & 0xf) << 2) - ((tcp[12] & 0xf0) >> 2)) != 0' \
   2>"$OUT/tcpdump.log" &
 tcpdump_pid=$!
 sleep 1
-check connect-gold nvme_tcp_connect $NQN_A 127.0.0.1 4420
-check connect-bronze nvme_tcp_connect $NQN_B 127.0.0.1 4421
-dev_a=$(nvme_dev $NQN_A) && dev_b=$(nvme_dev $NQN_B) || fail devices "no block device for a tenant"
+TENANT_A=gold TENANT_B=bronze nvme_connect_two $NQN_A 4420 $NQN_B 4420
 # The kernel reads each new device's partition table: real commands, but not fio's. Counts are
 # compared from here on.
 sleep 2
 agent_metrics "$OUT/metrics-before.txt"
 
 # gold: QD1 4 KiB random reads (the latency-sensitive tenant); bronze: QD8 16 KiB reads and writes.
-fio_run gold --filename="$dev_a" --ioengine=libaio --direct=1 --rw=randread --bs=4k --iodepth=1 --size=12M &
+fio_run gold --filename="$DEV_A" --ioengine=libaio --direct=1 --rw=randread --bs=4k --iodepth=1 --size=12M &
 fio_gold=$!
-fio_run bronze --filename="$dev_b" --ioengine=libaio --direct=1 --rw=randrw --bs=16k --iodepth=8 --size=16M
+fio_run bronze --filename="$DEV_B" --ioengine=libaio --direct=1 --rw=randrw --bs=16k --iodepth=8 --size=16M
 wait $fio_gold
 fio_check gold
 fio_check bronze

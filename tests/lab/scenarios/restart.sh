@@ -15,11 +15,7 @@ fi
 NQN_A=nqn.2026-01.io.nvqos.lab:gold
 NQN_B=nqn.2026-01.io.nvqos.lab:bronze
 
-load_modules nvmet nvmet-tcp nvme-tcp || finish
-truncate -s 128M /tmp/ns-a.img /tmp/ns-b.img
-nvmet_subsystem $NQN_A /tmp/ns-a.img && nvmet_subsystem $NQN_B /tmp/ns-b.img \
-  && nvmet_port 1 127.0.0.1 4420 && nvmet_port 2 127.0.0.1 4421 \
-  && nvmet_link 1 $NQN_A && nvmet_link 2 $NQN_B || fail nvmet-setup "configfs setup failed"
+nvmet_two_subsystems $NQN_A $NQN_B || finish
 
 write_config() {  # bronze's slow-command threshold changes between generations: a live policy change
   cat >/tmp/agent.json <<JSON
@@ -36,15 +32,13 @@ JSON
 write_config 100000
 agent_start /tmp/agent.json --keep-on-exit --telemetry-interval 500ms || { nvmet_clear; finish; }
 
-check connect-gold nvme_tcp_connect $NQN_A 127.0.0.1 4420
-check connect-bronze nvme_tcp_connect $NQN_B 127.0.0.1 4421
-dev_a=$(nvme_dev $NQN_A) && dev_b=$(nvme_dev $NQN_B) || fail devices "no block device for a tenant"
+TENANT_A=gold TENANT_B=bronze nvme_connect_two $NQN_A 4420 $NQN_B 4421
 dmesg -c >/dev/null
 
-fio_run gold --filename="$dev_a" --ioengine=libaio --direct=1 --rw=randrw --bs=4k --iodepth=2 --size=8M \
+fio_run gold --filename="$DEV_A" --ioengine=libaio --direct=1 --rw=randrw --bs=4k --iodepth=2 --size=8M \
   --time_based --runtime=40 --verify=crc32c --verify_backlog=64 &
 fio_gold=$!
-fio_run bronze --filename="$dev_b" --ioengine=libaio --direct=1 --rw=randrw --bs=64k --iodepth=4 --size=16M \
+fio_run bronze --filename="$DEV_B" --ioengine=libaio --direct=1 --rw=randrw --bs=64k --iodepth=4 --size=16M \
   --time_based --runtime=40 --verify=crc32c --verify_backlog=16 &
 fio_bronze=$!
 
