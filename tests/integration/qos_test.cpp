@@ -449,9 +449,9 @@ TEST_F(QosInNetns, EgressMechanismIsChosenPerLink) {
     EXPECT_EQ(mechanism("edt"), 1.0);
     EXPECT_NE(tc("qdisc show dev " + ifname_).find("qdisc fq"), std::string::npos);
   } else {
-    EXPECT_NE(read_file(log_path_).find(R"(links[].egress_mechanism is \"edt\", but the kernel cannot attach sch_fq)"),
+    EXPECT_NE(agent_->log().find(R"(links[].egress_mechanism is \"edt\", but the kernel cannot attach sch_fq)"),
               std::string::npos)
-        << read_file(log_path_);
+        << agent_->log();
     EXPECT_EQ(mechanism("htb"), 1.0);
     EXPECT_FALSE(mechanism("edt").has_value());
   }
@@ -466,20 +466,19 @@ TEST_F(QosInNetns, EgressMechanismIsChosenPerLink) {
   EXPECT_EQ(metric_value(metrics(), "nvqos_qos_unenforced_limits",
                          {{"interface", ifname_}, {"class", "c"}, {"limit", "ceiling_iops"}}),
             1.0);
-  EXPECT_NE(read_file(log_path_).find(R"(links[].egress_mechanism is \"htb\")"), std::string::npos);
+  EXPECT_NE(agent_->log().find(R"(links[].egress_mechanism is \"htb\")"), std::string::npos);
   agent_->signal(SIGTERM);
   ASSERT_EQ(agent_->wait(10s), 0);
 
   if (fq) return;
   // Starting with "edt" on a kernel without sch_fq fails, naming the interface, and leaves nothing behind.
-  log_path_ = (dir_ / "refused-edt.log").string();
-  ChildProcess refused(agent_argv(write_config(config("edt"))), log_path_);
+  AgentProcess refused(agent_spec(write_config(config("edt"))), lab_->path("refused-edt.log"));
   auto status = refused.wait(20s);
   ASSERT_TRUE(status.has_value());
   EXPECT_NE(*status, 0);
-  EXPECT_NE(read_file(log_path_).find("interface " + ifname_ + R"(: links[].egress_mechanism is \"edt\")"),
+  EXPECT_NE(refused.log().find("interface " + ifname_ + R"(: links[].egress_mechanism is \"edt\")"),
             std::string::npos)
-      << read_file(log_path_);
+      << refused.log();
   EXPECT_EQ(tc("qdisc show dev " + ifname_).find("htb"), std::string::npos);
 }
 
