@@ -52,9 +52,14 @@ struct MatchRule {
 };
 
 // Target-side access control (issue 10): who may connect to a subsystem.
+// How a refused connection is refused: "reset" (tc turns the refused segment
+// into RSTs to both ends) or "drop" (its packets are dropped, in XDP).
+enum class AccessRefuse { reset, drop };
+
 struct AccessSubsystem {
   std::string nqn;                   // exact SUBNQN
   bool enforce = true;               // false: dry run, refusals are only counted
+  std::optional<AccessRefuse> refuse;  // unset: AccessPolicy::refuse
   std::vector<std::uint16_t> ports;  // target ports; empty = every NVMe/TCP I/O port
   std::vector<std::string> hosts;    // exact host NQNs allowed; empty = any host
   std::vector<Prefix> initiators;    // initiator prefixes allowed; empty = any address
@@ -63,6 +68,7 @@ struct AccessSubsystem {
 struct AccessPolicy {
   std::vector<AccessSubsystem> subsystems;
   std::uint32_t connect_timeout_s = 60;  // a gated connection must send its Connect within this
+  AccessRefuse refuse = AccessRefuse::reset;  // XDP is attached only when asked for
 };
 
 struct TenantSpec {

@@ -7,6 +7,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <set>
@@ -25,16 +26,21 @@ std::size_t percpu_stride() {
   return (sizeof(T) + 7) & ~std::size_t{7};
 }
 
-// Sums a per-CPU value of u64 counters, CPU by CPU, field by field.
+// Sums a per-CPU value of u64 counters, CPU by CPU, field by field. Copied,
+// not cast: the fields are __u64, which std::uint64_t may not alias (the
+// optimiser then returns the zeros it initialised).
 template <typename T>
 T sum_percpu(const std::vector<std::uint8_t>& raw, int cpus) {
-  static_assert(sizeof(T) % sizeof(std::uint64_t) == 0);
-  T total{};
-  auto* out = reinterpret_cast<std::uint64_t*>(&total);
-  for (int cpu = 0; cpu < cpus; ++cpu) {
-    const auto* in = reinterpret_cast<const std::uint64_t*>(raw.data() + cpu * percpu_stride<T>());
-    for (std::size_t i = 0; i < sizeof(T) / sizeof(std::uint64_t); ++i) out[i] += in[i];
-  }
+  static_assert(sizeof(T) % sizeof(__u64) == 0);
+  __u64 sum[sizeof(T) / sizeof(__u64)] = {};
+  for (int cpu = 0; cpu < cpus; ++cpu)
+    for (std::size_t i = 0; i < std::size(sum); ++i) {
+      __u64 v;
+      std::memcpy(&v, raw.data() + cpu * percpu_stride<T>() + i * sizeof v, sizeof v);
+      sum[i] += v;
+    }
+  T total;
+  std::memcpy(&total, sum, sizeof total);
   return total;
 }
 
@@ -172,7 +178,16 @@ Status InterfaceDatapath::apply(const DesiredState& next) {
     if (auto s = reclassify_flows(next); !s) return s.error().with_context("apply policy to " + ifname_);
     if (auto s = identity_->reattribute(next); !s) return s.error().with_context("apply policy to " + ifname_);
   }
-  if (auto s = sync_xdp(next.needs_xdp); !s) return s.error();
+  if (auto s = sync_xdp(next.needs_xdp); !s) {
+    // Quarantine and ingress ceilings exist only in XDP; access refusals by
+    // "drop" have tc drop the same packets, later in the stack.
+    const bool required = std::any_of(next.tenants.begin(), next.tenants.end(), [](const TenantSlot& t) {
+      return (t.flags & NVQOS_TENANT_F_DROP_INGRESS) || (t.qos.flags & NVQOS_TENANT_F_INGRESS_LIMIT);
+    });
+    if (required) return s.error();
+    log::warn("XDP not attached: access refusals by \"drop\" are dropped in tc instead",
+              {{"interface", ifname_}, {"error", s.error().message}});
+  }
   std::uint32_t loaded_max_flows = has_current_ ? current_.max_flows : next.max_flows;
   current_ = next;
   current_.max_flows = loaded_max_flows;
@@ -347,7 +362,8 @@ Result<InterfaceCounters> InterfaceDatapath::read_counters() const {
   out.tables = {
       {"flow_table", count_map_entries(skel_->maps.flow_table), bpf_map__max_entries(skel_->maps.flow_table)},
       {"handshakes", count_map_entries(skel_->maps.handshakes), bpf_map__max_entries(skel_->maps.handshakes)},
-      {"inflight_cmds", out.inflight_entries, bpf_map__max_entries(skel_->maps.inflight_cmds)}};
+      {"inflight_cmds", out.inflight_entries, bpf_map__max_entries(skel_->maps.inflight_cmds)},
+      {"access_conns", out.identity.gated_connections, bpf_map__max_entries(skel_->maps.access_conns)}};
   return out;
 }
 

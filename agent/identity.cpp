@@ -65,10 +65,21 @@ void parse_nqn_match(const json& rule, const std::string& where, MatchRule& out)
                              "write two rules");
 }
 
+namespace {
+
+AccessRefuse parse_refuse(const json& v, const std::string& where) {
+  if (!v.is_string() || (v != "reset" && v != "drop"))
+    throw ConfigError(where, "must be \"reset\" (RSTs to both ends) or \"drop\" (drop in XDP)");
+  return v == "reset" ? AccessRefuse::reset : AccessRefuse::drop;
+}
+
+}  // namespace
+
 AccessPolicy parse_access_control(const json& j, const std::string& where) {
   if (!j.is_object()) throw ConfigError(where, "must be an object");
-  reject_unknown(j, where, {"subsystems", "connect_timeout_s"});
+  reject_unknown(j, where, {"subsystems", "connect_timeout_s", "refuse"});
   AccessPolicy a;
+  if (j.contains("refuse")) a.refuse = parse_refuse(j["refuse"], at(where, "refuse"));
   if (j.contains("connect_timeout_s")) {
     const auto& t = j["connect_timeout_s"];
     if (!t.is_number_unsigned() || t.get<std::uint64_t>() < 1 || t.get<std::uint64_t>() > 3600)
@@ -84,7 +95,7 @@ AccessPolicy parse_access_control(const json& j, const std::string& where) {
     const std::string w = at(lw, i);
     const auto& e = list[i];
     if (!e.is_object()) throw ConfigError(w, "must be an object");
-    reject_unknown(e, w, {"nqn", "mode", "ports", "hosts", "initiators"});
+    reject_unknown(e, w, {"nqn", "mode", "refuse", "ports", "hosts", "initiators"});
     AccessSubsystem s;
     if (!e.contains("nqn")) throw ConfigError(at(w, "nqn"), "required: the subsystem's NQN");
     s.nqn = get_nqn(e["nqn"], at(w, "nqn"), false);
@@ -95,6 +106,7 @@ AccessPolicy parse_access_control(const json& j, const std::string& where) {
         throw ConfigError(at(w, "mode"), "must be \"enforce\" or \"dry_run\"");
       s.enforce = m == "enforce";
     }
+    if (e.contains("refuse")) s.refuse = parse_refuse(e["refuse"], at(w, "refuse"));
     if (e.contains("ports")) {
       if (!e["ports"].is_array() || e["ports"].empty()) throw ConfigError(at(w, "ports"), "must be a non-empty list of TCP ports");
       for (std::size_t p = 0; p < e["ports"].size(); ++p) {
@@ -205,11 +217,21 @@ IdentityState compile_identity(const Policy& policy, const std::map<std::string,
     }
   }
 
+  std::set<std::uint16_t> drop_ports;  // ports with an enforcing subsystem refusing by "drop"
   for (const auto& s : policy.access.subsystems) {
-    AccessEntry e{s.nqn, s.ports.empty() ? policy.io_ports : s.ports, s.enforce, s.hosts, s.initiators};
-    for (auto port : e.ports) st.access_ports[port] |= s.enforce ? NVQOS_ACCESS_F_ENFORCE : 0u;
+    const bool reset = s.refuse.value_or(policy.access.refuse) == AccessRefuse::reset;
+    AccessEntry e{s.nqn, s.ports.empty() ? policy.io_ports : s.ports, s.enforce, s.hosts, s.initiators, reset};
+    for (auto port : e.ports) {
+      st.access_ports[port] |= s.enforce ? NVQOS_ACCESS_F_ENFORCE : 0u;
+      if (s.enforce && !reset) drop_ports.insert(port);
+    }
+    st.xdp_refusal |= s.enforce && !reset;
     st.access.push_back(std::move(e));
   }
+  // What the port does with a connection refused before its subsystem is
+  // known (no Connect in time, unreadable): drop if any subsystem there drops.
+  for (auto& [port, flags] : st.access_ports)
+    if (!drop_ports.count(port)) flags |= NVQOS_ACCESS_F_RESET;
   return st;
 }
 

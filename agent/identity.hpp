@@ -53,6 +53,7 @@ struct AccessEntry {
   bool enforce = true;
   std::vector<std::string> hosts;
   std::vector<Prefix> initiators;
+  bool reset = true;  // refuse by RSTs (else drop, in XDP)
   bool operator==(const AccessEntry&) const = default;
 };
 
@@ -63,7 +64,8 @@ struct IdentityState {
   std::map<std::string, std::uint32_t> subs;
   std::map<std::string, std::uint32_t> hosts;
   std::vector<AccessEntry> access;
-  std::map<std::uint16_t, std::uint32_t> access_ports;  // host order -> NVQOS_ACCESS_F_ENFORCE or 0
+  std::map<std::uint16_t, std::uint32_t> access_ports;  // host order -> NVQOS_ACCESS_F_ENFORCE | _RESET
+  bool xdp_refusal = false;  // an enforcing subsystem refuses by "drop": XDP is needed
   std::uint32_t connect_timeout_s = 60;
 
   // The tenant id of the first rule matching, or nullopt: keep the address tenant.

@@ -5,6 +5,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "log.hpp"
@@ -95,7 +96,8 @@ void IdentityDatapath::access_entries(const IdentityState& st, std::map<KeyBytes
   for (const auto& a : st.access) {
     const std::uint32_t id = subsys_id(a.nqn);
     nvqos_access_subsys v{id, (a.enforce ? NVQOS_ACCESS_F_ENFORCE : 0u) | (a.hosts.empty() ? 0u : NVQOS_ACCESS_F_HOSTS) |
-                                  (a.initiators.empty() ? 0u : NVQOS_ACCESS_F_CIDRS)};
+                                  (a.initiators.empty() ? 0u : NVQOS_ACCESS_F_CIDRS) |
+                                  (a.reset ? NVQOS_ACCESS_F_RESET : 0u)};
     for (auto port : a.ports) {
       nvqos_access_subsys_key k{};
       k.sub = make_nqn(a.nqn);
@@ -320,16 +322,26 @@ void IdentityDatapath::on_event(const nvqos_connect_event& e) {
                 {"initiator", flow_endpoint(e.flow.remote_addr, e.flow.remote_port)},
                 {"target", flow_endpoint(e.flow.local_addr, e.flow.local_port)},
                 {"qid", std::to_string(e.qid)},
-                {"tenant", fi.tenant}});
+                {"tenant", fi.tenant},
+                {"refuse", e.verdict == NVQOS_ACCESS_DENIED ? refuse_mode(e.port, parsed ? fi.subnqn : "") : "-"}});
   }
   flows_[flow_id(e.flow)] = std::move(fi);
+}
+
+// How a refusal on `port` of subsystem `subnqn` ("" = unknown) was carried out, as the kernel maps say.
+const char* IdentityDatapath::refuse_mode(std::uint16_t port, const std::string& subnqn) const {
+  for (const auto& a : current_.access)
+    if (a.nqn == subnqn && std::find(a.ports.begin(), a.ports.end(), port) != a.ports.end())
+      return a.reset ? "reset" : "drop";
+  auto it = current_.access_ports.find(port);
+  return it != current_.access_ports.end() && (it->second & NVQOS_ACCESS_F_RESET) ? "reset" : "drop";
 }
 
 void IdentityDatapath::expire_gated(IdentityCounters& out) {
   bpf_map* map = skel_->maps.access_conns;
   const std::uint64_t now = coarse_now_ns();
   const std::uint64_t timeout = std::uint64_t(current_.connect_timeout_s) * 1000000000ull;
-  std::vector<nvqos_flow_key> expired;
+  std::vector<nvqos_flow_key> expired, idle;
   nvqos_flow_key key{}, next{};
   const void* prev = nullptr;
   while (bpf_map__get_next_key(map, prev, &next, sizeof next) == 0) {
@@ -338,7 +350,21 @@ void IdentityDatapath::expire_gated(IdentityCounters& out) {
     ++out.gated_connections;
     nvqos_access_conn v{};
     if (bpf_map__lookup_elem(map, &key, sizeof key, &v, sizeof v, 0)) continue;
-    if (v.state == NVQOS_ACCESS_CONN_PENDING && now > v.since_ns && now - v.since_ns > timeout) expired.push_back(key);
+    if (now <= v.since_ns || now - v.since_ns <= timeout) continue;
+    (v.state == NVQOS_ACCESS_CONN_PENDING ? expired : idle).push_back(key);
+  }
+  // A refusal no packet has hit for the timeout: the initiator gave up (or
+  // was reset). Freed, so refusals cannot fill the table; should the
+  // connection come back, its Connect is checked again in the kernel.
+  for (const auto& k : idle) {
+    nvqos_access_conn v{};
+    if (bpf_map__lookup_elem(map, &k, sizeof k, &v, sizeof v, 0) || v.state != NVQOS_ACCESS_CONN_REFUSED ||
+        now <= v.since_ns || now - v.since_ns <= timeout)
+      continue;
+    if (bpf_map__delete_elem(map, &k, sizeof k, 0) == 0) {
+      ++refusals_freed_;
+      --out.gated_connections;
+    }
   }
   for (const auto& k : expired) {
     nvqos_access_conn v{};
@@ -368,12 +394,15 @@ Status IdentityDatapath::read(IdentityCounters& out) {
     const std::size_t stride = (sizeof(T) + 7) & ~std::size_t{7};
     std::vector<std::uint8_t> raw(stride * possible_cpus_);
     if (int err = bpf_map__lookup_elem(map, &key, sizeof key, raw.data(), raw.size(), 0)) return err;
-    value = T{};
-    auto* o = reinterpret_cast<std::uint64_t*>(&value);
-    for (int c = 0; c < possible_cpus_; ++c) {
-      const auto* in = reinterpret_cast<const std::uint64_t*>(raw.data() + c * stride);
-      for (std::size_t i = 0; i < sizeof(T) / 8; ++i) o[i] += in[i];
-    }
+    // Copied, not cast: the fields are __u64, which std::uint64_t may not alias.
+    __u64 total[sizeof(T) / sizeof(__u64)] = {};
+    for (int c = 0; c < possible_cpus_; ++c)
+      for (std::size_t i = 0; i < std::size(total); ++i) {
+        __u64 v;
+        std::memcpy(&v, raw.data() + c * stride + i * sizeof v, sizeof v);
+        total[i] += v;
+      }
+    std::memcpy(&value, total, sizeof value);
     return 0;
   };
   if (int err = sum(skel_->maps.connect_stats, 0, out.connect))
@@ -404,6 +433,7 @@ Status IdentityDatapath::read(IdentityCounters& out) {
   out.events_received = events_received_;
   out.moved_by_agent = moved_by_agent_;
   out.connect_timeouts = connect_timeouts_;
+  out.refusals_freed = refusals_freed_;
   return ok_status();
 }
 

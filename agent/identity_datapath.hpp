@@ -58,6 +58,7 @@ struct IdentityCounters {
   std::uint64_t moved_by_agent = 0;     // flows the agent moved to a glob rule's tenant
   std::uint64_t gated_connections = 0;  // access_conns entries (pending + refused)
   std::uint64_t connect_timeouts = 0;   // gated connections refused for sending no Connect in time
+  std::uint64_t refusals_freed = 0;     // refused connections idle for the timeout, freed from access_conns
 };
 
 std::string nqn_to_string(const nvqos_nqn& nqn);
@@ -95,6 +96,7 @@ class IdentityDatapath {
   std::uint32_t address_tenant(const nvqos_flow_key& key, std::uint8_t role) const;
   void on_event(const nvqos_connect_event& e);
   void expire_gated(IdentityCounters& out);
+  const char* refuse_mode(std::uint16_t port, const std::string& subnqn) const;
 
   std::string ifname_;
   nvqos_datapath* skel_;
@@ -108,6 +110,7 @@ class IdentityDatapath {
   std::uint64_t events_received_ = 0;
   std::uint64_t moved_by_agent_ = 0;
   std::uint64_t connect_timeouts_ = 0;
+  std::uint64_t refusals_freed_ = 0;
   LogRateLimiter log_limit_{10};
   RingBufferReader events_;
 };

@@ -63,12 +63,16 @@ void identity_families(std::vector<MetricFamily>& out, const Snapshot& s) {
   auto& timeouts = family(out, "nvqos_access_connect_timeouts_total",
                           "Connections to a protected port that sent no Connect within connect_timeout_s.",
                           MetricType::Counter);
+  auto& freed = family(out, "nvqos_access_refusals_freed_total",
+                       "Refused connections no packet hit for connect_timeout_s, freed from access_conns.",
+                       MetricType::Counter);
   auto& gated = family(out, "nvqos_access_gated_connections",
                        "Connections to protected ports awaiting their Connect or refused (access_conns entries).",
                        MetricType::Gauge);
   for (const auto& ifc : s.interfaces) {
     add(moved, {{"interface", ifc.interface}}, double(ifc.identity.moved_by_agent));
     add(timeouts, {{"interface", ifc.interface}}, double(ifc.identity.connect_timeouts));
+    add(freed, {{"interface", ifc.interface}}, double(ifc.identity.refusals_freed));
     add(gated, {{"interface", ifc.interface}}, double(ifc.identity.gated_connections));
   }
 
@@ -78,14 +82,18 @@ void identity_families(std::vector<MetricFamily>& out, const Snapshot& s) {
     __u64 nvqos_access_stats::*field;
   };
   const AccessCounter access[] = {
-      {"nvqos_access_denied_total", "Connections refused by access control (their ingress is dropped).",
+      {"nvqos_access_denied_total", "Connections refused by access control (reset or dropped, per refuse).",
        &nvqos_access_stats::denied},
+      {"nvqos_access_resets_total",
+       "Refused segments tc turned into a TCP RST to the target with a copy to the initiator (refuse \"reset\").",
+       &nvqos_access_stats::resets},
       {"nvqos_access_dry_run_denied_total", "Connections a dry-run access rule would have refused (let through).",
        &nvqos_access_stats::dry_run_denied},
       {"nvqos_access_allowed_total", "Connects access control checked and allowed.", &nvqos_access_stats::allowed},
-      {"nvqos_access_dropped_packets_total", "Ingress packets dropped on refused connections.",
+      {"nvqos_access_dropped_packets_total",
+       "Ingress packets of refused connections kept from the target (dropped, or turned into RSTs).",
        &nvqos_access_stats::dropped_packets},
-      {"nvqos_access_dropped_bytes_total", "IP bytes of the ingress packets dropped on refused connections.",
+      {"nvqos_access_dropped_bytes_total", "IP bytes of the ingress packets kept from the target on refused connections.",
        &nvqos_access_stats::dropped_bytes},
   };
   for (const auto& c : access) {

@@ -137,9 +137,11 @@ void datapath_families(std::vector<MetricFamily>& out, const Snapshot& s) {
                     MetricType::Gauge);
   for (const auto& ifc : s.interfaces) cap.add({{"interface", ifc.interface}}, ifc.flow_capacity);
   FamilyBuilder fill(out, "nvqos_datapath_table_entries",
-                     "Entries in a bounded data path table (flow_table, handshakes, inflight_cmds).", MetricType::Gauge);
+                     "Entries in a bounded data path table (flow_table, handshakes, inflight_cmds, access_conns).",
+                     MetricType::Gauge);
   FamilyBuilder fill_cap(out, "nvqos_datapath_table_capacity_entries",
-                         "Size of a bounded data path table; when full, its least recently used entries are evicted.",
+                         "Size of a bounded data path table; when full, LRU tables evict their least recently used "
+                         "entries and access_conns refuses new connections to protected ports.",
                          MetricType::Gauge);
   for (const auto& ifc : s.interfaces)
     for (const auto& t : ifc.tables) {

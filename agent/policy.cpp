@@ -93,6 +93,10 @@ DesiredState compile_policy(const Policy& policy, const TenantIds& previous) {
   if (policy.default_tenant_enabled) st.settings_flags |= NVQOS_SETTINGS_F_DEFAULT_TENANT;
   st.identity = compile_identity(policy, st.tenant_ids);
   if (!st.identity.access_ports.empty()) st.settings_flags |= NVQOS_SETTINGS_F_ACCESS;
+  if (st.identity.xdp_refusal) {
+    st.settings_flags |= NVQOS_SETTINGS_F_ACCESS_XDP;
+    st.needs_xdp = true;
+  }
   return st;
 }
 

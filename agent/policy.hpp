@@ -43,7 +43,7 @@ struct DesiredState {
   std::map<std::uint16_t, std::uint32_t> ports;  // host order -> nvqos_port_kind
   std::uint32_t settings_flags = 0;              // NVQOS_SETTINGS_F_*
   std::uint32_t max_flows = NVQOS_DEFAULT_MAX_FLOWS;
-  bool needs_xdp = false;  // some tenant needs early drop or an ingress ceiling
+  bool needs_xdp = false;  // early drop (quarantine, access refuse "drop") or an ingress ceiling
   IdentityState identity;  // NQN rules and access control
   QosState qos;
 

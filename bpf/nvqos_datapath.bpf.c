@@ -16,6 +16,7 @@
 #include "lib/nvme_pdu.h"
 #include "lib/parse.h"
 #include "lib/qos.h"
+#include "lib/reset.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -182,8 +183,11 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 	}
 
 	gated = access_gated(role, dir, settings);
-	if (gated && access_refused(skb, &key, tenant_id, pkt.ip_len))
-		return TC_ACT_SHOT;
+	if (gated && !(pkt.tcp_flags & NVQOS_TCP_F_RST)) {
+		ret = access_refused(skb, &key, tenant_id, pkt.ip_len);
+		if (ret != ACCESS_PASS)
+			return ret == ACCESS_RESET ? access_reset(skb, &pkt) : TC_ACT_SHOT;
+	}
 
 	ds->packets_nvme++;
 	wire_size_of(&pkt, skb->gso_segs, skb->gso_size, &wire);
@@ -201,8 +205,13 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 	ret = nvme_track(skb, &pkt, &key, tenant_id, role, dir, &ios, gated, flow != NULL);
 	if (dir == NVQOS_DIR_EGRESS)
 		qos_egress(skb, &pkt, tenant_id, role, wire.bytes, wire.packets, &ios);
-	if (pkt.tcp_flags & (NVQOS_TCP_F_FIN | NVQOS_TCP_F_RST))
+	if (pkt.tcp_flags & (NVQOS_TCP_F_FIN | NVQOS_TCP_F_RST)) {
 		nvme_close(&key);
+		if (ret != TC_ACT_SHOT)
+			access_conn_close(&key, role, settings);
+	}
+	if (ret == TC_ACT_SHOT && gated && access_resets(&key))
+		return access_reset(skb, &pkt);
 	return ret;
 }
 
@@ -228,9 +237,11 @@ static __always_inline __u32 xdp_tenant_of(const struct nvqos_flow_key *key, int
 }
 
 /*
- * XDP, ingress only: drop early what the policy blocks (quarantine) or what
- * exceeds the tenant's ingress ceiling, before the stack spends anything on it. Everything else passes untouched and uncounted; tc
- * accounts it (and counts its parse errors) once the stack has built the skb.
+ * XDP, ingress only: drop early what the policy blocks (quarantine), what
+ * exceeds the tenant's ingress ceiling and the packets of connections access
+ * control refused with refuse "drop", before the stack spends anything on it.
+ * Everything else passes untouched and uncounted; tc accounts it (and counts
+ * its parse errors) once the stack has built the skb.
  */
 SEC("xdp")
 int nvqos_xdp_ingress(struct xdp_md *ctx)
@@ -255,6 +266,9 @@ int nvqos_xdp_ingress(struct xdp_md *ctx)
 		return XDP_PASS;
 
 	tenant_id = xdp_tenant_of(&key, role, settings);
+	if (role == NVQOS_ROLE_TARGET && (settings & NVQOS_SETTINGS_F_ACCESS_XDP) &&
+	    access_xdp_refused(&key, tenant_id, pkt.tcp_flags, pkt.ip_len))
+		return XDP_DROP;
 	config = bpf_map_lookup_elem(&tenant_config, &tenant_id);
 	if (!config || !(config->flags & (NVQOS_TENANT_F_DROP_INGRESS | NVQOS_TENANT_F_INGRESS_LIMIT)))
 		return XDP_PASS;

@@ -172,6 +172,7 @@ struct connect_site {
 	__u8 access;       /* target ingress with access control on: check the Connect */
 	__u8 gate;         /* the connection still awaits a checked Connect (this skb's walk) */
 	__u8 refuse;       /* the connection was refused in this skb's walk */
+	__u8 reset;        /* out of connect_check_access(): the subsystem refuses by RST */
 };
 
 /* The capsule header bytes the walk collected (through the Connect QID). */
@@ -217,19 +218,25 @@ static __always_inline void access_count(__u32 subsys_id, __u8 verdict)
 		as->dry_run_denied++;
 }
 
+/* What tc does with a packet of a refused connection. */
+#define ACCESS_PASS 0
+#define ACCESS_DROP 1
+#define ACCESS_RESET 2
+
 /*
- * Refuses a connection: every further ingress packet of it is dropped. In a
- * dry run the refusal is only counted and the connection is let through.
- * Returns whether this skb is to be dropped.
+ * Refuses a connection: every further ingress packet of it is dropped, or
+ * with `reset` turned into RSTs to both ends. In a dry run the refusal is
+ * only counted and the connection is let through. Returns whether this skb
+ * is refused.
  */
 static __always_inline bool access_refuse(const struct nvqos_flow_key *key, __u32 subsys_id,
-					  bool enforce)
+					  bool enforce, bool reset)
 {
 	struct nvqos_access_conn refused = {
 		.since_ns = bpf_ktime_get_coarse_ns(),
 		.state = NVQOS_ACCESS_CONN_REFUSED,
 		.subsys_id = subsys_id,
-		.flags = NVQOS_ACCESS_F_ENFORCE,
+		.flags = NVQOS_ACCESS_F_ENFORCE | (reset ? NVQOS_ACCESS_F_RESET : 0),
 	};
 
 	access_count(subsys_id, enforce ? NVQOS_ACCESS_DENIED : NVQOS_ACCESS_DRY_RUN_DENIED);
@@ -241,6 +248,14 @@ static __always_inline bool access_refuse(const struct nvqos_flow_key *key, __u3
 	 * then the walk rewinds to the Connect so a retransmission is refused again. */
 	bpf_map_update_elem(&access_conns, key, &refused, BPF_ANY);
 	return true;
+}
+
+/* Is the connection's target port protected? */
+static __always_inline bool access_ports_of(const struct nvqos_flow_key *key)
+{
+	__u16 port = bpf_ntohs(key->local_port);
+
+	return bpf_map_lookup_elem(&access_ports, &port) != NULL;
 }
 
 /* A SYN to a protected port: the connection is gated until a Connect allows it. */
@@ -256,7 +271,7 @@ static __always_inline int access_conn_open(const struct nvqos_flow_key *key)
 
 	if (!ap)
 		return TC_ACT_OK;
-	pending.flags = ap->flags & NVQOS_ACCESS_F_ENFORCE;
+	pending.flags = ap->flags & (NVQOS_ACCESS_F_ENFORCE | NVQOS_ACCESS_F_RESET);
 	if (!bpf_map_update_elem(&access_conns, key, &pending, BPF_ANY))
 		return TC_ACT_OK;
 	/* Too many gated connections: a connection we cannot follow is not let in. */
@@ -267,36 +282,83 @@ static __always_inline int access_conn_open(const struct nvqos_flow_key *key)
 }
 
 /*
- * Before accounting, target ingress: a refused connection's packets are
- * dropped and counted under drop reason "access_denied". Returns true to drop.
+ * Counts a packet of a refused connection under drop reason "access_denied"
+ * and restarts the refusal's idle clock (the agent frees refusals idle for
+ * the Connect timeout). Returns ACCESS_DROP or ACCESS_RESET.
+ */
+static __always_inline int access_count_refused(struct nvqos_access_conn *ac, __u32 tenant_id, __u32 packets,
+						__u32 ip_len)
+{
+	__u32 subsys_id = ac->subsys_id < NVQOS_MAX_ACCESS_SUBSYS ? ac->subsys_id : NVQOS_ACCESS_SUBSYS_UNKNOWN;
+	struct nvqos_access_stats *as = bpf_map_lookup_elem(&access_stats, &subsys_id);
+	struct nvqos_access_drops *td = bpf_map_lookup_elem(&access_tenant_drops, &tenant_id);
+	bool reset = ac->flags & NVQOS_ACCESS_F_RESET;
+
+	ac->since_ns = bpf_ktime_get_coarse_ns();
+	if (as) {
+		as->dropped_packets += packets;
+		as->dropped_bytes += ip_len;
+		if (reset)
+			as->resets++;
+	}
+	if (td) {
+		td->packets += packets;
+		td->bytes += ip_len;
+	}
+	return reset ? ACCESS_RESET : ACCESS_DROP;
+}
+
+/*
+ * Target ingress: a refused connection's packets are dropped or reset,
+ * counted. Returns ACCESS_PASS, ACCESS_DROP or ACCESS_RESET. The caller lets
+ * RSTs pass: they carry no data and close the target's half.
  */
 __noinline int access_refused(struct __sk_buff *skb, const struct nvqos_flow_key *key, __u32 tenant_id,
 			      __u32 ip_len)
 {
 	struct nvqos_access_conn *ac;
-	struct nvqos_access_stats *as;
-	struct nvqos_access_drops *td;
-	__u32 packets;
-	__u32 subsys_id;
 
 	if (!key)
-		return 0;
+		return ACCESS_PASS;
 	ac = bpf_map_lookup_elem(&access_conns, key);
 	if (!ac || ac->state != NVQOS_ACCESS_CONN_REFUSED)
-		return 0;
-	packets = skb->gso_segs ? skb->gso_segs : 1;
-	subsys_id = ac->subsys_id < NVQOS_MAX_ACCESS_SUBSYS ? ac->subsys_id : NVQOS_ACCESS_SUBSYS_UNKNOWN;
-	as = bpf_map_lookup_elem(&access_stats, &subsys_id);
-	if (as) {
-		as->dropped_packets += packets;
-		as->dropped_bytes += ip_len;
-	}
-	td = bpf_map_lookup_elem(&access_tenant_drops, &tenant_id);
-	if (td) {
-		td->packets += packets;
-		td->bytes += ip_len;
-	}
-	return 1;
+		return ACCESS_PASS;
+	return access_count_refused(ac, tenant_id, skb->gso_segs ? skb->gso_segs : 1, ip_len);
+}
+
+/* XDP, target ingress with refuse "drop": drop a refused connection's packets before the stack. */
+static __always_inline bool access_xdp_refused(const struct nvqos_flow_key *key, __u32 tenant_id, __u8 tcp_flags,
+					       __u32 ip_len)
+{
+	struct nvqos_access_conn *ac;
+
+	if (tcp_flags & NVQOS_TCP_F_RST)
+		return false;
+	ac = bpf_map_lookup_elem(&access_conns, key);
+	if (!ac || ac->state != NVQOS_ACCESS_CONN_REFUSED || (ac->flags & NVQOS_ACCESS_F_RESET))
+		return false;
+	access_count_refused(ac, tenant_id, 1, ip_len);
+	return true;
+}
+
+/*
+ * A FIN or RST of a connection on a target with access control, either
+ * direction, that was not refused: the connection ends, its gate is freed.
+ * Data it retransmits later is no longer gated, but a Connect in it is still
+ * checked and one that cannot be read is refused (access_port_refuse()).
+ */
+static __always_inline void access_conn_close(const struct nvqos_flow_key *key, int role, __u32 settings)
+{
+	if (role == NVQOS_ROLE_TARGET && (settings & NVQOS_SETTINGS_F_ACCESS))
+		bpf_map_delete_elem(&access_conns, key);
+}
+
+/* After the walk refused the skb: does its refusal reset? */
+static __always_inline bool access_resets(const struct nvqos_flow_key *key)
+{
+	struct nvqos_access_conn *ac = bpf_map_lookup_elem(&access_conns, key);
+
+	return ac && ac->state == NVQOS_ACCESS_CONN_REFUSED && (ac->flags & NVQOS_ACCESS_F_RESET);
 }
 
 /* Drops the skb that got its connection refused, counted like the ones after it. */
@@ -328,7 +390,26 @@ __noinline int access_gate_fail(const struct nvqos_flow_key *key)
 	enforce = ac->flags & NVQOS_ACCESS_F_ENFORCE;
 	if (cs)
 		cs->gate_refused++;
-	return access_refuse(key, NVQOS_ACCESS_SUBSYS_UNKNOWN, enforce);
+	return access_refuse(key, NVQOS_ACCESS_SUBSYS_UNKNOWN, enforce, ac->flags & NVQOS_ACCESS_F_RESET);
+}
+
+/*
+ * A Connect whose NQNs cannot be read on a connection that is not gated (its
+ * gate was freed, or it predates the agent) to a protected port: refused as
+ * if gated, so freeing a gate never lets an unchecked Connect through.
+ */
+static __noinline int access_port_refuse(const struct nvqos_flow_key *key)
+{
+	struct nvqos_connect_stats *cs = connect_stats_get();
+	__u16 port = bpf_ntohs(key->local_port);
+	struct nvqos_access_port *ap = bpf_map_lookup_elem(&access_ports, &port);
+
+	if (!ap)
+		return 0;
+	if (cs)
+		cs->gate_refused++;
+	return access_refuse(key, NVQOS_ACCESS_SUBSYS_UNKNOWN, ap->flags & NVQOS_ACCESS_F_ENFORCE,
+			     ap->flags & NVQOS_ACCESS_F_RESET);
 }
 
 /* bpf_loop() state: zero everything after the first NUL of both NQNs. */
@@ -442,9 +523,9 @@ static __noinline void connect_set_tenant(struct connect_site *s, const struct n
 		cs->tenant_set++;
 }
 
-/* The access rule of the Connect's subsystem on this port, or 0 for none. */
+/* The access rule of the Connect's subsystem on this port, or 0 for none; s->reset its refusal mode. */
 static __noinline __u8 connect_check_access(const struct nvqos_flow_key *key,
-					    struct nvqos_connect_event *e)
+					    struct nvqos_connect_event *e, struct connect_site *s)
 {
 	struct nvqos_access_cidr_key ck = {
 		.prefixlen = NVQOS_ACCESS_CIDR_ID_BITS + NVQOS_RULE_ADDR_BITS,
@@ -462,6 +543,7 @@ static __noinline __u8 connect_check_access(const struct nvqos_flow_key *key,
 	if (!sub)
 		return NVQOS_ACCESS_UNPROTECTED;
 	e->subsys_id = sub->subsys_id;
+	s->reset = !!(sub->flags & NVQOS_ACCESS_F_RESET);
 	if (sub->flags & NVQOS_ACCESS_F_HOSTS)
 		ok = bpf_map_lookup_elem(&access_hosts, &e->subsys_id) != NULL;
 	if (ok && (sub->flags & NVQOS_ACCESS_F_CIDRS)) {
@@ -522,16 +604,20 @@ __noinline int connect_inspect(struct __sk_buff *skb, const struct nvqos_flow_ke
 			s->refuse = access_gate_fail(key);
 			s->gate = 0;
 			e->verdict = s->refuse ? NVQOS_ACCESS_DENIED : NVQOS_ACCESS_DRY_RUN_DENIED;
+		} else if (s->access && access_ports_of(key)) {
+			s->refuse = access_port_refuse(key);
+			e->verdict = s->refuse ? NVQOS_ACCESS_DENIED : NVQOS_ACCESS_DRY_RUN_DENIED;
 		}
 		connect_report(e, cs);
 		return 0;
 	}
 	connect_set_tenant(s, key, e, cs);
 	if (s->access) {
-		verdict = connect_check_access(key, e);
+		s->reset = 0;
+		verdict = connect_check_access(key, e, s);
 		e->verdict = verdict;
 		if (verdict == NVQOS_ACCESS_DENIED || verdict == NVQOS_ACCESS_DRY_RUN_DENIED) {
-			s->refuse = access_refuse(key, e->subsys_id, verdict == NVQOS_ACCESS_DENIED);
+			s->refuse = access_refuse(key, e->subsys_id, verdict == NVQOS_ACCESS_DENIED, s->reset);
 		} else {
 			access_count(e->subsys_id, verdict);
 			if (s->gate)

@@ -252,6 +252,7 @@ struct nvqos_datapath_stats {
 #define NVQOS_SETTINGS_F_DEFAULT_TENANT (1u << 0) /* account unmatched flows */
 #define NVQOS_SETTINGS_F_PORT_BITMAP (1u << 1)    /* nvme_port_bitmap is complete: use it */
 #define NVQOS_SETTINGS_F_ACCESS (1u << 2)         /* access_ports is not empty: check Connects */
+#define NVQOS_SETTINGS_F_ACCESS_XDP (1u << 3)     /* XDP drops the packets of connections refused by "drop" */
 struct nvqos_settings {
 	__u32 flags;
 	__u32 pad;
@@ -403,6 +404,7 @@ struct nvqos_access_subsys_key {
 #define NVQOS_ACCESS_F_ENFORCE (1u << 0) /* refuse; without it a refusal is only counted (dry run) */
 #define NVQOS_ACCESS_F_HOSTS (1u << 1)   /* the host NQN must be listed in access_hosts */
 #define NVQOS_ACCESS_F_CIDRS (1u << 2)   /* the initiator address must be in access_cidrs */
+#define NVQOS_ACCESS_F_RESET (1u << 3)   /* refuse by TCP resets to both ends (else: drop) */
 struct nvqos_access_subsys {
 	__u32 subsys_id; /* 1 .. NVQOS_MAX_ACCESS_SUBSYS - 1 */
 	__u32 flags;     /* NVQOS_ACCESS_F_* */
@@ -424,24 +426,26 @@ struct nvqos_access_cidr_key {
 
 /* access_ports: hash keyed by a host-order port with at least one protected subsystem. */
 struct nvqos_access_port {
-	__u32 flags; /* NVQOS_ACCESS_F_ENFORCE if any subsystem on the port enforces */
+	__u32 flags; /* NVQOS_ACCESS_F_ENFORCE if any subsystem on the port enforces;
+		      * NVQOS_ACCESS_F_RESET unless one of those refuses by "drop" */
 };
 
 /*
  * access_conns: connections to a protected port whose SYN the data path saw
  * and that have not yet been allowed by a checked Connect. No entry = allowed
- * (or predating the agent). Written by tc; the agent turns entries older than
- * the Connect timeout into REFUSED and frees refused ones when the map fills.
+ * (or predating the agent). Written by tc, which frees an entry on the
+ * connection's FIN or RST; the agent turns PENDING entries older than the
+ * Connect timeout into REFUSED and frees REFUSED ones idle that long.
  */
 enum nvqos_access_conn_state {
 	NVQOS_ACCESS_CONN_PENDING = 1, /* no Connect checked yet */
-	NVQOS_ACCESS_CONN_REFUSED = 2, /* every further ingress packet is dropped */
+	NVQOS_ACCESS_CONN_REFUSED = 2, /* every further ingress packet is dropped or reset (RSTs pass) */
 };
 struct nvqos_access_conn {
-	__u64 since_ns;  /* CLOCK_MONOTONIC (coarse) when the state was entered */
+	__u64 since_ns;  /* CLOCK_MONOTONIC (coarse): state entered; REFUSED: last packet refused */
 	__u32 state;     /* enum nvqos_access_conn_state */
 	__u32 subsys_id; /* of the refusal; 0 = unknown */
-	__u32 flags;     /* NVQOS_ACCESS_F_ENFORCE: refusing (else dry run) */
+	__u32 flags;     /* NVQOS_ACCESS_F_ENFORCE: refusing (else dry run); NVQOS_ACCESS_F_RESET */
 	__u32 pad;
 };
 
@@ -461,6 +465,7 @@ struct nvqos_access_stats {
 	__u64 dry_run_denied;  /* connections that would have been refused */
 	__u64 dropped_packets; /* ingress packets dropped on refused connections */
 	__u64 dropped_bytes;   /* their IP bytes */
+	__u64 resets;          /* refused segments turned into a TCP RST pair (refuse "reset") */
 };
 
 /* access_tenant_drops: per-CPU array indexed by tenant id (drop reason "access_denied"). */

@@ -107,8 +107,10 @@ TEST(AccessConfig, ParsesAndCompilesPerPort) {
   EXPECT_EQ(s.access[0].ports, (std::vector<std::uint16_t>{4420, 4421})) << "default: every I/O port";
   EXPECT_TRUE(s.access[0].enforce);
   EXPECT_FALSE(s.access[1].enforce);
-  EXPECT_EQ(s.access_ports.at(4420), NVQOS_ACCESS_F_ENFORCE);
-  EXPECT_EQ(s.access_ports.at(4421), NVQOS_ACCESS_F_ENFORCE) << "vol1 enforces on 4421 too";
+  EXPECT_EQ(s.access_ports.at(4420), NVQOS_ACCESS_F_ENFORCE | NVQOS_ACCESS_F_RESET) << "refuse \"reset\" by default";
+  EXPECT_EQ(s.access_ports.at(4421), NVQOS_ACCESS_F_ENFORCE | NVQOS_ACCESS_F_RESET) << "vol1 enforces on 4421 too";
+  EXPECT_TRUE(s.access[0].reset);
+  EXPECT_FALSE(s.xdp_refusal);
   EXPECT_EQ(s.connect_timeout_s, 30u);
   EXPECT_TRUE(st.settings_flags & NVQOS_SETTINGS_F_ACCESS);
   EXPECT_FALSE(compile("{}").settings_flags & NVQOS_SETTINGS_F_ACCESS) << "off by default";
@@ -131,6 +133,37 @@ TEST(AccessConfig, MistakesAreRefused) {
                                                        {"nqn": "nqn.a:b", "hosts": ["nqn.h:2"]}]}})",
                  "/access_control/subsystems/1/nqn", "listed twice");
   expect_refused(R"({"access_control": {"subsytems": []}})", "/access_control/subsytems", "unknown field");
+  expect_refused(R"({"access_control": {"refuse": "rst"}})", "/access_control/refuse", "\"reset\"");
+  expect_refused(R"({"access_control": {"subsystems": [{"nqn": "nqn.a:b", "hosts": ["nqn.h:1"], "refuse": 1}]}})",
+                 "/access_control/subsystems/0/refuse", "\"drop\"");
+}
+
+TEST(AccessConfig, RefuseByResetOrDropGloballyAndPerSubsystem) {
+  const std::string subsystems = std::string(R"("subsystems": [
+      {"nqn": "nqn.2024-01.io.example:vol1", "hosts": [")") + kHostA + R"("], "ports": [4420]},
+      {"nqn": "nqn.2024-01.io.example:vol2", "hosts": [")" + kHostA + R"("], "ports": [4421], "refuse": "reset"},
+      {"nqn": "nqn.2024-01.io.example:vol3", "hosts": [")" + kHostA + R"("], "ports": [4421], "mode": "dry_run"}])";
+  const std::string ports = R"("nvme_ports": {"io": [4420, 4421]})";
+  // Globally drop, one subsystem resets: XDP is needed for the others.
+  const DesiredState drop = compile("{" + ports + R"(, "access_control": {"refuse": "drop", )" + subsystems + "}}");
+  EXPECT_FALSE(drop.identity.access[0].reset);
+  EXPECT_TRUE(drop.identity.access[1].reset);
+  EXPECT_EQ(drop.identity.access_ports.at(4420), NVQOS_ACCESS_F_ENFORCE) << "a port with a dropping subsystem drops";
+  EXPECT_EQ(drop.identity.access_ports.at(4421), NVQOS_ACCESS_F_ENFORCE | NVQOS_ACCESS_F_RESET)
+      << "the dry-run subsystem's mode does not count";
+  EXPECT_TRUE(drop.identity.xdp_refusal);
+  EXPECT_TRUE(drop.needs_xdp);
+  EXPECT_TRUE(drop.settings_flags & NVQOS_SETTINGS_F_ACCESS_XDP);
+  // The default: reset everywhere, no XDP for access control.
+  const DesiredState reset = compile("{" + ports + R"(, "access_control": {)" + subsystems + "}}");
+  EXPECT_TRUE(reset.identity.access[0].reset);
+  EXPECT_FALSE(reset.identity.xdp_refusal);
+  EXPECT_FALSE(reset.needs_xdp) << "native XDP halves veth throughput: never attached for reset refusals";
+  EXPECT_FALSE(reset.settings_flags & NVQOS_SETTINGS_F_ACCESS_XDP);
+  // A dry-run subsystem that says drop needs no XDP either.
+  const DesiredState dry = compile(std::string(R"({"access_control": {"subsystems": [{"nqn": "nqn.a:b", "hosts": [")") +
+                                   kHostA + R"("], "mode": "dry_run", "refuse": "drop"}]}})");
+  EXPECT_FALSE(dry.needs_xdp);
 }
 
 }  // namespace

@@ -129,7 +129,7 @@ const std::vector<AbiStruct> &abi_structs() {
       {"nvqos_access_stats", sizeof(nvqos_access_stats),
        {NVQOS_MEMBER(nvqos_access_stats, allowed), NVQOS_MEMBER(nvqos_access_stats, denied),
         NVQOS_MEMBER(nvqos_access_stats, dry_run_denied), NVQOS_MEMBER(nvqos_access_stats, dropped_packets),
-        NVQOS_MEMBER(nvqos_access_stats, dropped_bytes)}},
+        NVQOS_MEMBER(nvqos_access_stats, dropped_bytes), NVQOS_MEMBER(nvqos_access_stats, resets)}},
       {"nvqos_access_drops", sizeof(nvqos_access_drops),
        {NVQOS_MEMBER(nvqos_access_drops, packets), NVQOS_MEMBER(nvqos_access_drops, bytes)}},
       {"nvqos_connect_event", sizeof(nvqos_connect_event),

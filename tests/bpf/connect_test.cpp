@@ -6,11 +6,24 @@
 #include <arpa/inet.h>
 #include <net/if.h>
 
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "datapath_harness.hpp"
@@ -64,8 +77,9 @@ std::string nqn_text(const nvqos_nqn &n) {
 // One TCP connection host -> target seen from our role; returns tc verdicts.
 class Conn {
  public:
-  Conn(Datapath &dp, std::uint8_t role, const char *host = "10.0.0.1", std::uint16_t host_port = 40000)
-      : dp_(dp), role_(role), host_(host), host_port_(host_port) {}
+  Conn(Datapath &dp, std::uint8_t role, const char *host = "10.0.0.1", std::uint16_t host_port = 40000,
+       const char *target = kTarget)
+      : dp_(dp), role_(role), host_(host), host_port_(host_port), target_(target) {}
 
   int syn() {
     int r = send(true, h2c_seq_ - 1, {}, kTcpSyn);
@@ -78,6 +92,8 @@ class Conn {
     return r;
   }
   int h2c_at(std::uint32_t seq, const Bytes &b) { return send(true, seq, b, kTcpAck | kTcpPsh); }
+  int h2c_flags(std::uint8_t flags) { return send(true, h2c_seq_, {}, flags); }
+  int c2h_flags(std::uint8_t flags) { return send(false, c2h_seq_, {}, flags); }
   int c2h(const Bytes &b) {
     int r = send(false, c2h_seq_, b, kTcpAck | kTcpPsh);
     c2h_seq_ += b.size();
@@ -91,29 +107,44 @@ class Conn {
     return worst;
   }
   std::uint32_t h2c_seq() const { return h2c_seq_; }
+  std::uint32_t c2h_seq() const { return c2h_seq_; }
+  // The frame the last run left (tc may rewrite it).
+  const Bytes &last_frame() const { return last_.data; }
   nvqos_flow_key key() const {
-    return role_ == NVQOS_ROLE_TARGET ? make_flow_key(kTarget, kNvmePort, host_, host_port_, ifindex())
-                                      : make_flow_key(host_, host_port_, kTarget, kNvmePort, ifindex());
+    return role_ == NVQOS_ROLE_TARGET ? make_flow_key(target_, kNvmePort, host_, host_port_, ifindex())
+                                      : make_flow_key(host_, host_port_, target_, kNvmePort, ifindex());
   }
   static std::uint32_t ifindex() { return if_nametoindex("lo"); }
 
  private:
   int send(bool to_target, std::uint32_t seq, const Bytes &bytes, std::uint8_t flags) {
-    PacketBuilder pkt;
-    if (to_target)
-      pkt.ip(host_, kTarget).tcp(host_port_, kNvmePort, flags, seq);
-    else
-      pkt.ip(kTarget, host_).tcp(kNvmePort, host_port_, flags, seq);
-    pkt.payload(bytes);
     const SkbContext ctx{ifindex(), 0, 0};
     const bool egress = (role_ == NVQOS_ROLE_INITIATOR) == to_target;
-    return static_cast<int>(egress ? dp_.egress(pkt.build(), ctx).retval : dp_.ingress(pkt.build(), ctx).retval);
+    const Bytes f = frame(to_target, seq, bytes, flags);
+    last_ = egress ? dp_.egress(f, ctx) : dp_.ingress(f, ctx);
+    return static_cast<int>(last_.retval);
   }
+
+ public:
+  // A segment of the connection; host -> target acknowledges c2h_seq(), the other way h2c_seq().
+  Bytes frame(bool to_target, std::uint32_t seq, const Bytes &bytes, std::uint8_t flags) const {
+    PacketBuilder pkt;
+    if (to_target)
+      pkt.ip(host_, target_).tcp(host_port_, kNvmePort, flags, seq).ack_seq(c2h_seq_);
+    else
+      pkt.ip(target_, host_).tcp(kNvmePort, host_port_, flags, seq).ack_seq(h2c_seq_);
+    pkt.payload(bytes);
+    return pkt.build();
+  }
+
+ private:
 
   Datapath &dp_;
   std::uint8_t role_;
   const char *host_;
   std::uint16_t host_port_;
+  const char *target_;
+  RunResult last_;
   std::uint32_t h2c_seq_ = 0xffffff00u;  // crosses the wrap
   std::uint32_t c2h_seq_ = 1000;
 };
@@ -133,15 +164,17 @@ class ConnectTest : public ::testing::Test {
     ASSERT_EQ(bpf_map__update_elem(map, key, key_size, &v, sizeof v, BPF_ANY), 0);
   }
 
-  // Protects subNQN on kNvmePort; hosts/cidrs empty = not checked.
+  // Protects subNQN on kNvmePort; hosts/cidrs empty = not checked. `reset`:
+  // refuse "reset" (for the subsystem and the port), else "drop".
   void protect(const std::string &sub, std::uint32_t id, bool enforce, const std::vector<std::string> &hosts,
-               const std::vector<std::pair<std::string, unsigned>> &cidrs = {}) {
+               const std::vector<std::pair<std::string, unsigned>> &cidrs = {}, bool reset = false) {
     nvqos_access_subsys_key k{};
     k.sub = nqn(sub);
     k.port = kNvmePort;
     nvqos_access_subsys v{id, (enforce ? NVQOS_ACCESS_F_ENFORCE : 0u) |
                                   (hosts.empty() ? 0u : NVQOS_ACCESS_F_HOSTS) |
-                                  (cidrs.empty() ? 0u : NVQOS_ACCESS_F_CIDRS)};
+                                  (cidrs.empty() ? 0u : NVQOS_ACCESS_F_CIDRS) |
+                                  (reset ? NVQOS_ACCESS_F_RESET : 0u)};
     ASSERT_EQ(bpf_map__update_elem(skel().maps.access_subsystems, &k, sizeof k, &v, sizeof v, BPF_ANY), 0);
     for (const auto &h : hosts) {
       nvqos_access_host_key hk{};
@@ -163,7 +196,7 @@ class ConnectTest : public ::testing::Test {
     nvqos_access_port ap{};
     nvqos_access_port old{};
     if (bpf_map__lookup_elem(skel().maps.access_ports, &port, sizeof port, &old, sizeof old, 0) == 0) ap = old;
-    ap.flags |= enforce ? NVQOS_ACCESS_F_ENFORCE : 0u;
+    ap.flags |= (enforce ? NVQOS_ACCESS_F_ENFORCE : 0u) | (reset ? NVQOS_ACCESS_F_RESET : 0u);
     ASSERT_EQ(bpf_map__update_elem(skel().maps.access_ports, &port, sizeof port, &ap, sizeof ap, BPF_ANY), 0);
     dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT | NVQOS_SETTINGS_F_ACCESS);
   }
@@ -185,20 +218,6 @@ class ConnectTest : public ::testing::Test {
     return events;
   }
 
-  template <typename T>
-  T percpu_sum(bpf_map *map, __u32 key) {
-    const int cpus = libbpf_num_possible_cpus();
-    const std::size_t stride = (sizeof(T) + 7) & ~std::size_t{7};
-    std::vector<std::uint8_t> raw(stride * cpus);
-    T total{};
-    if (bpf_map__lookup_elem(map, &key, sizeof key, raw.data(), raw.size(), 0)) return total;
-    auto *out = reinterpret_cast<std::uint64_t *>(&total);
-    for (int c = 0; c < cpus; ++c) {
-      const auto *in = reinterpret_cast<const std::uint64_t *>(raw.data() + c * stride);
-      for (std::size_t i = 0; i < sizeof(T) / 8; ++i) out[i] += in[i];
-    }
-    return total;
-  }
   nvqos_connect_stats connect_stats() { return percpu_sum<nvqos_connect_stats>(skel().maps.connect_stats, 0); }
   nvqos_access_stats access_stats(__u32 id) { return percpu_sum<nvqos_access_stats>(skel().maps.access_stats, id); }
   std::uint64_t admin_submitted(std::uint32_t tenant, std::uint8_t role) {
@@ -460,9 +479,297 @@ TEST_F(ConnectTest, ProtectedPortFailsClosedOnWhatItCannotCheck) {
   EXPECT_EQ(lost.h2c(Bytes(300, 0x41)), kTcShot);
   EXPECT_EQ(connect_stats().gate_refused, 3u);
   EXPECT_EQ(access_stats(NVQOS_ACCESS_SUBSYS_UNKNOWN).denied, 3u);
+  EXPECT_EQ(access_stats(NVQOS_ACCESS_SUBSYS_UNKNOWN).dropped_packets, 6u)
+      << "every refused segment: the split Connect's three and the command after it, one each for the others";
   // A connection that predates the agent (no SYN seen) is left alone until it sends a Connect.
   Conn old(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 46003);
   EXPECT_EQ(old.h2c(read_cmd(1)), kTcOk);
+  // Not gated (predating, or its gate freed) is no way around the check: an unreadable Connect is refused.
+  Conn ungated(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 46004);
+  EXPECT_EQ(ungated.h2c(nvmf::encode_pdu(nvmf::IcReq{})), kTcOk);
+  EXPECT_EQ(ungated.h2c_segmented(connect_capsule(kSubA, kHost1), 400), kTcShot);
+  EXPECT_EQ(connect_stats().gate_refused, 4u);
+}
+
+// ---- Refusing by reset or drop; access_conns bounded and self-cleaning.
+
+bool checksum_ok(std::uint32_t sum) { return ones_fold(sum) == 0xffff; }
+
+// The fields of an Ethernet + IP + TCP frame, checksums verified from scratch.
+struct TcpFrame {
+  std::array<std::uint8_t, 6> dst_mac{}, src_mac{};
+  Addr16 src{}, dst{};
+  std::uint16_t sport = 0, dport = 0;
+  std::uint32_t seq = 0, ack = 0;
+  std::uint8_t flags = 0, doff = 0;
+  std::size_t ip_len = 0;  // IP header + TCP header + payload
+  std::size_t frame_len = 0;
+  bool ip_checksum_ok = false, tcp_checksum_ok = false;
+};
+
+std::optional<TcpFrame> parse_tcp_frame(const std::uint8_t *f, std::size_t n) {
+  if (n < 14 + 40) return std::nullopt;
+  TcpFrame t;
+  std::memcpy(t.dst_mac.data(), f, 6);
+  std::memcpy(t.src_mac.data(), f + 6, 6);
+  const std::uint16_t type = std::uint16_t(f[12] << 8 | f[13]);
+  const std::uint8_t *ip = f + 14;
+  const std::uint8_t *tcp = nullptr;
+  std::uint32_t pseudo = 0;
+  if (type == 0x0800 && (ip[0] >> 4) == 4 && ip[9] == IPPROTO_TCP) {
+    const std::size_t ihl = (ip[0] & 15) * 4u;
+    t.ip_len = std::size_t(ip[2] << 8 | ip[3]);
+    if (t.ip_len < ihl + 20 || 14 + t.ip_len > n) return std::nullopt;
+    t.ip_checksum_ok = checksum_ok(ones_sum(ip, ihl));
+    t.src[10] = t.src[11] = t.dst[10] = t.dst[11] = 0xff;
+    std::memcpy(t.src.data() + 12, ip + 12, 4);
+    std::memcpy(t.dst.data() + 12, ip + 16, 4);
+    tcp = ip + ihl;
+    pseudo = ones_sum(ip + 12, 8) + IPPROTO_TCP + std::uint32_t(t.ip_len - ihl);
+  } else if (type == 0x86dd && ip[6] == IPPROTO_TCP) {
+    t.ip_len = 40 + std::size_t(ip[4] << 8 | ip[5]);
+    if (t.ip_len < 60 || 14 + t.ip_len > n) return std::nullopt;
+    t.ip_checksum_ok = true;  // IPv6 has none
+    std::memcpy(t.src.data(), ip + 8, 16);
+    std::memcpy(t.dst.data(), ip + 24, 16);
+    tcp = ip + 40;
+    pseudo = ones_sum(ip + 8, 32) + IPPROTO_TCP + std::uint32_t(t.ip_len - 40);
+  } else {
+    return std::nullopt;
+  }
+  const std::size_t tcp_len = t.ip_len - std::size_t(tcp - ip);
+  t.sport = std::uint16_t(tcp[0] << 8 | tcp[1]);
+  t.dport = std::uint16_t(tcp[2] << 8 | tcp[3]);
+  t.seq = std::uint32_t(tcp[4]) << 24 | tcp[5] << 16 | tcp[6] << 8 | tcp[7];
+  t.ack = std::uint32_t(tcp[8]) << 24 | tcp[9] << 16 | tcp[10] << 8 | tcp[11];
+  t.doff = tcp[12] >> 4;
+  t.flags = tcp[13];
+  t.tcp_checksum_ok = checksum_ok(ones_sum(tcp, tcp_len, pseudo));
+  t.frame_len = n;
+  return t;
+}
+
+// Frames leaving through lo (where tc test runs send bpf_clone_redirect copies).
+class LoCapture {
+ public:
+  LoCapture() {
+    fd_ = socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK, htons(ETH_P_ALL));
+    sockaddr_ll sll{};
+    sll.sll_family = AF_PACKET;
+    sll.sll_protocol = htons(ETH_P_ALL);
+    sll.sll_ifindex = static_cast<int>(if_nametoindex("lo"));
+    if (fd_ >= 0 && bind(fd_, reinterpret_cast<sockaddr *>(&sll), sizeof sll) != 0) {
+      close(fd_);
+      fd_ = -1;
+    }
+  }
+  ~LoCapture() {
+    if (fd_ >= 0) close(fd_);
+  }
+  LoCapture(const LoCapture &) = delete;
+  LoCapture &operator=(const LoCapture &) = delete;
+  bool ok() const { return fd_ >= 0; }
+
+  // The first TCP RST from the target port to host_port seen within a second.
+  std::optional<TcpFrame> rst_to(std::uint16_t host_port) {
+    std::uint8_t buf[2048];
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+    while (std::chrono::steady_clock::now() < deadline) {
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, 100) <= 0) continue;
+      const ssize_t n = recv(fd_, buf, sizeof buf, 0);
+      if (n <= 0) continue;
+      auto t = parse_tcp_frame(buf, static_cast<std::size_t>(n));
+      if (t && t->sport == kNvmePort && t->dport == host_port && (t->flags & kTcpRst)) return t;
+    }
+    return std::nullopt;
+  }
+
+ private:
+  int fd_ = -1;
+};
+
+// The reset path sends RSTs out of lo: in a network namespace of this process's
+// own they go nowhere real, and the capture sees no other lo traffic.
+class AccessRefuseTest : public ConnectTest {
+ protected:
+  void SetUp() override {
+    static const bool private_netns = unshare(CLONE_NEWNET) == 0 && std::system("ip link set lo up") == 0;
+    ASSERT_TRUE(private_netns) << "a network namespace of its own: " << std::strerror(errno);
+    ConnectTest::SetUp();
+  }
+
+  // The data path again, access_conns sized `gates`.
+  void reload(std::uint32_t gates) {
+    dp_.reset();
+    MapSizes sizes;
+    sizes.access = gates;
+    dp_ = observe_only_datapath(sizes);
+    dp_->set_tenant_flags(0, NVQOS_TENANT_F_ACTIVE);
+  }
+  std::size_t gates() { return map_entries(skel().maps.access_conns); }
+
+  // A forbidden host refused by reset on the family of `host`/`target`; an allowed one unaffected.
+  void reset_refusal(const char *host, const char *target, std::uint16_t port) {
+    protect(kSubA, 5, true, {kHost1}, {}, /*reset=*/true);
+    LoCapture capture;
+    ASSERT_TRUE(capture.ok()) << "AF_PACKET socket on lo: " << std::strerror(errno);
+    Conn bad(*dp_, NVQOS_ROLE_TARGET, host, port, target);
+    bad.syn();
+    bad.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+    const std::uint32_t connect_seq = bad.h2c_seq();
+    const Bytes capsule = connect_capsule(kSubA, kHost2);
+    EXPECT_EQ(bad.h2c(capsule), kTcOk) << "the Connect segment goes on as an RST to the target";
+
+    const std::size_t ip_hdr = std::string_view(host).find(':') == std::string_view::npos ? 20 : 40;
+    const auto to_target = parse_tcp_frame(bad.last_frame().data(), bad.last_frame().size());
+    ASSERT_TRUE(to_target) << "the skb left for the target is not an IP/TCP frame";
+    EXPECT_EQ(to_target->frame_len, 14 + ip_hdr + 20) << "the Connect's bytes are cut";
+    EXPECT_EQ(to_target->ip_len, ip_hdr + 20);
+    EXPECT_EQ(to_target->src, parse_addr(host));
+    EXPECT_EQ(to_target->dst, parse_addr(target));
+    EXPECT_EQ(to_target->sport, port);
+    EXPECT_EQ(to_target->dport, kNvmePort);
+    EXPECT_EQ(to_target->seq, connect_seq) << "the target's next expected byte";
+    EXPECT_EQ(to_target->flags, kTcpRst);
+    EXPECT_EQ(to_target->doff, 5);
+    EXPECT_TRUE(to_target->ip_checksum_ok);
+    EXPECT_TRUE(to_target->tcp_checksum_ok);
+
+    const auto to_host = capture.rst_to(port);
+    ASSERT_TRUE(to_host) << "no RST to the initiator left through the interface";
+    EXPECT_EQ(to_host->ip_len, ip_hdr + 20);
+    EXPECT_EQ(to_host->src, parse_addr(target));
+    EXPECT_EQ(to_host->dst, parse_addr(host));
+    EXPECT_EQ(to_host->sport, kNvmePort);
+    EXPECT_EQ(to_host->dport, port);
+    EXPECT_EQ(to_host->seq, bad.c2h_seq()) << "what the Connect segment acknowledged: the initiator's next byte";
+    EXPECT_EQ(to_host->flags, kTcpRst);
+    EXPECT_EQ(to_host->dst_mac, to_target->src_mac) << "Ethernet addresses swapped";
+    EXPECT_EQ(to_host->src_mac, to_target->dst_mac);
+    EXPECT_TRUE(to_host->ip_checksum_ok);
+    EXPECT_TRUE(to_host->tcp_checksum_ok);
+
+    EXPECT_EQ(bad.h2c_at(connect_seq, capsule), kTcOk) << "a retransmission is reset again";
+    EXPECT_EQ(parse_tcp_frame(bad.last_frame().data(), bad.last_frame().size())->flags, kTcpRst);
+    EXPECT_EQ(access_stats(5).denied, 1u);
+    EXPECT_EQ(access_stats(5).resets, 2u);
+    EXPECT_EQ(access_stats(5).dropped_packets, 2u) << "neither segment reached the target as data";
+    EXPECT_EQ(admin_submitted(0, NVQOS_ROLE_TARGET), 0u) << "the refused Connect is not tracked";
+    EXPECT_EQ(gates(), 1u);
+    EXPECT_EQ(bad.h2c_flags(kTcpRst | kTcpAck), kTcOk) << "the initiator's RST passes";
+    EXPECT_EQ(gates(), 0u) << "and frees the refusal";
+
+    Conn ok(*dp_, NVQOS_ROLE_TARGET, host, port + 1, target);
+    ok.syn();
+    ok.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+    const Bytes allowed = connect_capsule(kSubA, kHost1);
+    EXPECT_EQ(ok.h2c(allowed), kTcOk);
+    EXPECT_EQ(ok.last_frame().size(), 14 + ip_hdr + 20 + allowed.size()) << "the allowed Connect is untouched";
+    EXPECT_EQ(ok.h2c(read_cmd(4)), kTcOk);
+    EXPECT_EQ(admin_submitted(0, NVQOS_ROLE_TARGET), 2u);
+    EXPECT_FALSE(capture.rst_to(port + 1)) << "no RST for the allowed host";
+    EXPECT_EQ(access_stats(5).allowed, 1u);
+  }
+};
+
+TEST_F(AccessRefuseTest, ResetSendsRstsToBothEndsIpv4) { reset_refusal("10.0.0.1", kTarget, 47000); }
+
+TEST_F(AccessRefuseTest, ResetSendsRstsToBothEndsIpv6) { reset_refusal("fd00::1", "fd00::2", 47100); }
+
+TEST_F(AccessRefuseTest, ResetOnAConnectionThatSendsNoConnectWhenTheGateTimesOut) {
+  protect(kSubA, 5, true, {kHost1}, {}, /*reset=*/true);
+  Conn late(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 47200);
+  late.syn();
+  late.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+  // What the agent does to a gate past connect_timeout_s.
+  const nvqos_flow_key key = late.key();
+  nvqos_access_conn v{};
+  ASSERT_EQ(bpf_map__lookup_elem(skel().maps.access_conns, &key, sizeof key, &v, sizeof v, 0), 0);
+  EXPECT_EQ(v.flags, NVQOS_ACCESS_F_ENFORCE | NVQOS_ACCESS_F_RESET) << "the port's refusal mode, from the SYN";
+  v.state = NVQOS_ACCESS_CONN_REFUSED;
+  ASSERT_EQ(bpf_map__update_elem(skel().maps.access_conns, &key, sizeof key, &v, sizeof v, BPF_EXIST), 0);
+  EXPECT_EQ(late.h2c(read_cmd(1)), kTcOk);
+  const auto rst = parse_tcp_frame(late.last_frame().data(), late.last_frame().size());
+  ASSERT_TRUE(rst);
+  EXPECT_EQ(rst->flags, kTcpRst);
+  EXPECT_TRUE(rst->tcp_checksum_ok);
+  EXPECT_EQ(access_stats(NVQOS_ACCESS_SUBSYS_UNKNOWN).resets, 1u);
+}
+
+TEST_F(AccessRefuseTest, DropRefusesInXdpOnlyWhenAskedTo) {
+  protect(kSubA, 6, true, {kHost1});
+  dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT | NVQOS_SETTINGS_F_ACCESS | NVQOS_SETTINGS_F_ACCESS_XDP);
+  Conn bad(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 48000);
+  bad.syn();
+  bad.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+  const std::uint32_t connect_seq = bad.h2c_seq();
+  const Bytes capsule = connect_capsule(kSubA, kHost2);
+  EXPECT_EQ(bad.h2c(capsule), kTcShot) << "the Connect itself: only tc reads it";
+  const Bytes retransmission = bad.frame(true, connect_seq, capsule, kTcpAck | kTcpPsh);
+  EXPECT_EQ(dp_->xdp(retransmission).retval, XDP_DROP) << "later packets die before the stack";
+  EXPECT_EQ(access_stats(6).dropped_packets, 2u);
+  EXPECT_EQ(access_stats(6).resets, 0u);
+  const auto drops = percpu_sum<nvqos_access_drops>(skel().maps.access_tenant_drops, 0);
+  EXPECT_EQ(drops.packets, 2u) << "drop reason access_denied, from XDP too";
+
+  dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT | NVQOS_SETTINGS_F_ACCESS);
+  EXPECT_EQ(dp_->xdp(retransmission).retval, XDP_PASS) << "XDP refuses nothing unless refuse \"drop\" is configured";
+  EXPECT_EQ(bad.h2c_at(connect_seq, capsule), kTcShot) << "tc still drops it";
+  dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT | NVQOS_SETTINGS_F_ACCESS | NVQOS_SETTINGS_F_ACCESS_XDP);
+
+  const Bytes rst = bad.frame(true, bad.h2c_seq(), {}, kTcpRst | kTcpAck);
+  EXPECT_EQ(dp_->xdp(rst).retval, XDP_PASS) << "an RST carries no Connect: it passes and closes the target's half";
+  EXPECT_EQ(bad.h2c_flags(kTcpRst | kTcpAck), kTcOk);
+  EXPECT_EQ(gates(), 0u);
+
+  Conn ok(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 48001);
+  ok.syn();
+  ok.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+  EXPECT_EQ(ok.h2c(connect_capsule(kSubA, kHost1)), kTcOk);
+  EXPECT_EQ(dp_->xdp(ok.frame(true, ok.h2c_seq(), read_cmd(2), kTcpAck)).retval, XDP_PASS);
+  EXPECT_EQ(ok.h2c(read_cmd(2)), kTcOk);
+}
+
+TEST_F(AccessRefuseTest, AConnectionFloodCannotWedgeAccessControl) {
+  constexpr std::uint32_t kGates = 64;
+  reload(kGates);
+  protect(kSubA, 7, true, {kHost1}, {}, /*reset=*/true);
+  Conn established(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 49000);
+  established.syn();
+  established.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+  ASSERT_EQ(established.h2c(connect_capsule(kSubA, kHost1)), kTcOk);
+  EXPECT_EQ(gates(), 0u) << "an allowed Connect frees its gate";
+
+  std::vector<std::unique_ptr<Conn>> flood;
+  for (std::uint32_t i = 0; i < kGates; ++i) {
+    flood.push_back(std::make_unique<Conn>(*dp_, NVQOS_ROLE_TARGET, "10.0.3.1", std::uint16_t(50000 + i)));
+    EXPECT_EQ(flood.back()->syn(), kTcOk);
+  }
+  EXPECT_EQ(gates(), kGates);
+  Conn turned_away(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 49001);
+  EXPECT_EQ(turned_away.syn(), kTcShot) << "full: a connection that cannot be gated is not let in (fail closed)";
+  EXPECT_EQ(connect_stats().conns_full, 1u);
+  for (std::uint16_t cid = 10; cid < 20; ++cid) EXPECT_EQ(established.h2c(read_cmd(cid)), kTcOk);
+  EXPECT_EQ(admin_submitted(0, NVQOS_ROLE_TARGET), 11u) << "the established connection keeps working";
+
+  // The flood's connections end: initiators' FINs for half, the target's RSTs for the rest.
+  for (std::uint32_t i = 0; i < kGates; ++i)
+    EXPECT_EQ(i % 2 ? flood[i]->h2c_flags(kTcpFin | kTcpAck) : flood[i]->c2h_flags(kTcpRst | kTcpAck), kTcOk);
+  EXPECT_EQ(gates(), 0u) << "every gate freed by its connection's end";
+
+  Conn bad(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 49002);
+  EXPECT_EQ(bad.syn(), kTcOk);
+  bad.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+  EXPECT_EQ(bad.h2c(connect_capsule(kSubA, kHost2)), kTcOk);
+  EXPECT_EQ(parse_tcp_frame(bad.last_frame().data(), bad.last_frame().size())->flags, kTcpRst)
+      << "gated and refused again";
+  Conn good(*dp_, NVQOS_ROLE_TARGET, "10.0.0.1", 49003);
+  EXPECT_EQ(good.syn(), kTcOk);
+  good.h2c(nvmf::encode_pdu(nvmf::IcReq{}));
+  EXPECT_EQ(good.h2c(connect_capsule(kSubA, kHost1)), kTcOk);
+  EXPECT_EQ(access_stats(7).allowed, 2u);
+  EXPECT_EQ(access_stats(7).denied, 1u);
 }
 
 }  // namespace

@@ -23,23 +23,6 @@ void update(const bpf_map *map, const void *key, const void *value) {
     fail(errno, std::string("update map ") + bpf_map__name(map));
 }
 
-// Per-CPU values of u64 counters, summed.
-template <typename T>
-T sum_percpu(const bpf_map *map, std::uint32_t key) {
-  static_assert(sizeof(T) % sizeof(std::uint64_t) == 0);
-  const int cpus = libbpf_num_possible_cpus();
-  if (cpus <= 0) fail(cpus, "count possible CPUs");
-  std::vector<T> values(cpus);
-  if (bpf_map__lookup_elem(map, &key, sizeof(key), values.data(), sizeof(T) * cpus, 0) != 0)
-    fail(errno, std::string("lookup map ") + bpf_map__name(map));
-  T total{};
-  auto *out = reinterpret_cast<std::uint64_t *>(&total);
-  for (const T &v : values) {
-    const auto *in = reinterpret_cast<const std::uint64_t *>(&v);
-    for (std::size_t i = 0; i < sizeof(T) / sizeof(std::uint64_t); ++i) out[i] += in[i];
-  }
-  return total;
-}
 
 // Room for what a program may add to the frame.
 constexpr std::size_t kDataOutSlack = 256;
@@ -108,7 +91,8 @@ Datapath::Datapath(const MapSizes &sizes) {
   if (!skel_) fail(errno, "open nvqos_datapath");
   const std::pair<bpf_map *, std::uint32_t> resize[] = {{skel_->maps.flow_table, sizes.flows},
                                                         {skel_->maps.nvme_conns, sizes.conns},
-                                                        {skel_->maps.inflight_cmds, sizes.inflight}};
+                                                        {skel_->maps.inflight_cmds, sizes.inflight},
+                                                        {skel_->maps.access_conns, sizes.access}};
   for (const auto &[map, entries] : resize) {
     if (entries == 0) continue;
     if (const int err = bpf_map__set_max_entries(map, entries); err != 0) {
@@ -196,11 +180,11 @@ void Datapath::set_clock(std::uint64_t fixed_now_ns) {
 }
 
 nvqos_tenant_stats Datapath::tenant_stats(std::uint32_t tenant_id) const {
-  return sum_percpu<nvqos_tenant_stats>(skel_->maps.tenant_stats, tenant_id);
+  return percpu_sum<nvqos_tenant_stats>(skel_->maps.tenant_stats, tenant_id);
 }
 
 nvqos_datapath_stats Datapath::datapath_stats() const {
-  return sum_percpu<nvqos_datapath_stats>(skel_->maps.datapath_stats, 0);
+  return percpu_sum<nvqos_datapath_stats>(skel_->maps.datapath_stats, 0);
 }
 
 std::optional<nvqos_flow_value> Datapath::flow(const nvqos_flow_key &key) const {
@@ -248,7 +232,7 @@ nvqos_cmd_stats Datapath::cmd_stats(const nvqos_cmd_key &key) const {
 }
 
 nvqos_nvme_stats Datapath::nvme_stats() const {
-  return sum_percpu<nvqos_nvme_stats>(skel_->maps.nvme_stats, 0);
+  return percpu_sum<nvqos_nvme_stats>(skel_->maps.nvme_stats, 0);
 }
 
 std::vector<std::uint64_t> Datapath::cmd_latency(const nvqos_cmd_key &key) const {
@@ -318,8 +302,8 @@ nvqos_flow_key make_flow_key(std::string_view local, std::uint16_t local_port,
   return key;
 }
 
-std::unique_ptr<Datapath> observe_only_datapath() {
-  auto dp = std::make_unique<Datapath>();
+std::unique_ptr<Datapath> observe_only_datapath(const MapSizes &sizes) {
+  auto dp = std::make_unique<Datapath>(sizes);
   dp->add_nvme_port(NVQOS_PORT_NVME_IO);
   dp->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT);
   return dp;

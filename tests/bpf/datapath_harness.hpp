@@ -5,8 +5,10 @@
 
 #include <bpf/libbpf.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -46,12 +48,13 @@ RunResult run_tc(const bpf_program *prog, const Bytes &frame, const SkbContext &
                  std::uint32_t repeat = 1);
 RunResult run_xdp(const bpf_program *prog, const Bytes &frame, std::uint32_t repeat = 1);
 
-// Sizes of the LRU maps set before load; 0 keeps the object's size. Small
+// Sizes of the bounded maps set before load; 0 keeps the object's size. Small
 // tables let a test overflow them with a few thousand packets.
 struct MapSizes {
   std::uint32_t flows = 0;     // flow_table
   std::uint32_t conns = 0;     // nvme_conns
   std::uint32_t inflight = 0;  // inflight_cmds
+  std::uint32_t access = 0;    // access_conns (a preallocated hash: resizable before load too)
 };
 
 class Datapath {
@@ -103,11 +106,27 @@ class Datapath {
 
 // What the agent loads with no --config: the NVMe/TCP I/O port and the
 // built-in default tenant.
-std::unique_ptr<Datapath> observe_only_datapath();
+std::unique_ptr<Datapath> observe_only_datapath(const MapSizes &sizes = {});
 
 // Keys in `map`. Counts no further than twice its capacity: enough to fail a
 // capacity check, and bounded should the key walk restart.
 std::size_t map_entries(const bpf_map *map);
+
+// The per-CPU values of one key of a per-CPU map of u64 counters, summed field
+// by field; zeros when the key is absent. (Copied, not cast: the counters are
+// __u64, which std::uint64_t may not alias.)
+template <typename T>
+T percpu_sum(const bpf_map *map, std::uint32_t key) {
+  static_assert(sizeof(T) % sizeof(__u64) == 0);
+  const int cpus = libbpf_num_possible_cpus();
+  std::array<__u64, sizeof(T) / sizeof(__u64)> sum{};
+  std::vector<__u64> raw(sum.size() * static_cast<std::size_t>(cpus > 0 ? cpus : 0));
+  if (!raw.empty() && bpf_map__lookup_elem(map, &key, sizeof key, raw.data(), raw.size() * sizeof(__u64), 0) == 0)
+    for (std::size_t i = 0; i < raw.size(); ++i) sum[i % sum.size()] += raw[i];
+  T total;
+  std::memcpy(&total, sum.data(), sizeof total);
+  return total;
+}
 
 // The flow key tc builds for a packet of a connection between local and remote.
 nvqos_flow_key make_flow_key(std::string_view local, std::uint16_t local_port,

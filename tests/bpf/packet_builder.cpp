@@ -49,6 +49,17 @@ bool is_v4_mapped(const Addr16 &addr) {
   return std::memcmp(addr.data(), kPrefix, sizeof(kPrefix)) == 0;
 }
 
+std::uint32_t ones_sum(const std::uint8_t *p, std::size_t n, std::uint32_t sum) {
+  for (std::size_t i = 0; i + 1 < n; i += 2) sum += std::uint32_t(p[i]) << 8 | p[i + 1];
+  if (n & 1) sum += std::uint32_t(p[n - 1]) << 8;
+  return sum;
+}
+
+std::uint16_t ones_fold(std::uint32_t sum) {
+  while (sum >> 16) sum = (sum & 0xffff) + (sum >> 16);
+  return static_cast<std::uint16_t>(sum);
+}
+
 PacketBuilder &PacketBuilder::vlan(std::uint16_t vid, std::uint16_t tpid) {
   vlans_.push_back({tpid, vid});
   return *this;
@@ -142,6 +153,11 @@ PacketBuilder &PacketBuilder::raw_doff(std::uint8_t words) {
   return *this;
 }
 
+PacketBuilder &PacketBuilder::ack_seq(std::uint32_t ack) {
+  ack_ = ack;
+  return *this;
+}
+
 PacketBuilder &PacketBuilder::trailer(std::size_t bytes) {
   trailer_ = bytes;
   return *this;
@@ -206,7 +222,7 @@ Bytes PacketBuilder::build() const {
   put16(out, sport_);
   put16(out, dport_);
   put32(out, seq_);
-  put32(out, 0);  // ack number
+  put32(out, ack_);
   out.push_back(static_cast<std::uint8_t>(raw_doff_.value_or(tcp_header_length() / 4) << 4));
   out.push_back(flags_);
   put16(out, 65535);  // window

@@ -16,6 +16,11 @@ namespace nvqos::testing {
 using Bytes = std::vector<std::uint8_t>;
 using Addr16 = std::array<std::uint8_t, 16>;  // network order, v4-mapped for IPv4
 
+// The one's-complement sum of big-endian 16-bit words (IP and TCP checksums), unfolded.
+std::uint32_t ones_sum(const std::uint8_t *p, std::size_t n, std::uint32_t sum = 0);
+// The sum folded to 16 bits; a region holding its own valid checksum folds to 0xffff.
+std::uint16_t ones_fold(std::uint32_t sum);
+
 // Parses "10.0.0.1" (returned v4-mapped) or "fd00::1"; throws on bad input.
 Addr16 parse_addr(std::string_view text);
 bool is_v4_mapped(const Addr16 &addr);
@@ -53,6 +58,7 @@ class PacketBuilder {
   PacketBuilder &tcp(std::uint16_t sport, std::uint16_t dport, std::uint8_t flags = kTcpAck,
                      std::uint32_t seq = 1);
   PacketBuilder &tcp_options(std::size_t bytes);  // multiple of 4, up to 40
+  PacketBuilder &ack_seq(std::uint32_t ack);      // the acknowledgment number (default 0)
   PacketBuilder &payload(std::size_t bytes);  // bytes 0, 1, 2, ... (mod 256)
   PacketBuilder &payload(const Bytes &data);   // these bytes
 
@@ -98,6 +104,7 @@ class PacketBuilder {
   std::uint16_t dport_ = 0;
   std::uint8_t flags_ = kTcpAck;
   std::uint32_t seq_ = 1;
+  std::uint32_t ack_ = 0;
   std::size_t tcp_options_ = 0;
   std::size_t payload_ = 0;
   std::optional<Bytes> payload_data_;

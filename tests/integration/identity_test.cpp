@@ -1,9 +1,14 @@
 // NVMe identity end to end: nvqos-target with several subsystems on one
 // address in one namespace, nvqos-load in another, nvqos-agent on the target
 // side. Tenants told apart only by SUBNQN; access control refusing a host
-// before the target sees its Connect; dry run only counting.
+// before the target sees its Connect, by reset (the initiator fails at once)
+// or by drop (in XDP: the initiator times out); dry run only counting.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
@@ -73,9 +78,55 @@ class IdentityTest : public AgentLabTest {
     return {result.status, result.report};
   }
 
-  std::string access_policy(const char* mode) {
-    return std::string(R"({"version": 1, "access_control": {"connect_timeout_s": 5, "subsystems": [{"nqn": ")") +
-           kLocked + R"(", "mode": ")" + mode + R"(", "hosts": [")" + kGoodHost + R"("]}]}})";
+  // refuse: "" leaves the default ("reset").
+  std::string access_policy(const char* mode, const std::string& refuse = "") {
+    return std::string(R"({"version": 1, "access_control": {"connect_timeout_s": 5, )") +
+           (refuse.empty() ? "" : R"("refuse": ")" + refuse + R"(", )") + R"("subsystems": [{"nqn": ")" + kLocked +
+           R"(", "mode": ")" + mode + R"(", "hosts": [")" + kGoodHost + R"("]}]}})";
+  }
+
+  // Whether an XDP program is attached to the target's interface.
+  bool xdp_attached() {
+    const std::string out = lab_->path("link.txt");
+    must(target().exec() + "ip -d link show dev " + target_if() + " > " + out);
+    return read_file(out).find("prog/xdp") != std::string::npos;
+  }
+
+  // The allowed host connects and does its I/O; the forbidden one is refused
+  // (counted, logged with both NQNs, never seen by the target). Returns how
+  // long the forbidden host's nvqos-load took and its error.
+  std::pair<std::chrono::duration<double>, std::string> allowed_and_forbidden(const char* io_timeout) {
+    auto [good, good_report] = load({"--target", std::string(kTarget) + ":4420", "--subnqn", kLocked, "--hostnqn",
+                                     kGoodHost, "--ios", "2000", "--qd", "4"},
+                                    "good");
+    EXPECT_EQ(good, 0) << good_report.dump();
+    if (good == 0) EXPECT_EQ(good_report.at("jobs")[0].at("ops").at("read").at("ios"), 2000);
+    const auto start = std::chrono::steady_clock::now();
+    auto [bad, bad_report] = load({"--target", std::string(kTarget) + ":4420", "--subnqn", kLocked, "--hostnqn",
+                                   kBadHost, "--ios", "100", "--io-timeout", io_timeout},
+                                  "bad");
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start;
+    EXPECT_NE(bad, 0) << "the forbidden host's Connect must never complete";
+    std::string error = bad_report.is_object() && bad_report.contains("jobs") && !bad_report["jobs"].empty()
+                            ? bad_report["jobs"][0].value("error", "")
+                            : "";
+    if (error.empty()) error = read_file(lab_->path("bad.json"));
+    std::printf("forbidden host's nvqos-load ended after %.2f s: %s\n", took.count(), error.c_str());
+    const std::string m = metrics();
+    EXPECT_EQ(sample(m, std::string("nvqos_access_denied_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
+              1) << m;
+    EXPECT_EQ(sample(m, std::string("nvqos_access_allowed_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
+              2) << "admin and I/O queue of the allowed host";
+    EXPECT_GT(sample(m, std::string("nvqos_access_dropped_packets_total{interface=\"") + target_if() + "\",subsystem=\"" +
+                            kLocked),
+              0);
+    EXPECT_EQ(read_file(lab_->path("target.log")).find(kBadHost), std::string::npos)
+        << "the target never saw the forbidden host's Connect";
+    const std::string log = agent_->log();
+    EXPECT_NE(log.find("Connect refused by access control"), std::string::npos) << log;
+    EXPECT_NE(log.find(kBadHost), std::string::npos) << "logged with the host NQN";
+    EXPECT_NE(log.find(std::string("subnqn=") + kLocked), std::string::npos) << "and the subsystem's" << log;
+    return {took, error};
   }
 
   std::unique_ptr<ChildProcess> target_proc_;
@@ -111,30 +162,31 @@ TEST_F(IdentityTest, TwoTenantsOnOneTargetAddressToldApartBySubsystemNqn) {
   EXPECT_EQ(sample(m, "nvqos_nvme_connects_total"), 5) << "admin + 1 I/O queue for a, admin + 2 for b";
 }
 
-TEST_F(IdentityTest, ForbiddenHostNeverConnectsAndTheAllowedOneIsUnaffected) {
-  start_agent(access_policy("enforce"));
-  auto [good, good_report] = load({"--target", std::string(kTarget) + ":4420", "--subnqn", kLocked, "--hostnqn",
-                                   kGoodHost, "--ios", "2000", "--qd", "4"},
-                                  "good");
-  ASSERT_EQ(good, 0) << good_report.dump();
-  EXPECT_EQ(good_report.at("jobs")[0].at("ops").at("read").at("ios"), 2000);
-  auto [bad, bad_report] = load({"--target", std::string(kTarget) + ":4420", "--subnqn", kLocked, "--hostnqn", kBadHost,
-                                 "--ios", "100", "--io-timeout", "3s"},
-                                "bad");
-  EXPECT_NE(bad, 0) << "the forbidden host's Connect must never complete";
+TEST_F(IdentityTest, ResetRefusalFailsTheForbiddenHostAtOnce) {
+  start_agent(access_policy("enforce"));  // refuse "reset" is the default
+  EXPECT_FALSE(xdp_attached()) << "refuse \"reset\" needs no XDP";
+  auto [took, error] = allowed_and_forbidden("20s");
+  EXPECT_LT(took.count(), 5.0) << "reset, not left to time out (I/O timeout 20 s): " << error;
+  std::string lower = error;
+  std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+  EXPECT_NE(lower.find("reset"), std::string::npos) << "the initiator sees a connection reset: " << error;
   const std::string m = metrics();
-  EXPECT_EQ(sample(m, std::string("nvqos_access_denied_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
+  EXPECT_GE(sample(m, std::string("nvqos_access_resets_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
             1) << m;
-  EXPECT_EQ(sample(m, std::string("nvqos_access_allowed_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
-            2) << "admin and I/O queue of the allowed host";
-  EXPECT_GT(sample(m, std::string("nvqos_access_dropped_packets_total{interface=\"") + target_if() + "\",subsystem=\"" +
-                          kLocked),
-            0);
-  EXPECT_EQ(read_file(lab_->path("target.log")).find(kBadHost), std::string::npos)
-      << "the target never saw the forbidden host's Connect";
-  const std::string log = agent_->log();
-  EXPECT_NE(log.find("Connect refused by access control"), std::string::npos) << log;
-  EXPECT_NE(log.find(kBadHost), std::string::npos) << "logged with the host NQN";
+  EXPECT_EQ(sample(m, "nvqos_datapath_table_entries{interface=\"" + target_if() + "\",table=\"access_conns\"}"), 0)
+      << "the reset connection's gate is freed";
+  EXPECT_NE(agent_->log().find("refuse=reset"), std::string::npos);
+}
+
+TEST_F(IdentityTest, DropRefusalInXdpLeavesTheForbiddenHostToTimeOut) {
+  start_agent(access_policy("enforce", "drop"));
+  EXPECT_TRUE(xdp_attached()) << "refuse \"drop\" drops in XDP";
+  auto [took, error] = allowed_and_forbidden("3s");
+  EXPECT_GE(took.count(), 3.0) << "dropped: the initiator waits for its own timeout: " << error;
+  const std::string m = metrics();
+  EXPECT_EQ(sample(m, std::string("nvqos_access_resets_total{interface=\"") + target_if() + "\",subsystem=\"" + kLocked),
+            0) << m;
+  EXPECT_NE(agent_->log().find("refuse=drop"), std::string::npos);
 }
 
 TEST_F(IdentityTest, DryRunOnlyCounts) {
