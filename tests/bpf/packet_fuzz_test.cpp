@@ -16,12 +16,29 @@
 // maps the programs write (tenants, ops, roles in range), and that clean
 // conversations before and after the hostile traffic are counted exactly.
 //
+// Enforcement is on while it runs: QoS (gold: EDT pacing, DSCP rewrite, HTB
+// priority; a limited tenant: XDP ingress ceiling; a quarantined tenant) and
+// access control on three more NVMe/TCP ports (enforce with refuse "reset",
+// enforce with refuse "drop" in XDP, dry run), so every refusal and QoS path
+// of every program sees the hostile traffic. Verdicts other than pass must
+// have a cause: a quarantined or limited sender, or an access refusal counted
+// on an enforcing port; an ingress frame tc rewrites must be a TCP RST with
+// valid checksums; an egress frame may differ only by its DSCP and IPv4
+// checksum, which stays valid; EDT departures stay within the horizon.
+// Allowed connections through the access-controlled ports are counted
+// exactly, like the clean conversations on the plain port.
+//
+// The test runs in a network namespace of its own (a veth pair gives the
+// extra interface indexes): RSTs the reset path sends leave only there.
+//
 // Deterministic: NVQOS_FUZZ_SEED (printed) and NVQOS_FUZZ_PACKETS override the
 // defaults for a longer or different run.
 #include <arpa/inet.h>
 #include <bpf/bpf.h>
 #include <gtest/gtest.h>
 #include <linux/pkt_cls.h>
+#include <net/if.h>
+#include <sched.h>
 
 #include <algorithm>
 #include <chrono>
@@ -70,7 +87,27 @@ constexpr std::uint32_t kInflight = 4096;
 
 constexpr std::uint32_t kTenantGold = 1;
 constexpr std::uint32_t kTenantQuarantined = 2;
-constexpr std::uint32_t kTenants = 3;  // default (0), gold, quarantined
+constexpr std::uint32_t kTenantLimited = 3;
+constexpr std::uint32_t kTenants = 4;  // default (0), gold, quarantined, limited
+
+// QoS: gold is paced (EDT), marked and prioritised on egress; limited has an XDP ingress ceiling.
+constexpr std::uint32_t kLimiterGold = 1;
+constexpr std::uint32_t kLimiterLimited = 2;
+constexpr std::uint8_t kGoldDscp = 46;
+constexpr std::uint64_t kClockStepNs = 1000000;  // the QoS clock advances 1 ms every kClockEvery frames
+constexpr std::uint64_t kClockEvery = 500;
+
+// Access control: one subsystem protected on three more I/O ports, one per refusal mode.
+constexpr std::uint16_t kPortReset = 4421;
+constexpr std::uint16_t kPortDrop = 4422;
+constexpr std::uint16_t kPortDryRun = 4423;
+constexpr std::uint32_t kLockedId = 1;
+const std::string kLockedNqn = "nqn.2026-11.io.nvqos:fuzz-locked";
+const std::string kAllowedHost = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-0000000a110e";
+const std::string kForbiddenHost = "nqn.2014-08.org.nvmexpress:uuid:00000000-0000-4000-8000-00000000bad0";
+
+bool access_port(std::uint16_t port) { return port == kPortReset || port == kPortDrop || port == kPortDryRun; }
+bool enforcing_port(std::uint16_t port) { return port == kPortReset || port == kPortDrop; }
 
 // PDU header fields the sanitizer and the mutator know (NVMe/TCP transport binding).
 constexpr std::uint8_t kPduCmd = 0x04;
@@ -187,6 +224,7 @@ struct Frame {
   std::size_t payload_len = 0;
   std::uint32_t seq = 0;
   bool quarantined_src = false;  // sent by an address of the quarantined tenant
+  bool limited_src = false;      // sent by an address of the ingress-limited tenant
 };
 
 struct Endpoint {
@@ -197,13 +235,14 @@ struct Endpoint {
 // The addresses the rules know: initiators of gold (10.1/16, fd01::/32) and of
 // the quarantined tenant (10.2/16, fd02::/32); everything else is `default`.
 struct AddressPlan {
-  std::vector<std::string> v4_initiators{"10.1.0.1", "10.1.0.2", "10.2.0.1", "10.3.0.1", "10.3.0.2"};
-  std::vector<std::string> v6_initiators{"fd01::1", "fd02::1", "fd03::1"};
+  std::vector<std::string> v4_initiators{"10.1.0.1", "10.1.0.2", "10.2.0.1", "10.3.0.1", "10.3.0.2", "10.4.0.1"};
+  std::vector<std::string> v6_initiators{"fd01::1", "fd02::1", "fd03::1", "fd04::1"};
   std::vector<std::string> v4_targets{"10.9.0.1", "10.9.0.2"};
   std::vector<std::string> v6_targets{"fd09::1"};
 };
 
 bool quarantined(const std::string &addr) { return addr.rfind("10.2.", 0) == 0 || addr.rfind("fd02:", 0) == 0; }
+bool limited(const std::string &addr) { return addr.rfind("10.4.", 0) == 0 || addr.rfind("fd04:", 0) == 0; }
 
 // Tenant of a connection from the target's point of view (remote = initiator)
 // when the service port is the I/O port; the initiator's view (remote = target)
@@ -212,7 +251,84 @@ std::uint32_t tenant_of_initiator(const std::string &addr, std::uint16_t service
   if (service_port != NVQOS_PORT_NVME_IO) return NVQOS_TENANT_DEFAULT;
   if (addr.rfind("10.1.", 0) == 0 || addr.rfind("fd01:", 0) == 0) return kTenantGold;
   if (quarantined(addr)) return kTenantQuarantined;
+  if (limited(addr)) return kTenantLimited;
   return NVQOS_TENANT_DEFAULT;
+}
+
+// Where the IP header of an Ethernet frame starts (after VLAN tags), and its ethertype.
+std::size_t l3_of(const Bytes &f, std::uint16_t &type) {
+  std::size_t off = 12;
+  type = 0;
+  while (off + 2 <= f.size()) {
+    type = static_cast<std::uint16_t>(f[off] << 8 | f[off + 1]);
+    if (type != kEtherTypeVlan && type != kEtherTypeQinQ) return off + 2;
+    off += 4;
+  }
+  return f.size();
+}
+
+// The IPv4 header of the frame, if it has a plausible one: its offset and length.
+bool ipv4_header(const Bytes &f, std::size_t &off, std::size_t &len) {
+  std::uint16_t type;
+  off = l3_of(f, type);
+  if (type != 0x0800 || off + 20 > f.size() || (f[off] >> 4) != 4) return false;
+  len = (f[off] & 15) * 4u;
+  return len >= 20 && off + len <= f.size();
+}
+
+bool ipv4_checksum_ok(const Bytes &f) {
+  std::size_t off, len;
+  return ipv4_header(f, off, len) && ones_fold(ones_sum(f.data() + off, len)) == 0xffff;
+}
+
+// What a sender's stack does: a valid IPv4 header checksum (frames are built with 0).
+void set_ipv4_checksum(Bytes &f) {
+  std::size_t off, len;
+  if (!ipv4_header(f, off, len)) return;
+  f[off + 10] = f[off + 11] = 0;
+  const std::uint16_t c = static_cast<std::uint16_t>(~ones_fold(ones_sum(f.data() + off, len)));
+  f[off + 10] = static_cast<std::uint8_t>(c >> 8);
+  f[off + 11] = static_cast<std::uint8_t>(c & 0xff);
+}
+
+// An Ethernet + IP + TCP RST with no payload and valid checksums (what the reset path builds).
+bool valid_rst(const Bytes &f) {
+  std::uint16_t type;
+  const std::size_t off = l3_of(f, type);
+  const std::uint8_t *ip = f.data() + off;
+  std::size_t ip_len, hdr;
+  std::uint32_t pseudo;
+  if (type == 0x0800 && off + 40 <= f.size()) {
+    hdr = (ip[0] & 15) * 4u;
+    ip_len = std::size_t(ip[2] << 8 | ip[3]);
+    if (hdr != 20 || ip_len != 40 || ip[9] != 6 || !ipv4_checksum_ok(f)) return false;
+    pseudo = ones_sum(ip + 12, 8) + 6 + 20;
+  } else if (type == 0x86dd && off + 60 <= f.size()) {
+    hdr = 40;
+    ip_len = 40 + std::size_t(ip[4] << 8 | ip[5]);
+    if (ip_len != 60 || ip[6] != 6) return false;
+    pseudo = ones_sum(ip + 8, 32) + 6 + 20;
+  } else {
+    return false;
+  }
+  const std::uint8_t *tcp = ip + hdr;
+  return off + ip_len == f.size() && (tcp[13] & kTcpRst) && (tcp[12] >> 4) == 5 &&
+         ones_fold(ones_sum(tcp, 20, pseudo)) == 0xffff;
+}
+
+// Does `after` differ from `before` only in the DSCP bits and the IPv4 checksum?
+bool only_dscp_differs(const Bytes &before, const Bytes &after) {
+  if (before.size() != after.size()) return false;
+  std::uint16_t type;
+  const std::size_t off = l3_of(before, type);
+  for (std::size_t i = 0; i < before.size(); ++i) {
+    if (before[i] == after[i]) continue;
+    const bool v4 = type == 0x0800;
+    const bool tos = v4 ? i == off + 1 : (i == off || i == off + 1);
+    const bool csum = v4 && (i == off + 10 || i == off + 11);
+    if (!tos && !csum) return false;
+  }
+  return true;
 }
 
 class Rng {
@@ -220,7 +336,8 @@ class Rng {
   explicit Rng(std::uint64_t seed) : gen_(seed) {}
   std::uint64_t next() { return gen_(); }
   std::size_t below(std::size_t n) { return n ? gen_() % n : 0; }
-  bool chance(double p) { return std::uniform_real_distribution<double>(0, 1)(gen_) < p; }
+  bool chance(double p) { return uniform() < p; }
+  double uniform() { return std::uniform_real_distribution<double>(0, 1)(gen_); }
   template <typename T>
   const T &pick(const std::vector<T> &v) { return v[below(v.size())]; }
   std::uint8_t byte() { return static_cast<std::uint8_t>(gen_()); }
@@ -298,7 +415,9 @@ class ConversationBuilder {
  public:
   ConversationBuilder(Rng &rng, Placed &placed) : rng_(rng), placed_(placed) {}
 
-  Conversation build(const Endpoint &initiator, const Endpoint &target, std::uint32_t ifindex) {
+  // hostnqn: the Connect names kLockedNqn and this host; empty: NQNs all zero.
+  Conversation build(const Endpoint &initiator, const Endpoint &target, std::uint32_t ifindex,
+                     const std::string &hostnqn = {}) {
     Conversation c;
     c.initiator = initiator;
     c.target = target;
@@ -322,9 +441,17 @@ class ConversationBuilder {
     std::uint16_t cid = static_cast<std::uint16_t>(rng_.below(1000));
     nvmf::ConnectCommand connect;
     connect.qid = rng_.chance(0.3) ? 0 : 1;
-    static const Bytes kConnectData(nvmf::kConnectDataSize, 0x00);
-    pdu(true, nvmf::CapsuleCmd{nvmf::make_connect(cid, connect), kConnectData}, true, link_);
-    flush();
+    std::array<std::uint8_t, nvmf::kConnectDataSize> connect_data{};
+    if (!hostnqn.empty()) {
+      nvmf::ConnectData data;
+      data.subnqn = kLockedNqn;
+      data.hostnqn = hostnqn;
+      data.encode(connect_data);
+    }
+    pdu(true, nvmf::CapsuleCmd{nvmf::make_connect(cid, connect), connect_data}, true, link_);
+    // Access control reads a Connect only whole in one segment (a split one is
+    // refused, docs/design.md): sent as a host with a normal MSS sends it.
+    flush(/*whole=*/!hostnqn.empty());
     pdu(false, response(cid), false, link_);
     flush();
 
@@ -418,10 +545,10 @@ class ConversationBuilder {
   }
 
   // Cuts the pending bytes into segments: sometimes tiny (split headers), sometimes full.
-  void flush() {
+  void flush(bool whole = false) {
     std::uint32_t &seq = pending_h2c_ ? h2c_seq_ : c2h_seq_;
     for (std::size_t off = 0; off < pending_.size();) {
-      std::size_t n = rng_.chance(0.25) ? 1 + rng_.below(30) : 1 + rng_.below(kMaxSegment);
+      std::size_t n = whole ? pending_.size() : rng_.chance(0.25) ? 1 + rng_.below(30) : 1 + rng_.below(kMaxSegment);
       n = std::min(n, pending_.size() - off);
       conv_->segments.push_back({pending_h2c_, seq, kTcpAck | kTcpPsh,
                                  Bytes(pending_.begin() + off, pending_.begin() + off + n)});
@@ -450,6 +577,11 @@ struct Tally {
   std::uint64_t xdp_runs = 0;
   std::uint64_t xdp_drops = 0;
   std::uint64_t tc_refused = 0;  // frames too short for a tc test run (XDP only)
+  std::uint64_t xdp_access_drops = 0;  // XDP drops of connections refused by "drop"
+  std::uint64_t tc_access_drops = 0;   // tc ingress drops of refused connections
+  std::uint64_t resets = 0;            // ingress frames turned into RSTs
+  std::uint64_t dscp_rewrites = 0;     // egress frames whose DSCP was rewritten
+  std::uint64_t paced = 0;             // egress frames given a departure time in the future
   std::uint64_t structured = 0;
   Bound bound;  // summed over tc runs
   std::map<std::string, std::uint64_t> other_runs;  // programs of other types, by name
@@ -464,19 +596,95 @@ class PacketFuzz : public ::testing::Test {
     std::printf("packet fuzz: seed 0x%llx (NVQOS_FUZZ_SEED), %zu hostile frames (NVQOS_FUZZ_PACKETS)\n",
                 static_cast<unsigned long long>(seed_), hostile_);
     rng_ = std::make_unique<Rng>(seed_);
+    enter_private_netns();
+    if (HasFatalFailure()) return;
     dp_ = std::make_unique<Datapath>(MapSizes{kFlows, kConns, kInflight});
-    dp_->add_nvme_port(NVQOS_PORT_NVME_IO, NVQOS_PORT_KIND_IO);
+    for (std::uint16_t port : {std::uint16_t{NVQOS_PORT_NVME_IO}, kPortReset, kPortDrop, kPortDryRun})
+      dp_->add_nvme_port(port, NVQOS_PORT_KIND_IO);
     dp_->add_nvme_port(NVQOS_PORT_NVME_DISCOVERY, NVQOS_PORT_KIND_DISCOVERY);
-    dp_->set_port_bitmap({NVQOS_PORT_NVME_IO, NVQOS_PORT_NVME_DISCOVERY});
+    dp_->set_port_bitmap({NVQOS_PORT_NVME_IO, NVQOS_PORT_NVME_DISCOVERY, kPortReset, kPortDrop, kPortDryRun});
     dp_->add_rule(NVQOS_PORT_NVME_IO, "10.1.0.0", 16, kTenantGold);
     dp_->add_rule(NVQOS_PORT_NVME_IO, "fd01::", 32, kTenantGold);
     dp_->add_rule(NVQOS_PORT_NVME_IO, "10.2.0.0", 16, kTenantQuarantined);
     dp_->add_rule(NVQOS_PORT_NVME_IO, "fd02::", 32, kTenantQuarantined);
-    dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT);
+    dp_->add_rule(NVQOS_PORT_NVME_IO, "10.4.0.0", 16, kTenantLimited);
+    dp_->add_rule(NVQOS_PORT_NVME_IO, "fd04::", 32, kTenantLimited);
+    dp_->set_settings(NVQOS_SETTINGS_F_DEFAULT_TENANT | NVQOS_SETTINGS_F_PORT_BITMAP | NVQOS_SETTINGS_F_ACCESS |
+                      NVQOS_SETTINGS_F_ACCESS_XDP);
+    clock_ns_ = 1000 * kClockStepNs;
+    dp_->set_clock(clock_ns_);
     // Slow-command reports on (every completion is "slow"), so the ring buffer path runs too.
     dp_->set_tenant_slow_cmd_ns(NVQOS_TENANT_DEFAULT, 1);
-    dp_->set_tenant_slow_cmd_ns(kTenantGold, 1);
+    nvqos_tenant_config gold{};
+    gold.flags = NVQOS_TENANT_F_ACTIVE | NVQOS_TENANT_F_EDT | NVQOS_TENANT_F_MARK_DSCP | NVQOS_TENANT_F_SET_PRIORITY;
+    gold.limiter_id = kLimiterGold;
+    gold.slow_cmd_ns = 1;
+    gold.classid[NVQOS_ROLE_INITIATOR] = 0x10010;
+    gold.classid[NVQOS_ROLE_TARGET] = 0x10011;
+    gold.dscp = kGoldDscp;
+    dp_->set_tenant_config(kTenantGold, gold);
+    nvqos_limiter_config gold_rates{};
+    gold_rates.limit[NVQOS_LIMIT_EGRESS_BYTES] = {1000000, 64 * 1024};  // 1 MB/s: the fuzz outruns it
+    gold_rates.limit[NVQOS_LIMIT_IOPS] = {1000, 16};
+    dp_->set_limiter(kLimiterGold, gold_rates);
+    nvqos_tenant_config lim{};
+    lim.flags = NVQOS_TENANT_F_ACTIVE | NVQOS_TENANT_F_INGRESS_LIMIT;
+    lim.limiter_id = kLimiterLimited;
+    dp_->set_tenant_config(kTenantLimited, lim);
+    nvqos_limiter_config lim_rates{};
+    lim_rates.limit[NVQOS_LIMIT_INGRESS_BYTES] = {2000000, 16 * 1024};  // 2 KB per clock step: some pass
+    lim_rates.limit[NVQOS_LIMIT_INGRESS_PACKETS] = {20000, 32};
+    dp_->set_limiter(kLimiterLimited, lim_rates);
     dp_->set_tenant_flags(kTenantQuarantined, NVQOS_TENANT_F_ACTIVE | NVQOS_TENANT_F_DROP_INGRESS);
+    protect_locked();
+  }
+
+  // A network namespace of this process's own, with interfaces 2 and 3 (a veth
+  // pair) besides lo, so the RSTs the reset path sends go nowhere real.
+  void enter_private_netns() {
+    ASSERT_EQ(unshare(CLONE_NEWNET), 0) << "unshare(CLONE_NEWNET): " << std::strerror(errno);
+    ASSERT_EQ(std::system("ip link set lo up && ip link add nvqfz0 type veth peer name nvqfz1 && "
+                          "ip link set nvqfz0 up && ip link set nvqfz1 up"),
+              0);
+    ASSERT_EQ(if_nametoindex("nvqfz0") + if_nametoindex("nvqfz1"), 5u) << "interface indexes 2 and 3";
+  }
+
+  // kLockedNqn on the three access ports, kAllowedHost allowed; the ports' refusal modes.
+  void protect_locked() {
+    const struct {
+      std::uint16_t port;
+      std::uint32_t flags;
+    } ports[] = {{kPortReset, NVQOS_ACCESS_F_ENFORCE | NVQOS_ACCESS_F_RESET},
+                 {kPortDrop, NVQOS_ACCESS_F_ENFORCE},
+                 {kPortDryRun, NVQOS_ACCESS_F_RESET}};
+    auto &maps = dp_->skel().maps;
+    for (const auto &p : ports) {
+      nvqos_access_subsys_key k{};
+      std::memcpy(k.sub.name, kLockedNqn.data(), kLockedNqn.size());
+      k.port = p.port;
+      const nvqos_access_subsys v{kLockedId, p.flags | NVQOS_ACCESS_F_HOSTS};
+      ASSERT_EQ(bpf_map__update_elem(maps.access_subsystems, &k, sizeof k, &v, sizeof v, BPF_ANY), 0);
+      const __u16 port = p.port;
+      const nvqos_access_port ap{p.flags};
+      ASSERT_EQ(bpf_map__update_elem(maps.access_ports, &port, sizeof port, &ap, sizeof ap, BPF_ANY), 0);
+    }
+    nvqos_access_host_key hk{};
+    hk.subsys_id = kLockedId;
+    std::memcpy(hk.host.name, kAllowedHost.data(), kAllowedHost.size());
+    const __u32 one = 1;
+    ASSERT_EQ(bpf_map__update_elem(maps.access_hosts, &hk, sizeof hk, &one, sizeof one, BPF_ANY), 0);
+  }
+
+  // Access refusals counted so far (packets kept from targets, connections turned away at a full table).
+  std::uint64_t access_refusals() {
+    return access_stats(NVQOS_ACCESS_SUBSYS_UNKNOWN).dropped_packets + access_stats(kLockedId).dropped_packets +
+           percpu_sum<nvqos_connect_stats>(dp_->skel().maps.connect_stats, 0).conns_full;
+  }
+  std::uint64_t access_resets() {
+    return access_stats(NVQOS_ACCESS_SUBSYS_UNKNOWN).resets + access_stats(kLockedId).resets;
+  }
+  nvqos_access_stats access_stats(std::uint32_t id) {
+    return percpu_sum<nvqos_access_stats>(dp_->skel().maps.access_stats, id);
   }
 
   // Every frame runs through XDP (as arriving), then, unless XDP dropped it,
@@ -496,25 +704,46 @@ class PacketFuzz : public ::testing::Test {
     }
     ++tally_.frames;
     tally_.structured += f.structured;
+    if (tally_.frames % kClockEvery == 0) dp_->set_clock(clock_ns_ += kClockStepNs);
+    set_ipv4_checksum(f.bytes);
+    // A structured frame to an enforcing access port (as the target sees it) may be refused.
+    const bool refusable = !f.structured || (f.stream.dport == kPortReset || f.stream.dport == kPortDrop);
 
+    const std::uint64_t refusals = access_refusals();
     const RunResult x = explained([&] { return dp_->xdp(f.bytes); }, f);
     ++tally_.xdp_runs;
     ASSERT_TRUE(x.retval == XDP_PASS || x.retval == XDP_DROP)
         << "XDP verdict " << x.retval << " on frame " << tally_.frames;
     if (x.retval == XDP_DROP) {
       ++tally_.xdp_drops;
-      ASSERT_TRUE(!f.structured || f.quarantined_src)
-          << "XDP dropped frame " << tally_.frames << " of a tenant that is not quarantined";
+      const bool refused = access_refusals() > refusals;
+      tally_.xdp_access_drops += refused;
+      ASSERT_TRUE(!f.structured || f.quarantined_src || f.limited_src || (refused && f.stream.dport == kPortDrop))
+          << "XDP dropped frame " << tally_.frames << " of a tenant neither quarantined nor limited, not refused";
     } else {
       // What XDP dropped never reaches tc ingress.
       if (!tc_accepts(f.bytes)) {
         ++tally_.tc_refused;
         return;
       }
+      const std::uint64_t resets = access_resets();
       const RunResult in = explained([&] { return dp_->ingress(f.bytes, f.ctx); }, f);
-      ASSERT_EQ(in.retval, static_cast<std::uint32_t>(TC_ACT_OK)) << "tc ingress verdict, frame " << tally_.frames;
       ++tally_.tc_runs;
       ++tally_.tc_ingress_runs;
+      if (in.retval == static_cast<std::uint32_t>(TC_ACT_SHOT)) {
+        ASSERT_TRUE(refusable && access_refusals() > refusals)
+            << "tc ingress dropped frame " << tally_.frames << " without an access refusal on an enforcing port"
+            << " (structured " << f.structured << ", to port " << f.stream.dport << ")";
+        ++tally_.tc_access_drops;
+      } else {
+        ASSERT_EQ(in.retval, static_cast<std::uint32_t>(TC_ACT_OK)) << "tc ingress verdict, frame " << tally_.frames;
+      }
+      if (in.retval == TC_ACT_OK && in.data != f.bytes) {
+        ASSERT_TRUE(refusable && access_resets() > resets)
+            << "tc ingress rewrote frame " << tally_.frames << " without a counted reset";
+        ASSERT_TRUE(valid_rst(in.data)) << "frame " << tally_.frames << " became something else than a valid RST";
+        ++tally_.resets;
+      }
       tally_.bound.commands += b.commands;
       tally_.bound.completions += b.completions;
     }
@@ -522,8 +751,17 @@ class PacketFuzz : public ::testing::Test {
       ++tally_.tc_refused;
       return;
     }
+    const bool checksum_was_ok = ipv4_checksum_ok(f.bytes);
     const RunResult out = explained([&] { return dp_->egress(f.bytes, f.ctx); }, f);
     ASSERT_EQ(out.retval, static_cast<std::uint32_t>(TC_ACT_OK)) << "tc egress verdict, frame " << tally_.frames;
+    ASSERT_TRUE(only_dscp_differs(f.bytes, out.data)) << "tc egress changed more than the DSCP, frame " << tally_.frames;
+    if (out.data != f.bytes) {
+      ++tally_.dscp_rewrites;
+      if (checksum_was_ok) ASSERT_TRUE(ipv4_checksum_ok(out.data)) << "IPv4 checksum broken by the DSCP rewrite, frame "
+                                                                   << tally_.frames;
+    }
+    ASSERT_LE(out.tstamp, clock_ns_ + NVQOS_EDT_HORIZON_NS) << "EDT departure beyond the horizon, frame " << tally_.frames;
+    tally_.paced += out.tstamp > clock_ns_;
     ++tally_.tc_runs;
     ++tally_.tc_egress_runs;
     tally_.bound.commands += b.commands;
@@ -588,13 +826,29 @@ class PacketFuzz : public ::testing::Test {
     f.payload_len = s.payload.size();
     f.seq = s.seq;
     f.quarantined_src = quarantined(src.addr);
+    f.limited_src = limited(src.addr);
     return f;
   }
 
-  Conversation conversation(const std::string &initiator, const std::string &target, std::uint16_t port) {
+  // To an access-controlled port the Connect names the locked subsystem and hostnqn
+  // (allowed or forbidden at random when empty).
+  Conversation conversation(const std::string &initiator, const std::string &target, std::uint16_t port,
+                            std::string hostnqn = {}) {
     ConversationBuilder builder(*rng_, placed_);
     const std::uint16_t sport = static_cast<std::uint16_t>(1024 + rng_->below(64000));
-    return builder.build({initiator, sport}, {target, port}, 1 + static_cast<std::uint32_t>(rng_->below(3)));
+    if (access_port(port) && hostnqn.empty()) hostnqn = rng_->chance(0.5) ? kAllowedHost : kForbiddenHost;
+    return builder.build({initiator, sport}, {target, port}, 1 + static_cast<std::uint32_t>(rng_->below(3)),
+                         access_port(port) ? hostnqn : std::string());
+  }
+
+  // The NVMe/TCP port of a hostile frame or conversation: mostly the plain I/O port.
+  std::uint16_t hostile_port() {
+    const double r = rng_->uniform();
+    if (r < 0.55) return NVQOS_PORT_NVME_IO;
+    if (r < 0.7) return NVQOS_PORT_NVME_DISCOVERY;
+    if (r < 0.8) return kPortReset;
+    if (r < 0.9) return kPortDrop;
+    return kPortDryRun;
   }
 
   // Valid Ethernet/IP/TCP to or from an NVMe/TCP port, garbage PDUs.
@@ -603,7 +857,7 @@ class PacketFuzz : public ::testing::Test {
     const bool v6 = rng_->chance(0.3);
     const std::string ini = v6 ? rng_->pick(plan.v6_initiators) : rng_->pick(plan.v4_initiators);
     const std::string tgt = v6 ? rng_->pick(plan.v6_targets) : rng_->pick(plan.v4_targets);
-    const std::uint16_t nvme_port = rng_->chance(0.8) ? NVQOS_PORT_NVME_IO : NVQOS_PORT_NVME_DISCOVERY;
+    const std::uint16_t nvme_port = hostile_port();
     // Few host ports, so that garbage lands on the same streams again and again.
     const std::uint16_t host_port = static_cast<std::uint16_t>(rng_->chance(0.7) ? 40000 + rng_->below(8)
                                                                                : 1024 + rng_->below(64000));
@@ -658,6 +912,7 @@ class PacketFuzz : public ::testing::Test {
       f.payload_len = payload.size();
       f.seq = seq;
       f.quarantined_src = h2c && quarantined(ini);
+      f.limited_src = h2c && limited(ini);
     }
     return f;
   }
@@ -748,6 +1003,18 @@ class PacketFuzz : public ::testing::Test {
       expected.commands[{NVQOS_TENANT_DEFAULT, NVQOS_ROLE_INITIATOR}] += c.commands;
       expected.commands[{tenant_of_initiator(ini, NVQOS_PORT_NVME_IO), NVQOS_ROLE_TARGET}] += c.commands;
     }
+    // Through access control: allowed hosts on the enforcing ports, a forbidden one on the dry-run port.
+    for (std::uint16_t port : {kPortReset, kPortDrop, kPortDryRun}) {
+      const Conversation c = conversation("10.3.0.8", "10.9.0.8", port,
+                                          port == kPortDryRun ? kForbiddenHost : kAllowedHost);
+      for (const Segment &s : c.segments) {
+        Frame f = frame_of(c, s);
+        feed(f, false);
+        if (HasFatalFailure()) return;
+      }
+      expected.commands[{NVQOS_TENANT_DEFAULT, NVQOS_ROLE_INITIATOR}] += c.commands;
+      expected.commands[{NVQOS_TENANT_DEFAULT, NVQOS_ROLE_TARGET}] += c.commands;
+    }
   }
 
   struct Counted {
@@ -799,9 +1066,20 @@ class PacketFuzz : public ::testing::Test {
       EXPECT_LT(value.role, NVQOS_ROLE_MAX);
       const std::uint16_t lp = ntohs(key.local_port), rp = ntohs(key.remote_port);
       EXPECT_TRUE(lp == NVQOS_PORT_NVME_IO || lp == NVQOS_PORT_NVME_DISCOVERY || rp == NVQOS_PORT_NVME_IO ||
-                  rp == NVQOS_PORT_NVME_DISCOVERY)
+                  rp == NVQOS_PORT_NVME_DISCOVERY || access_port(lp) || access_port(rp))
           << "flow of a connection that is not NVMe/TCP: ports " << lp << ", " << rp;
     }
+    const bpf_map *gates = dp_->skel().maps.access_conns;
+    for_each_key<nvqos_flow_key>(gates, [&](const nvqos_flow_key &k) {
+      EXPECT_TRUE(enforcing_port(ntohs(k.local_port)) || ntohs(k.local_port) == kPortDryRun)
+          << "a gate on port " << ntohs(k.local_port);
+      nvqos_access_conn v{};
+      if (bpf_map__lookup_elem(gates, &k, sizeof(k), &v, sizeof(v), 0) != 0) return;
+      EXPECT_TRUE(v.state == NVQOS_ACCESS_CONN_PENDING || v.state == NVQOS_ACCESS_CONN_REFUSED);
+      EXPECT_TRUE(v.subsys_id == NVQOS_ACCESS_SUBSYS_UNKNOWN || v.subsys_id == kLockedId);
+      EXPECT_TRUE(v.state == NVQOS_ACCESS_CONN_PENDING || (v.flags & NVQOS_ACCESS_F_ENFORCE))
+          << "a refusal on a dry-run port";
+    });
     for_each_key<nvqos_cmd_key>(dp_->skel().maps.cmd_stats, [](const nvqos_cmd_key &k) {
       EXPECT_LT(k.tenant_id, kTenants);
       EXPECT_LT(k.op, NVQOS_CMD_OP_MAX);
@@ -846,6 +1124,7 @@ class PacketFuzz : public ::testing::Test {
   }
 
   std::uint64_t seed_ = kDefaultSeed;
+  std::uint64_t clock_ns_ = 0;  // the QoS clock (settings.fixed_now_ns)
   std::size_t hostile_ = kDefaultHostilePackets;
   std::unique_ptr<Rng> rng_;
   std::unique_ptr<Datapath> dp_;
@@ -885,8 +1164,7 @@ TEST_F(PacketFuzz, HostileFramesCountNoCommandAndStateStaysBounded) {
     const bool v6 = rng_->chance(0.3);
     const std::string ini = v6 ? rng_->pick(plan.v6_initiators) : rng_->pick(plan.v4_initiators);
     const std::string tgt = v6 ? rng_->pick(plan.v6_targets) : rng_->pick(plan.v4_targets);
-    const Conversation c =
-        conversation(ini, tgt, rng_->chance(0.85) ? NVQOS_PORT_NVME_IO : NVQOS_PORT_NVME_DISCOVERY);
+    const Conversation c = conversation(ini, tgt, hostile_port());
     ++conversations;
     for (Frame &f : mutate(c)) {
       feed(f);
@@ -924,13 +1202,28 @@ TEST_F(PacketFuzz, HostileFramesCountNoCommandAndStateStaysBounded) {
   EXPECT_EQ(ds.packets_seen, tally_.tc_runs);
   EXPECT_LE(ds.parse_errors + ds.packets_nvme, ds.packets_seen);
   EXPECT_GT(ds.parse_errors, 0u) << "no malformed frame reached the parser";
-  std::uint64_t dropped = 0;
+  std::uint64_t dropped = 0, limited_drops = 0;
   for (std::uint32_t t = 0; t < kTenants; ++t) {
     const nvqos_tenant_stats ts = dp_->tenant_stats(t);
     if (t != kTenantQuarantined) EXPECT_EQ(ts.dropped_packets, 0u) << "tenant " << t;
+    if (t != kTenantLimited) EXPECT_EQ(ts.ingress_limit_dropped_packets, 0u) << "tenant " << t;
     dropped += ts.dropped_packets;
+    limited_drops += ts.ingress_limit_dropped_packets;
   }
-  EXPECT_EQ(dropped, tally_.xdp_drops) << "XDP drops not accounted to the quarantined tenant";
+  EXPECT_EQ(dropped + limited_drops + tally_.xdp_access_drops, tally_.xdp_drops)
+      << "XDP drops not accounted to the quarantined tenant, the ingress ceiling or access control";
+  const nvqos_access_stats locked = access_stats(kLockedId);
+  const nvqos_access_stats unknown = access_stats(NVQOS_ACCESS_SUBSYS_UNKNOWN);
+  std::printf("packet fuzz: access control: %llu allowed, %llu refused (+%llu before a checked Connect), %llu dry-run "
+              "refusals; %llu XDP drops, %llu tc drops, %llu RSTs; QoS: %llu DSCP rewrites, %llu paced, %llu ingress "
+              "ceiling drops\n",
+              static_cast<unsigned long long>(locked.allowed), static_cast<unsigned long long>(locked.denied),
+              static_cast<unsigned long long>(unknown.denied),
+              static_cast<unsigned long long>(locked.dry_run_denied + unknown.dry_run_denied),
+              static_cast<unsigned long long>(tally_.xdp_access_drops),
+              static_cast<unsigned long long>(tally_.tc_access_drops), static_cast<unsigned long long>(tally_.resets),
+              static_cast<unsigned long long>(tally_.dscp_rewrites), static_cast<unsigned long long>(tally_.paced),
+              static_cast<unsigned long long>(limited_drops));
   const auto events = dp_->drain_slow_cmd_events();
   const nvqos_nvme_stats ns = dp_->nvme_stats();
   EXPECT_LE(ns.slow_cmd_events, after_mix.completed + (counted().completed - before_clean.completed));
@@ -959,6 +1252,16 @@ TEST_F(PacketFuzz, HostileFramesCountNoCommandAndStateStaysBounded) {
     EXPECT_GE(tally_.tc_ingress_runs, 100000u);
     EXPECT_GE(tally_.tc_egress_runs, 100000u);
     for (const auto &[name, runs] : tally_.other_runs) EXPECT_GE(runs, 100000u) << name;
+    // Every enforcement path saw the hostile traffic.
+    EXPECT_GT(locked.allowed, 0u);
+    EXPECT_GT(locked.denied, 0u);
+    EXPECT_GT(locked.dry_run_denied, 0u);
+    EXPECT_GT(tally_.xdp_access_drops, 0u);
+    EXPECT_GT(tally_.tc_access_drops, 0u);
+    EXPECT_GT(tally_.resets, 0u);
+    EXPECT_GT(tally_.dscp_rewrites, 0u);
+    EXPECT_GT(tally_.paced, 0u);
+    EXPECT_GT(limited_drops, 0u);
   }
 }
 
