@@ -54,14 +54,31 @@ static __always_inline __u16 rst_csum_fold(__u32 sum)
 	return (__u16)~sum;
 }
 
+/* The bare TCP header of an RST (no ACK, no options, window 0). */
+static __always_inline void rst_tcp_header(struct tcphdr *tcp, __be16 sport, __be16 dport, __be32 seq)
+{
+	__u16 *doff_flags = (__u16 *)((__u8 *)tcp + 12);
+
+	tcp->source = sport;
+	tcp->dest = dport;
+	tcp->seq = seq;
+	*doff_flags = bpf_htons(RST_TCP_DOFF_FLAGS);
+}
+
+/* The TCP checksum over r->pseudo (pseudo_len bytes, a constant) and the header. */
+static __always_inline __u16 rst_tcp_csum(struct rst_scratch *r, struct tcphdr *tcp, __u32 pseudo_len)
+{
+	__u32 sum = bpf_csum_diff(NULL, 0, (__be32 *)r->pseudo, pseudo_len, 0);
+
+	return rst_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)tcp, RST_TCP_LEN, sum));
+}
+
 /* IPv4: header, then the pseudo header and TCP header for the TCP checksum. */
 static __always_inline void rst_build_v4(struct rst_scratch *r, const __u8 *src, const __u8 *dst,
 					 __be16 sport, __be16 dport, __be32 seq)
 {
 	struct iphdr *ip = (struct iphdr *)r->hdr;
 	struct tcphdr *tcp = (struct tcphdr *)(r->hdr + RST_IPV4_LEN);
-	__u16 *flags = (__u16 *)((__u8 *)tcp + 12);
-	__u32 sum;
 
 	__builtin_memset(r->hdr, 0, sizeof(r->hdr));
 	ip->version = 4;
@@ -74,18 +91,13 @@ static __always_inline void rst_build_v4(struct rst_scratch *r, const __u8 *src,
 	__builtin_memcpy(&ip->daddr, dst + 12, 4);
 	ip->check = rst_csum_fold(bpf_csum_diff(NULL, 0, (__be32 *)ip, RST_IPV4_LEN, 0));
 
-	tcp->source = sport;
-	tcp->dest = dport;
-	tcp->seq = seq;
-	*flags = bpf_htons(RST_TCP_DOFF_FLAGS);
+	rst_tcp_header(tcp, sport, dport, seq);
 	__builtin_memset(r->pseudo, 0, sizeof(r->pseudo));
 	__builtin_memcpy(r->pseudo, src + 12, 4);
 	__builtin_memcpy(r->pseudo + 4, dst + 12, 4);
 	r->pseudo[9] = IPPROTO_TCP;
 	r->pseudo[11] = RST_TCP_LEN;
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)r->pseudo, 12, 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)tcp, RST_TCP_LEN, sum);
-	tcp->check = rst_csum_fold(sum);
+	tcp->check = rst_tcp_csum(r, tcp, 12);
 }
 
 static __always_inline void rst_build_v6(struct rst_scratch *r, const __u8 *src, const __u8 *dst,
@@ -93,8 +105,6 @@ static __always_inline void rst_build_v6(struct rst_scratch *r, const __u8 *src,
 {
 	struct ipv6hdr *ip = (struct ipv6hdr *)r->hdr;
 	struct tcphdr *tcp = (struct tcphdr *)(r->hdr + RST_IPV6_LEN);
-	__u16 *flags = (__u16 *)((__u8 *)tcp + 12);
-	__u32 sum;
 
 	__builtin_memset(r->hdr, 0, sizeof(r->hdr));
 	ip->version = 6;
@@ -104,18 +114,13 @@ static __always_inline void rst_build_v6(struct rst_scratch *r, const __u8 *src,
 	__builtin_memcpy(&ip->saddr, src, 16);
 	__builtin_memcpy(&ip->daddr, dst, 16);
 
-	tcp->source = sport;
-	tcp->dest = dport;
-	tcp->seq = seq;
-	*flags = bpf_htons(RST_TCP_DOFF_FLAGS);
+	rst_tcp_header(tcp, sport, dport, seq);
 	__builtin_memset(r->pseudo, 0, sizeof(r->pseudo));
 	__builtin_memcpy(r->pseudo, src, 16);
 	__builtin_memcpy(r->pseudo + 16, dst, 16);
 	r->pseudo[35] = RST_TCP_LEN;
 	r->pseudo[39] = IPPROTO_TCP;
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)r->pseudo, RST_IPV6_LEN, 0);
-	sum = bpf_csum_diff(NULL, 0, (__be32 *)tcp, RST_TCP_LEN, sum);
-	tcp->check = rst_csum_fold(sum);
+	tcp->check = rst_tcp_csum(r, tcp, RST_IPV6_LEN);
 }
 
 /* Writes an RST from src to dst over the skb's IP and TCP headers. */
