@@ -379,6 +379,10 @@ HttpResponse Agent::handle_admin(const HttpRequest& req) {
     return json_response(http::status::ok, flows_json(req));
   }
   if (path == "/v1/slow") return wrong_method("GET");  // GET is answered by handle_deferred
+  if (path == "/v1/slo") {
+    if (req.method() != http::verb::get) return wrong_method("GET");
+    return json_response(http::status::ok, slo_ ? slo_->state_json() : nlohmann::json{{"mode", "off"}});
+  }
   if (path == "/v1/reload") {
     if (req.method() != http::verb::post) return wrong_method("POST");
     if (auto s = reload(); !s)
@@ -388,7 +392,7 @@ HttpResponse Agent::handle_admin(const HttpRequest& req) {
   return json_response(http::status::not_found,
                        {{"error", "unknown endpoint " + std::string(path)},
                         {"endpoints", {"GET /v1/status", "GET /v1/tenants", "GET /v1/flows", "GET /v1/slow",
-                                       "POST /v1/reload"}}});
+                                       "GET /v1/slo", "POST /v1/reload"}}});
 }
 
 }  // namespace nvqos::agent

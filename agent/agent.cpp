@@ -135,6 +135,8 @@ Status Agent::start() {
     else log::warn("config file not watched; reload with SIGHUP", {{"error", watch.error().message}});
   }
 
+  slo_ = std::make_unique<SloLoop>(io_);
+  slo_->configure(policy_, state_, datapath_ptrs());
   wait_for_signal();
   take_snapshot();
   schedule_telemetry();
@@ -172,6 +174,7 @@ Status Agent::reload() {
   }
   policy_ = std::move(policy).value();
   state_ = std::move(next);
+  if (slo_) slo_->configure(policy_, state_, datapath_ptrs());
   status_.last_reload_success = true;
   status_.last_reload_timestamp_seconds = unix_seconds(std::chrono::system_clock::now());
   status_.tenants_configured = state_.tenants.size();
@@ -204,6 +207,7 @@ void Agent::stop() {
   if (admin_) admin_->stop();
   if (admin_tcp_) admin_tcp_->stop();
   slow_events_.release_waiters();
+  if (slo_) slo_->stop();
   if (options_.keep_on_exit)
     for (auto& dp : datapaths_) dp->keep_on_exit();
   datapaths_.clear();
@@ -284,7 +288,8 @@ HttpResponse Agent::handle_http(const HttpRequest& req, const HttpPeer& peer) {
   target = target.substr(0, target.find('?'));
   if (target == "/metrics") {
     static const Snapshot kEmpty;
-    return make_response(req, http::status::ok, render_metrics(snapshot_ ? *snapshot_ : kEmpty, status_),
+    return make_response(req, http::status::ok,
+                         render_metrics(snapshot_ ? *snapshot_ : kEmpty, status_) + (slo_ ? slo_->metrics_text() : ""),
                          "text/plain; version=0.0.4; charset=utf-8");
   }
   if (target == "/healthz") return make_response(req, http::status::ok, "ok\n");
@@ -294,6 +299,12 @@ HttpResponse Agent::handle_http(const HttpRequest& req, const HttpPeer& peer) {
     return make_response(req, ready ? http::status::ok : http::status::service_unavailable, body, "application/json");
   }
   return make_response(req, http::status::not_found, "not found: try /metrics, /healthz or /readyz\n");
+}
+
+std::vector<InterfaceDatapath*> Agent::datapath_ptrs() const {
+  std::vector<InterfaceDatapath*> out;
+  for (const auto& dp : datapaths_) out.push_back(dp.get());
+  return out;
 }
 
 }  // namespace nvqos::agent

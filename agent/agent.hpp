@@ -21,6 +21,7 @@
 #include "http_server.hpp"
 #include "metrics.hpp"
 #include "policy.hpp"
+#include "slo_loop.hpp"
 
 namespace nvqos::agent {
 
@@ -88,6 +89,8 @@ class Agent {
   SlowEventLog slow_events_;
   FlowRateTracker flow_rates_;
   std::unique_ptr<ConfigWatch> config_watch_;
+  std::unique_ptr<SloLoop> slo_;
+  std::vector<InterfaceDatapath*> datapath_ptrs() const;
   boost::asio::steady_timer telemetry_timer_;
   boost::asio::signal_set signals_;
   std::shared_ptr<const Snapshot> snapshot_;

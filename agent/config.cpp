@@ -231,7 +231,7 @@ ClassSpec parse_class(const json& j, const std::string& where) {
   reject_unknown_keys(j, where,
                       {"name", "priority", "dscp", "scope", "guaranteed_mbit_s", "ceiling_mbit_s", "read_ceiling_mbit_s",
                        "write_ceiling_mbit_s", "ceiling_iops", "read_ceiling_iops", "write_ceiling_iops",
-                       "ingress_ceiling_mbit_s", "burst_bytes", "burst_ios"});
+                       "ingress_ceiling_mbit_s", "burst_bytes", "burst_ios", "objectives", "slo"});
   ClassSpec c;
   if (!j.contains("name") || !j["name"].is_string())
     throw ConfigError(ptr(where, "name"), "required: the class's name (string)");
@@ -263,6 +263,7 @@ ClassSpec parse_class(const json& j, const std::string& where) {
   iops("write_ceiling_iops", c.write_ceiling_iops);
   if (j.contains("burst_bytes")) c.burst_bytes = get_uint(j["burst_bytes"], ptr(where, "burst_bytes"), 1, kMaxBurstBytes);
   if (j.contains("burst_ios")) c.burst_ios = get_uint(j["burst_ios"], ptr(where, "burst_ios"), 1, kMaxBurstIos);
+  c.slo = parse_class_slo(j, where);
 
   if (c.ceiling_bps && c.guaranteed_bps > c.ceiling_bps)
     throw ConfigError(ptr(where, "ceiling_mbit_s"), "ceiling " + mbit_text(c.ceiling_bps) + " is below the guarantee " +
@@ -444,7 +445,7 @@ Policy parse_policy(std::string_view text) {
   require_object(root, "");
   reject_unknown_keys(root, "",
                       {"version", "nvme_ports", "default_tenant", "tenants", "limits", "access_control", "links",
-                       "classes", "default_class"});
+                       "classes", "default_class", "slo_controller"});
 
   Policy p;
   if (root.contains("version")) {
@@ -497,6 +498,7 @@ Policy parse_policy(std::string_view text) {
     p.default_class = root["default_class"].get<std::string>();
   }
   if (root.contains("access_control")) p.access = parse_access_control(root["access_control"], "/access_control");
+  if (root.contains("slo_controller")) p.slo_controller = parse_slo_controller(root["slo_controller"], "/slo_controller");
   check_cross_references(p);
   check_identity(p);
   check_qos_references(p);

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "slo_config.hpp"
+
 namespace nvqos::agent {
 
 class ConfigError : public std::runtime_error {
@@ -101,6 +103,7 @@ struct ClassSpec {
   std::uint64_t ingress_ceiling_bps = 0;
   std::uint64_t burst_bytes = 0;  // 0: sized from the rate
   std::uint64_t burst_ios = 0;    // 0: sized from the rate
+  ClassSloSpec slo;               // latency objectives and the SLO controller's options
 
   bool has_egress_bandwidth() const {
     return guaranteed_bps || ceiling_bps || read_ceiling_bps || write_ceiling_bps;
@@ -131,6 +134,7 @@ struct Policy {
   std::vector<LinkSpec> links;
   std::vector<ClassSpec> classes;
   std::string default_class;  // class of the default tenant and of tenants naming none; empty: none
+  SloControllerSpec slo_controller;
 
   const ClassSpec* find_class(const std::string& name) const;
   const LinkSpec* find_link(const std::string& interface) const;

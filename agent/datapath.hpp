@@ -165,6 +165,10 @@ class InterfaceDatapath {
   std::string pin_dir() const { return pins_ ? pins_->dir() : ""; }
   // Egress/ingress mechanisms in force and limits they cannot enforce.
   QosCounters qos_status() const;
+  // Only the QoS rates of `next`, whose tenants, rules and classes are the
+  // current ones: the HTB classes by difference (datapath_slo.cpp). For the
+  // SLO controller's effective ceilings, several times a second.
+  Status apply_rates(const DesiredState& next);
 
  private:
   InterfaceDatapath(std::string ifname, int ifindex, DatapathOptions options);
@@ -177,7 +181,7 @@ class InterfaceDatapath {
   Status write_limiters(const DesiredState& next);
   // QoS (datapath_qos.cpp): the HTB tree, and the tenant_config fields that
   // depend on what this interface's kernel offers.
-  Status sync_shaper(const DesiredState& next);
+  Status sync_shaper(const DesiredState& next, bool log_mechanisms = true);
   nvqos_tenant_config tenant_config_for(const TenantSlot& t) const;
   void read_qos(InterfaceCounters& out) const;
   // The tenant's EDT IOPS burst balance (commands); nullopt without EDT or an IOPS ceiling.

@@ -21,7 +21,7 @@ std::string join(const std::vector<std::string>& v) {
 
 }  // namespace
 
-Status InterfaceDatapath::sync_shaper(const DesiredState& next) {
+Status InterfaceDatapath::sync_shaper(const DesiredState& next, bool log_mechanisms) {
   if (auto s = check_link_fits(next.qos, ifname_); !s) return s.error();
   auto capacity = link_capacity_bps(next.qos, ifname_);
   std::vector<HtbClass> tree = capacity ? plan_htb(next.qos, *capacity) : std::vector<HtbClass>{};
@@ -59,7 +59,7 @@ Status InterfaceDatapath::sync_shaper(const DesiredState& next) {
                 {{"interface", ifname_}, {"class", u.class_name}, {"limit", u.limit}, {"reason", u.reason}});
     unenforced_ = std::move(unenforced);
   }
-  if (!next.qos.classes.empty() || shaper_) {
+  if (log_mechanisms && (!next.qos.classes.empty() || shaper_)) {
     auto q = qos_status();
     log::info("QoS mechanisms", {{"interface", ifname_}, {"egress", join(q.egress_mechanisms)},
                                  {"egress_mechanism_configured", to_string(mechanism)},

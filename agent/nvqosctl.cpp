@@ -413,6 +413,8 @@ int run_slow(const Endpoint& ep, bool follow, bool as_json) {
 
 }  // namespace
 
+void print_slo(const json& s);  // nvqosctl_slo.cpp
+
 int main(int argc, char** argv) {
   po::options_description opts("nvqosctl options");
   std::string socket_path, address, token_file, interval_text;
@@ -448,6 +450,7 @@ int main(int argc, char** argv) {
       "  flows           connections: addresses, tenant, role, live rates (busiest first)\n"
       "  top             live per-tenant view: IOPS, MB/s, p50/p99/p99.9 latency, throttled (--interval, --count)\n"
       "  slow            stream slow-command events (--no-follow: print the kept ones and exit)\n"
+      "  slo             latency objectives, effective ceilings and the SLO controller's latest adjustments\n"
       "  reload          make the agent re-read its config (refused configs leave the running one)\n"
       "  validate FILE   check a config file offline with the agent's own code\n"
       "  version         nvqosctl's version\n\n";
@@ -514,6 +517,12 @@ int main(int argc, char** argv) {
       return run_top(ep, interval, count, as_json);
     }
     if (cmd == "slow") return run_slow(ep, !vm.count("no-follow"), as_json);
+    if (cmd == "slo") {
+      json j = call(ep, http::verb::get, "/v1/slo");
+      if (as_json) std::cout << j.dump(2) << "\n";
+      else print_slo(j);
+      return 0;
+    }
     if (cmd == "reload") {
       json j = call(ep, http::verb::post, "/v1/reload");
       if (as_json) std::cout << j.dump(2) << "\n";

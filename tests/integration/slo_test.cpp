@@ -1,0 +1,193 @@
+// The SLO controller end to end: nvqos-target in one namespace, a gold and a
+// bronze nvqos-load job from another, nvqos-agent on the target's side where
+// read data leaves. Gold's objective is unreachable on purpose (p99 read <= 1 us),
+// so the controller must cut bronze to its floor in the kernel (HTB ceil, checked
+// with tc), show it in /metrics, the log and `nvqosctl slo`, and give the link
+// back once gold's load stops. In dry run it reports the same and changes nothing.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "netns.hpp"
+
+namespace nvqos::test {
+namespace {
+
+using namespace std::chrono_literals;
+
+constexpr int kMetricsPort = 9468;
+const char* kGoldTarget = "10.203.0.1";
+const char* kBronzeTarget = "10.203.0.11";
+const char* kGoldHost = "10.203.0.2";
+const char* kBronzeHost = "10.203.0.3";
+const char* kSubnqn = "nqn.2026-11.io.nvqos:slo-test";
+constexpr double kLinkBps = 1e9;
+constexpr double kBronzeFloorBps = 0.1 * kLinkBps;
+
+bool near(double got, double want) { return std::abs(got - want) <= 1e-6 * want; }
+
+class SloTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF, qdiscs)";
+    target_ = std::make_unique<Netns>(unique_name("slo-t"));
+    initiator_ = std::make_unique<Netns>(unique_name("slo-i"));
+    target_if_ = unique_name("slot");
+    host_if_ = unique_name("sloi");
+    veth_ = std::make_unique<VethPair>(
+        *target_, target_if_, std::vector<std::string>{std::string(kGoldTarget) + "/24", std::string(kBronzeTarget) + "/24"},
+        *initiator_, host_if_, std::vector<std::string>{std::string(kGoldHost) + "/24", std::string(kBronzeHost) + "/24"});
+    must(initiator_->exec() + "ip route add " + kGoldTarget + "/32 dev " + host_if_ + " src " + kGoldHost);
+    must(initiator_->exec() + "ip route add " + kBronzeTarget + "/32 dev " + host_if_ + " src " + kBronzeHost);
+    dir_ = std::filesystem::temp_directory_path() / unique_name("slo-dir");
+    std::filesystem::create_directories(dir_);
+    target_proc_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_TARGET_PATH, "--listen",
+                                 std::string(kGoldTarget) + ":4420", "--listen", std::string(kBronzeTarget) + ":4420",
+                                 "--subsystem", kSubnqn, "--namespace", "1G:4096", "--allow-any-host",
+                                 "--service-time", "fixed:50us"},
+        (dir_ / "target.log").string());
+  }
+
+  void TearDown() override {
+    load_.reset();
+    agent_.reset();
+    target_proc_.reset();
+    veth_.reset();
+    initiator_.reset();
+    target_.reset();
+    if (!dir_.empty()) std::filesystem::remove_all(dir_);
+  }
+
+  void start_agent(bool dry_run) {
+    const std::string config = (dir_ / "policy.json").string();
+    std::ofstream(config) << nlohmann::json{
+        {"links", {{{"interface", target_if_}, {"capacity_mbit_s", kLinkBps / 1e6}}}},
+        {"slo_controller", {{"interval_ms", 200}, {"dry_run", dry_run}}},
+        {"classes",
+         {{{"name", "gold"},
+           {"priority", 0},
+           {"objectives", {{{"op", "read"}, {"quantile", 0.99}, {"max_latency_us", 1}}}}},
+          {{"name", "bronze"}, {"priority", 7}, {"slo", {{"min_share", kBronzeFloorBps / kLinkBps}}}}}},
+        {"tenants",
+         {{{"name", "gold"}, {"class", "gold"}, {"match", {{{"remote", std::string(kGoldHost) + "/32"}}}}},
+          {{"name", "bronze"}, {"class", "bronze"}, {"match", {{{"remote", std::string(kBronzeHost) + "/32"}}}}}}}}
+                                    .dump();
+    agent_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_AGENT_PATH, "--interface", target_if_,
+                                 "--config", config, "--metrics-address",
+                                 "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "200ms",
+                                 "--admin-socket", (dir_ / "agent.sock").string()},
+        (dir_ / "agent.log").string());
+    ASSERT_TRUE(wait_agent_ready(*agent_, target_->name(), kMetricsPort, 15s)) << log();
+  }
+
+  // Gold QD1 4 KiB random reads and bronze QD16 128 KiB reads, in the background.
+  void start_load(const std::string& runtime) {
+    const std::string jobs = (dir_ / "jobs.json").string();
+    std::ofstream(jobs) << nlohmann::json{
+        {"jobs",
+         {{{"name", "gold"}, {"target", std::string(kGoldTarget) + ":4420"}, {"subnqn", kSubnqn},
+           {"rw", "randread"}, {"bs", "4k"}, {"qd", 1}, {"runtime", runtime}},
+          {{"name", "bronze"}, {"target", std::string(kBronzeTarget) + ":4420"}, {"subnqn", kSubnqn},
+           {"rw", "read"}, {"bs", "128k"}, {"qd", 16}, {"runtime", runtime}, {"offset", "512m"},
+           {"size", "512m"}}}}}
+                                  .dump();
+    load_ = std::make_unique<ChildProcess>(
+        std::vector<std::string>{"ip", "netns", "exec", initiator_->name(), NVQOS_LOAD_PATH, "--job-file", jobs},
+        (dir_ / "load.log").string());
+  }
+
+  std::string metrics() {
+    std::string body;
+    http_get_in(target_->name(), "127.0.0.1", kMetricsPort, "/metrics", &body);
+    return body;
+  }
+  double effective_bronze() {
+    return metric_value(metrics(), "nvqos_class_effective_ceiling_bits_per_second",
+                        {{"interface", target_if_}, {"class", "bronze"}})
+        .value_or(-1);
+  }
+  std::string tc_classes() {
+    std::string out;
+    run(target_->exec() + "tc class show dev " + target_if_, &out);
+    return out;
+  }
+  std::string log() { return read_file((dir_ / "agent.log").string()); }
+
+  std::unique_ptr<Netns> target_, initiator_;
+  std::unique_ptr<VethPair> veth_;
+  std::unique_ptr<ChildProcess> target_proc_, agent_, load_;
+  std::string target_if_, host_if_;
+  std::filesystem::path dir_;
+};
+
+TEST_F(SloTest, AnObjectiveAtRiskCutsLowerClassesToTheirFloorInTheKernelAndGoldStoppingGivesTheLinkBack) {
+  start_agent(false);
+  EXPECT_EQ(metric_value(metrics(), "nvqos_slo_controller_info", {{"mode", "on"}}), 1.0);
+  EXPECT_TRUE(near(effective_bronze(), kLinkBps)) << effective_bronze();
+  EXPECT_EQ(metric_value(metrics(), "nvqos_slo_objective_seconds",
+                         {{"class", "gold"}, {"op", "read"}, {"quantile", "0.99"}}),
+            1e-6);
+
+  start_load("6s");
+  ASSERT_TRUE(wait_until([&] { return near(effective_bronze(), kBronzeFloorBps); }, 5s))
+      << "bronze's effective ceiling: " << effective_bronze() << "\n" << log();
+  const std::string classes = tc_classes();
+  EXPECT_NE(classes.find("ceil 100Mbit"), std::string::npos) << "the HTB class of bronze holds the floor:\n" << classes;
+  EXPECT_EQ(metric_value(metrics(), "nvqos_slo_compliance_ratio", {{"class", "gold"}, {"op", "read"}, {"quantile", "0.99"}}),
+            0.0);
+
+  // Bronze's wire rate while cut: within its 100 Mbit/s ceiling (plus HTB's burst).
+  auto bronze_bytes = [&] {
+    return metric_value(metrics(), "nvqos_tenant_bytes_total",
+                        {{"interface", target_if_}, {"tenant", "bronze"}, {"direction", "egress"}})
+        .value_or(0);
+  };
+  const double b0 = bronze_bytes();
+  std::this_thread::sleep_for(2s);
+  const double bronze_bps = (bronze_bytes() - b0) * 8 / 2;
+  std::printf("[ figures  ] bronze at its floor: %.1f Mbit/s on the wire\n", bronze_bps / 1e6);
+  EXPECT_LT(bronze_bps, 1.15 * kBronzeFloorBps);
+  EXPECT_GT(bronze_bps, 0.5 * kBronzeFloorBps) << "bronze still runs at its floor";
+
+  std::string ctl;
+  EXPECT_EQ(run(std::string(NVQOS_CTL_PATH) + " --socket " + (dir_ / "agent.sock").string() + " slo", &ctl), 0) << ctl;
+  EXPECT_NE(ctl.find("SLO controller: on"), std::string::npos) << ctl;
+  EXPECT_NE(ctl.find("gold read p99"), std::string::npos) << ctl;
+  EXPECT_NE(ctl.find("100.0"), std::string::npos) << ctl;
+
+  // The load ends: gold is idle, bronze's ceiling returns to the link within 5 s.
+  ASSERT_EQ(load_->wait(30s), 0) << read_file((dir_ / "load.log").string());
+  const auto stopped = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_until([&] { return near(effective_bronze(), kLinkBps); }, 5s)) << effective_bronze();
+  std::printf("[ figures  ] bronze's ceiling back at the link %.1f s after the load ended\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count());
+  EXPECT_EQ(tc_classes().find("ceil 100Mbit"), std::string::npos) << tc_classes();
+  const std::string text = log();
+  EXPECT_NE(text.find("SLO: ceiling lowered"), std::string::npos) << text;
+  EXPECT_NE(text.find("class=bronze"), std::string::npos) << text;
+  EXPECT_NE(text.find("SLO: ceiling raised"), std::string::npos) << text;
+}
+
+TEST_F(SloTest, DryRunReportsTheCutAndChangesNothing) {
+  start_agent(true);
+  EXPECT_EQ(metric_value(metrics(), "nvqos_slo_controller_info", {{"mode", "dry_run"}}), 1.0);
+  start_load("4s");
+  ASSERT_TRUE(wait_until([&] { return near(effective_bronze(), kBronzeFloorBps); }, 5s))
+      << effective_bronze() << "\n" << metrics() << log();
+  EXPECT_EQ(tc_classes().find("ceil 100Mbit"), std::string::npos) << tc_classes();
+  EXPECT_NE(log().find("outcome=dry_run"), std::string::npos) << log();
+  load_->wait(30s);
+}
+
+}  // namespace
+}  // namespace nvqos::test
