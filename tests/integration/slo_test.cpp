@@ -5,18 +5,16 @@
 // with tc), show it in /metrics, the log and `nvqosctl slo`, and give the link
 // back once gold's load stops. In dry run it reports the same and changes nothing.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
+#include <cstdio>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
-#include <vector>
 
-#include "netns.hpp"
+#include "agent_lab.hpp"
 
 namespace nvqos::test {
 namespace {
@@ -34,43 +32,27 @@ constexpr double kBronzeFloorBps = 0.1 * kLinkBps;
 
 bool near(double got, double want) { return std::abs(got - want) <= 1e-6 * want; }
 
-class SloTest : public ::testing::Test {
+class SloTest : public AgentLabTest {
  protected:
   void SetUp() override {
     if (!is_root()) GTEST_SKIP() << "needs root (network namespaces, BPF, qdiscs)";
-    target_ = std::make_unique<Netns>(unique_name("slo-t"));
-    initiator_ = std::make_unique<Netns>(unique_name("slo-i"));
-    target_if_ = unique_name("slot");
-    host_if_ = unique_name("sloi");
-    veth_ = std::make_unique<VethPair>(
-        *target_, target_if_, std::vector<std::string>{std::string(kGoldTarget) + "/24", std::string(kBronzeTarget) + "/24"},
-        *initiator_, host_if_, std::vector<std::string>{std::string(kGoldHost) + "/24", std::string(kBronzeHost) + "/24"});
-    must(initiator_->exec() + "ip route add " + kGoldTarget + "/32 dev " + host_if_ + " src " + kGoldHost);
-    must(initiator_->exec() + "ip route add " + kBronzeTarget + "/32 dev " + host_if_ + " src " + kBronzeHost);
-    dir_ = std::filesystem::temp_directory_path() / unique_name("slo-dir");
-    std::filesystem::create_directories(dir_);
-    target_proc_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_TARGET_PATH, "--listen",
-                                 std::string(kGoldTarget) + ":4420", "--listen", std::string(kBronzeTarget) + ":4420",
-                                 "--subsystem", kSubnqn, "--namespace", "1G:4096", "--allow-any-host",
-                                 "--service-time", "fixed:50us"},
-        (dir_ / "target.log").string());
+    lab_.emplace(LabSpec{"slo", {std::string(kGoldTarget) + "/24", std::string(kBronzeTarget) + "/24"},
+                         {std::string(kGoldHost) + "/24", std::string(kBronzeHost) + "/24"}});
+    lab_->route_from(kGoldTarget, kGoldHost);
+    lab_->route_from(kBronzeTarget, kBronzeHost);
+    target_proc_ = start_target(target(), {std::string(kGoldTarget) + ":4420", std::string(kBronzeTarget) + ":4420"},
+                                kSubnqn, "1G:4096", lab_->path("target.log"));
   }
 
   void TearDown() override {
     load_.reset();
-    agent_.reset();
+    AgentLabTest::TearDown();
     target_proc_.reset();
-    veth_.reset();
-    initiator_.reset();
-    target_.reset();
-    if (!dir_.empty()) std::filesystem::remove_all(dir_);
   }
 
   void start_agent(bool dry_run) {
-    const std::string config = (dir_ / "policy.json").string();
-    std::ofstream(config) << nlohmann::json{
-        {"links", {{{"interface", target_if_}, {"capacity_mbit_s", kLinkBps / 1e6}}}},
+    const std::string config = lab_->write_file("policy.json", nlohmann::json{
+        {"links", {{{"interface", target_if()}, {"capacity_mbit_s", kLinkBps / 1e6}}}},
         {"slo_controller", {{"interval_ms", 200}, {"dry_run", dry_run}}},
         {"classes",
          {{{"name", "gold"},
@@ -80,54 +62,40 @@ class SloTest : public ::testing::Test {
         {"tenants",
          {{{"name", "gold"}, {"class", "gold"}, {"match", {{{"remote", std::string(kGoldHost) + "/32"}}}}},
           {{"name", "bronze"}, {"class", "bronze"}, {"match", {{{"remote", std::string(kBronzeHost) + "/32"}}}}}}}}
-                                    .dump();
-    agent_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", target_->name(), NVQOS_AGENT_PATH, "--interface", target_if_,
-                                 "--config", config, "--metrics-address",
-                                 "127.0.0.1:" + std::to_string(kMetricsPort), "--telemetry-interval", "200ms",
-                                 "--admin-socket", (dir_ / "agent.sock").string()},
-        (dir_ / "agent.log").string());
-    ASSERT_TRUE(wait_agent_ready(*agent_, target_->name(), kMetricsPort, 15s)) << log();
+                                    .dump());
+    AgentSpec spec(target().name(), target_if(), kMetricsPort);
+    spec.config = config;
+    spec.telemetry_interval = "200ms";
+    spec.admin_socket = lab_->path("agent.sock");
+    AgentLabTest::start_agent(spec, 15s);
   }
 
   // Gold QD1 4 KiB random reads and bronze QD16 128 KiB reads, in the background.
   void start_load(const std::string& runtime) {
-    const std::string jobs = (dir_ / "jobs.json").string();
-    std::ofstream(jobs) << nlohmann::json{
+    const std::string jobs = lab_->write_file("jobs.json", nlohmann::json{
         {"jobs",
          {{{"name", "gold"}, {"target", std::string(kGoldTarget) + ":4420"}, {"subnqn", kSubnqn},
            {"rw", "randread"}, {"bs", "4k"}, {"qd", 1}, {"runtime", runtime}},
           {{"name", "bronze"}, {"target", std::string(kBronzeTarget) + ":4420"}, {"subnqn", kSubnqn},
            {"rw", "read"}, {"bs", "128k"}, {"qd", 16}, {"runtime", runtime}, {"offset", "512m"},
            {"size", "512m"}}}}}
-                                  .dump();
-    load_ = std::make_unique<ChildProcess>(
-        std::vector<std::string>{"ip", "netns", "exec", initiator_->name(), NVQOS_LOAD_PATH, "--job-file", jobs},
-        (dir_ / "load.log").string());
+                                  .dump());
+    load_ = nvqos::test::start_load(initiator(), {"--job-file", jobs}, lab_->path("load.log"));
   }
 
-  std::string metrics() {
-    std::string body;
-    http_get_in(target_->name(), "127.0.0.1", kMetricsPort, "/metrics", &body);
-    return body;
-  }
   double effective_bronze() {
     return metric_value(metrics(), "nvqos_class_effective_ceiling_bits_per_second",
-                        {{"interface", target_if_}, {"class", "bronze"}})
+                        {{"interface", target_if()}, {"class", "bronze"}})
         .value_or(-1);
   }
   std::string tc_classes() {
     std::string out;
-    run(target_->exec() + "tc class show dev " + target_if_, &out);
+    run(target().exec() + "tc class show dev " + target_if(), &out);
     return out;
   }
-  std::string log() { return read_file((dir_ / "agent.log").string()); }
+  std::string log() { return agent_->log(); }
 
-  std::unique_ptr<Netns> target_, initiator_;
-  std::unique_ptr<VethPair> veth_;
-  std::unique_ptr<ChildProcess> target_proc_, agent_, load_;
-  std::string target_if_, host_if_;
-  std::filesystem::path dir_;
+  std::unique_ptr<ChildProcess> target_proc_, load_;
 };
 
 TEST_F(SloTest, AnObjectiveAtRiskCutsLowerClassesToTheirFloorInTheKernelAndGoldStoppingGivesTheLinkBack) {
@@ -149,7 +117,7 @@ TEST_F(SloTest, AnObjectiveAtRiskCutsLowerClassesToTheirFloorInTheKernelAndGoldS
   // Bronze's wire rate while cut: within its 100 Mbit/s ceiling (plus HTB's burst).
   auto bronze_bytes = [&] {
     return metric_value(metrics(), "nvqos_tenant_bytes_total",
-                        {{"interface", target_if_}, {"tenant", "bronze"}, {"direction", "egress"}})
+                        {{"interface", target_if()}, {"tenant", "bronze"}, {"direction", "egress"}})
         .value_or(0);
   };
   const double b0 = bronze_bytes();
@@ -160,13 +128,15 @@ TEST_F(SloTest, AnObjectiveAtRiskCutsLowerClassesToTheirFloorInTheKernelAndGoldS
   EXPECT_GT(bronze_bps, 0.5 * kBronzeFloorBps) << "bronze still runs at its floor";
 
   std::string ctl;
-  EXPECT_EQ(run(std::string(NVQOS_CTL_PATH) + " --socket " + (dir_ / "agent.sock").string() + " slo", &ctl), 0) << ctl;
+  int rc = -1;
+  ctl = agent_->nvqosctl("slo", &rc);
+  EXPECT_EQ(rc, 0) << ctl;
   EXPECT_NE(ctl.find("SLO controller: on"), std::string::npos) << ctl;
   EXPECT_NE(ctl.find("gold read p99"), std::string::npos) << ctl;
   EXPECT_NE(ctl.find("100.0"), std::string::npos) << ctl;
 
   // The load ends: gold is idle, bronze's ceiling returns to the link within 5 s.
-  ASSERT_EQ(load_->wait(30s), 0) << read_file((dir_ / "load.log").string());
+  ASSERT_EQ(load_->wait(30s), 0) << read_file(lab_->path("load.log"));
   const auto stopped = std::chrono::steady_clock::now();
   ASSERT_TRUE(wait_until([&] { return near(effective_bronze(), kLinkBps); }, 5s)) << effective_bronze();
   std::printf("[ figures  ] bronze's ceiling back at the link %.1f s after the load ended\n",
