@@ -251,11 +251,21 @@ def overview():
                 "{{class}} effective ceiling (SLO controller)")],
         "Commands completed per second by the class's tenants on each node.", overrides=LIMIT_LINES), w=12, h=9)
 
-    L.row("SLO")
+    L.row("SLO compliance")
     L.add(timeseries("SLO compliance by class", "percentunit",
                      [target('min by (class, op, quantile) (nvqos_slo_compliance_ratio{' + HOST +
                              ', class=~"$class"})', "{{class}} {{op}} q{{quantile}}")],
-                     "Share of the class's commands within the objective (worst agent)."), w=12)
+                     "Share of the SLO controller's windows (one per control interval) of the last 5 minutes in "
+                     "which the class's quantile met its objective; worst agent."), w=12)
+    L.add(timeseries(
+        "Effective ceilings set by the SLO controller against the static ones", "bps",
+        [target('min by (node, interface, class) (nvqos_class_effective_ceiling_bits_per_second{' + IFACE +
+                ', class=~"$class"})', "{{class}} {{node}}/{{interface}}"),
+         target('max by (class) (nvqos_class_ceiling_bits_per_second{' + HOST + ', class=~"$class", op="any"})',
+                "{{class}} static ceiling")],
+        "What the controller lets each lower-priority class use on each link: lowered while an objective is "
+        "at risk, raised back with headroom; a flat line at the static ceiling (or the link) means nothing is "
+        "at risk. In dry_run: what it would set.", overrides=LIMIT_LINES), w=12)
     L.add(table("SLO objectives",
                 [target('max by (class, op, quantile) (nvqos_slo_objective_seconds{' + HOST + ', class=~"$class"})',
                         instant=True, fmt="table")], "Objectives declared per class in the policy.", unit="s"), w=6)
@@ -392,10 +402,14 @@ def tenant_detail():
                      [target("min by (op, quantile) (nvqos_slo_compliance_ratio{" + HOST + "} "
                              "* on (cluster, node, instance, class) group_left () " + TENANT_CLASS + ")",
                              "{{op}} q{{quantile}}")]), w=12)
-    L.add(timeseries("Effective ceiling set by the SLO controller", "bps",
-                     [target("max by (node, interface) (nvqos_class_effective_ceiling_bits_per_second{" + IFACE +
-                             "} * on (cluster, node, instance, class) group_left () " + TENANT_CLASS + ")",
-                             "{{node}}/{{interface}}")]), w=12)
+    L.add(timeseries("Effective ceilings set by the SLO controller on the tenant's links", "bps",
+                     [target("min by (node, interface, class) (nvqos_class_effective_ceiling_bits_per_second{" +
+                             IFACE + "} * on (cluster, node, instance, interface) group_left () group by (cluster, "
+                             "node, instance, interface) (nvqos_tenant_bytes_total{" + TENANT + "}))",
+                             "{{class}} {{node}}/{{interface}}")],
+                     "Every adapted class on the links that carry this tenant: for a tenant of a protected "
+                     "class, how far its neighbours are cut for it; for one of an adapted class, its own "
+                     "class's ceiling in force."), w=12)
     L.row("Connections")
     L.add(timeseries("Open connections by node", "short",
                      [target("sum by (node, interface) (nvqos_tenant_flows_active{" + TENANT + "})",

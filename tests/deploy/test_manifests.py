@@ -152,9 +152,15 @@ class Manifests(unittest.TestCase):
         self.assertIn(key, data)
         validate(self, data[key], "ConfigMap nvqos-policy")
         validate(self, (ROOT / "deploy" / "config" / "policy.json").read_text(), "deploy/config/policy.json")
-        policy = json.loads(data[key])
-        if "classes" in policy:
-            self.assertEqual({c["name"] for c in policy["classes"]}, {"gold", "silver", "bronze"})
+        validate(self, (ROOT / "deploy" / "config" / "qos-classes.json").read_text(), "deploy/config/qos-classes.json")
+        for what, text in (("ConfigMap nvqos-policy", data[key]),
+                           ("deploy/config/policy.json", (ROOT / "deploy" / "config" / "policy.json").read_text())):
+            policy = json.loads(text)
+            classes = {c["name"]: c for c in policy["classes"]}
+            self.assertEqual(set(classes), {"gold", "silver", "bronze"}, what)
+            # NvqosTenantLatencyAboveSLO compares p99s with the class's p99 objectives: gold has them.
+            p99 = {o["op"] for o in classes["gold"].get("objectives", []) if o["quantile"] == 0.99}
+            self.assertLessEqual({"read", "write"}, p99, f"{what}: gold's p99 read/write objectives")
 
     def test_every_flag_passed_exists(self):
         help_text = agent_help()

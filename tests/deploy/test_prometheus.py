@@ -12,14 +12,16 @@ shipped alert rules (`for` shortened), scraping both agents and one dead target.
   expression and its signal, the part before the threshold), is evaluated through the HTTP API and
   must return data;
 - NvqosConfigReloadFailed (a bad policy written to one agent), NvqosAgentDown (the dead target) and
-  NvqosTenantLatencyAboveSLO (a crafted breach: a 1 us p99 objective) must fire.
+  NvqosTenantLatencyAboveSLO (a crafted breach: gold's class declares a p99 read objective of 1 us, which
+  the agents export as nvqos_slo_objective_seconds and their SLO controllers try to hold) must fire.
 
 An expression that selects a metric the agents do not export yet is reported as PENDING with the
-missing names, not failed, and not counted as passing; every other expression without data fails.
+missing names, not failed, and not counted as passing; every other expression without data fails, and
+so does any expression over the tenant-class or SLO metrics (SLO_METRICS) that is not answered from
+the agents' own samples.
 Exit 77 (skipped) when not root or Prometheus is not installed.
 """
 import argparse
-import copy
 import json
 import os
 import pathlib
@@ -39,6 +41,12 @@ TARGET_ADDRS = {"gold": f"{SUBNET}.1", "bronze": f"{SUBNET}.11", "blocked": f"{S
 HOST_ADDRS = {"gold": f"{SUBNET}.2", "bronze": f"{SUBNET}.3", "blocked": f"{SUBNET}.4"}
 SUBNQN = "nqn.2026-11.io.nvqos:deploy-test"
 PROM = "127.0.0.1:9090"
+# The crafted breach: gold's p99 read objective, far below any real p99.
+BREACH_OBJECTIVE_US = 1
+# What the SLO alert and the dashboards' SLO panels join; the agents must export samples of each.
+SLO_METRICS = {"nvqos_tenant_info", "nvqos_slo_objective_seconds", "nvqos_slo_compliance_ratio",
+               "nvqos_slo_controller_info", "nvqos_class_effective_ceiling_bits_per_second",
+               "nvqos_class_effective_ceiling_iops"}
 RATE_INTERVAL = "15s"
 LOAD_SECONDS = 50
 
@@ -127,46 +135,28 @@ class Lab:
             run(["ip", "-n", self.ns_i, "route", "add", f"{dst}/32", "dev", self.if_i, "src", HOST_ADDRS[tenant]])
 
 
-def policies(agent):
-    """Initiator- and target-side policies, with QoS classes when this agent's config schema has them."""
-    def policy(tenants, with_classes):
-        doc = {"version": 1, "tenants": tenants}
-        if with_classes:
-            doc["links"] = []  # filled per agent below
-            doc["classes"] = [
-                {"name": "gold", "priority": 0, "guaranteed_mbit_s": 200, "ceiling_mbit_s": 8000},
-                {"name": "silver", "priority": 2},
-                {"name": "bronze", "priority": 4, "ceiling_mbit_s": 400, "ceiling_iops": 2000},
-            ]
-            doc["default_class"] = "silver"
-            for t in tenants:
-                t["class"] = "gold" if t["name"] == "gold" else "bronze"
-        return doc
+def policies():
+    """Initiator- and target-side policies: gold/silver/bronze classes, gold with the crafted SLO breach
+    (its SLO controller cuts bronze towards its floor while gold misses the objective, as it would for
+    a real breach)."""
+    def policy(tenants):
+        for t in tenants:
+            t["class"] = "gold" if t["name"] == "gold" else "bronze"
+        return {"version": 1, "tenants": tenants,
+                "links": [],  # filled per agent
+                "classes": [
+                    {"name": "gold", "priority": 0, "guaranteed_mbit_s": 200, "ceiling_mbit_s": 8000,
+                     "objectives": [{"op": "read", "quantile": 0.99, "max_latency_us": BREACH_OBJECTIVE_US}]},
+                    {"name": "silver", "priority": 2},
+                    {"name": "bronze", "priority": 4, "ceiling_mbit_s": 400, "ceiling_iops": 2000},
+                ],
+                "default_class": "silver",
+                "slo_controller": {"interval_ms": 250}}
 
-    def both(with_classes):
-        ini = policy([{"name": t, "match": [{"remote": f"{TARGET_ADDRS[t]}/32"}]} for t in ("gold", "bronze")],
-                     with_classes)
-        tgt = policy([{"name": t, "match": [{"remote": f"{HOST_ADDRS[t]}/32"}]} for t in ("gold", "bronze")] +
-                     [{"name": "blocked", "match": [{"remote": f"{HOST_ADDRS['blocked']}/32"}], "quarantine": True}],
-                     with_classes)
-        return ini, tgt
-
-    ini, tgt = both(True)
-    probe = pathlib.Path(tempfile.mkstemp(suffix=".json")[1])
-    try:
-        ini_probe = copy.deepcopy(ini)
-        ini_probe["links"] = [{"interface": "probe0", "capacity_mbit_s": 10000}]
-        probe.write_text(json.dumps(ini_probe))
-        ok = run([agent, "--validate", "--config", str(probe)], check=False, capture=True)
-    finally:
-        probe.unlink()
-    if ok.returncode == 0:
-        log("this agent has QoS classes: policies with gold/silver/bronze classes")
-        return ini, tgt, True
-    log("this agent refuses QoS classes (" + (ok.stderr.strip().splitlines() or ["?"])[-1] +
-        "): tenants without classes")
-    ini, tgt = both(False)
-    return ini, tgt, False
+    ini = policy([{"name": t, "match": [{"remote": f"{TARGET_ADDRS[t]}/32"}]} for t in ("gold", "bronze")])
+    tgt = policy([{"name": t, "match": [{"remote": f"{HOST_ADDRS[t]}/32"}]} for t in ("gold", "bronze")] +
+                 [{"name": "blocked", "match": [{"remote": f"{HOST_ADDRS['blocked']}/32"}], "quarantine": True}])
+    return ini, tgt
 
 
 def daemonset_container():
@@ -222,34 +212,17 @@ def start_agent(lab, ns, node, policy, interfaces_file=None, env=None, name=None
     raise RuntimeError(f"agent {node} not ready within 30 s")
 
 
-def test_rules(agent_samples, workdir):
-    """The shipped rules with `for` shortened, plus stand-ins for the class/SLO metrics the agents have
-    no samples of (not on this branch yet, or no objectives in this policy), so the SLO alert's own
-    expression can be driven to firing: tenant gold in class gold, whose p99 read objective is 1 us
-    (the crafted breach)."""
+def test_rules(workdir):
+    """The shipped rules with `for` shortened; nothing else: every series they join comes from the agents."""
     doc = yaml.safe_load(d.RULES.read_text())
     for g in doc["groups"]:
         g["interval"] = "1s"
         for r in g["rules"]:
             if "for" in r:
                 r["for"] = "0s"
-    stand_ins = []
-    if "nvqos_tenant_info" not in agent_samples:
-        stand_ins.append({"record": "nvqos_tenant_info", "expr":
-                          'label_replace(group by (cluster, node, instance, tenant) '
-                          '(nvqos_tenant_bytes_total{tenant="gold"}), "class", "gold", "", "")'})
-    if "nvqos_slo_objective_seconds" not in agent_samples:
-        stand_ins.append({"record": "nvqos_slo_objective_seconds", "expr":
-                          'label_replace(label_replace(label_replace(group by (cluster, node, instance) '
-                          '(nvqos_build_info), "class", "gold", "", ""), "op", "read", "", ""), '
-                          '"quantile", "0.99", "", "") * 1e-6'})
-    if stand_ins:
-        doc["groups"].append({"name": "test.stand-ins", "interval": "1s", "rules": stand_ins})
-        log("stand-ins (test-only recording rules) for metrics the agent does not export yet: " +
-            ", ".join(r["record"] for r in stand_ins))
     path = workdir / "rules.yaml"
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path, [r["record"] for r in stand_ins]
+    return path
 
 
 def prometheus_config(lab, rules_path):
@@ -353,19 +326,15 @@ def scenario(lab):
     lab.spawn("target", lab.ns_exec(lab.ns_t) + [
         lab.build["target"], "--subsystem", SUBNQN, "--namespace", "1G:4096", "--allow-any-host",
         "--service-time", "fixed:50us"] + sum((["--listen", f"{a}:4420"] for a in TARGET_ADDRS.values()), []))
-    ini_policy, tgt_policy, classes = policies(lab.build["agent"])
-    if classes:
-        ini_policy["links"] = [{"interface": lab.if_i, "capacity_mbit_s": 10000}]
-        tgt_policy["links"] = [{"interface": lab.if_t, "capacity_mbit_s": 10000}]
+    ini_policy, tgt_policy = policies()
+    ini_policy["links"] = [{"interface": lab.if_i, "capacity_mbit_s": 10000}]
+    tgt_policy["links"] = [{"interface": lab.if_t, "capacity_mbit_s": 10000}]
     # Initiator: interface from the node address (downward API status.hostIP); target: from the
     # interfaces ConfigMap's key for its node.
     start_agent(lab, lab.ns_i, "initiator-0", ini_policy, env={"NVQOS_HOST_IP": HOST_ADDRS["gold"]})
     tgt_agent, tgt_policy_path = start_agent(lab, lab.ns_t, "target-0", tgt_policy, interfaces_file=lab.if_t)
 
-    # What the agents export, from both (the quarantine drops and role=target series are the target's).
-    texts = [lab.curl(lab.ns_i, "http://127.0.0.1:9465/metrics")[1],
-             lab.curl(lab.ns_t, "http://127.0.0.1:9465/metrics")[1]]
-    rules_path, stand_ins = test_rules(d.exported_families("\n".join(texts))[2], lab.dir)
+    rules_path = test_rules(lab.dir)
     prom_config = prometheus_config(lab, rules_path)
     for cmd in (["promtool", "check", "config", str(prom_config)], ["promtool", "check", "rules", str(rules_path)]):
         r = run(cmd, check=False, capture=True)
@@ -462,7 +431,8 @@ def scenario(lab):
         if names:
             log(f"metrics the dashboards/alerts use, {kind}: " + ", ".join(names))
     ok &= counts["FAIL"] == 0
-    ok &= check_alerts(prom, stand_ins)
+    ok &= check_slo_from_agents(results, exported)
+    ok &= check_alerts(prom)
     ok &= rolling_update(lab, prom, tgt_agent, load, tgt_policy_path, tgt_policy)
     status = load.wait(timeout=LOAD_SECONDS + 30)
     log(f"nvqos-load exit status {status} (0: every command completed without error)")
@@ -567,7 +537,22 @@ def check_targets(prom):
     return ok
 
 
-def check_alerts(prom, stand_ins):
+def check_slo_from_agents(results, exported):
+    """The SLO alert and panels run on the agents' own series: each of SLO_METRICS has samples, no
+    expression over them is pending, and the objective Prometheus holds is the policy's."""
+    ok = True
+    missing = sorted(SLO_METRICS - exported[2])
+    if missing:
+        log("the agents export no samples of: " + ", ".join(missing))
+        ok = False
+    pending = [what for what, status, detail in results if status == "PENDING" and any(m in detail for m in SLO_METRICS)]
+    if pending:
+        log("expressions over tenant-class/SLO metrics without the agents' data: " + "; ".join(pending))
+        ok = False
+    return ok
+
+
+def check_alerts(prom):
     want = {"NvqosConfigReloadFailed": {"node": "target-0"}, "NvqosAgentDown": {"node": "dead-0"},
             "NvqosTenantLatencyAboveSLO": {"tenant": "gold", "class": "gold", "op": "read"}}
     deadline = time.time() + 30
@@ -579,9 +564,18 @@ def check_alerts(prom, stand_ins):
             break
         time.sleep(1)
     for name in sorted(want):
-        how = " (objective from a test-only stand-in rule)" if name == "NvqosTenantLatencyAboveSLO" and stand_ins \
-            else ""
-        log(f"alert {name} {dict(want[name])}: {'firing' if name in firing else 'NOT firing'}{how}")
+        log(f"alert {name} {dict(want[name])}: {'firing' if name in firing else 'NOT firing'}")
+    # The breach is judged against the objective the agents export, not one of the test's making.
+    objective = prom.instant('nvqos_slo_objective_seconds{class="gold", op="read", quantile="0.99"}')
+    values = sorted({float(r["value"][1]) for r in objective.get("data", {}).get("result", [])})
+    log(f"gold's p99 read objective as the agents export it: {values} s (policy: {BREACH_OBJECTIVE_US} us)")
+    if values != [BREACH_OBJECTIVE_US * 1e-6]:
+        return False
+    compliance = prom.instant('nvqos_slo_compliance_ratio{class="gold", op="read", quantile="0.99"}')
+    ratios = {r["metric"].get("node"): float(r["value"][1]) for r in compliance.get("data", {}).get("result", [])}
+    log(f"gold's p99 read compliance as the agents export it (no window can meet 1 us): {ratios}")
+    if not ratios or max(ratios.values()) > 0:
+        return False
     others = sorted({a["labels"]["alertname"] for a in alerts if a["state"] == "firing"} - set(want))
     if others:
         log("also firing: " + ", ".join(others))
