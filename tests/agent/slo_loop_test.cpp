@@ -6,21 +6,12 @@
 #include <string>
 
 #include "config.hpp"
+#include "config_refusal.hpp"
 #include "policy.hpp"
 #include "slo_loop.hpp"
 
 namespace nvqos::agent {
 namespace {
-
-void expect_refused(const std::string& text, const std::string& pointer, const std::string& reason) {
-  try {
-    parse_policy(text);
-    ADD_FAILURE() << "accepted: " << text;
-  } catch (const ConfigError& e) {
-    EXPECT_EQ(e.pointer(), pointer) << e.what();
-    EXPECT_NE(e.reason().find(reason), std::string::npos) << "reason \"" << e.reason() << "\" lacks \"" << reason << "\"";
-  }
-}
 
 const char* kSlo = R"({
   "links": [{"interface": "eth0", "capacity_mbit_s": 1000}],
