@@ -221,6 +221,9 @@ def agent_policy(params, interface):
 class Agent:
     """nvqos-agent in one namespace with the QoS policy; stopped (and its qdiscs removed) by stop()."""
 
+    # How often the agent reads its counters; a subclass sampling faster lowers it.
+    telemetry_interval = "1s"
+
     def __init__(self, ns, interface, bins, params, workdir, name):
         self.ns, self.name = ns, name
         self.config = os.path.join(workdir, f"policy-{name}.json")
@@ -233,7 +236,7 @@ class Agent:
         self.log = open(self.log_path, "w")
         self.proc = subprocess.Popen(
             ["ip", "netns", "exec", ns, bins.agent, "--interface", interface, "--config", self.config,
-             "--metrics-address", f"127.0.0.1:{METRICS_PORT}", "--telemetry-interval", "1s",
+             "--metrics-address", f"127.0.0.1:{METRICS_PORT}", "--telemetry-interval", self.telemetry_interval,
              "--admin-socket", os.path.join(workdir, f"agent-{name}.sock")],
             stdout=self.log, stderr=subprocess.STDOUT)
         for _ in range(150):

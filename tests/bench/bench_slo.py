@@ -2,35 +2,55 @@
 """nvqos-bench-slo: the latency-SLO controller (issue 11) in the noisy-neighbour topology.
 
 Reuses the isolation scenario (scripts/nvqos_isolation.py: target -- 1 Gbit/s router -- initiator, one
-nvqos-target, gold QD1 4 KiB random reads, bronze QD32 128 KiB reads + writes, an agent on each host).
+nvqos-target per tenant, gold QD1 4 KiB random reads, an agent on each host). Gold's objective is
+"p99 read <= 2x gold's p99 alone"; compliance is the share of gold's 1 s windows (from nvqos-load's
+per-I/O trace) whose p99 meets it. Two scenarios:
 
-  1. gold alone, no agent: gold's p99 (median of its 1 s windows) -> the objective, 2x it
-  2. bronze alone with the agents: what bronze gets of the link (Mbit/s on the wire, reads direction)
-  3. a sweep of static bronze ceilings (agents, no objective): per ceiling, gold's compliance (share of
-     1 s windows whose p99 meets the objective) and bronze's rate; the best static ceiling is the one
-     with the most bronze among those with compliance >= 95%
-  4. the controller: gold declares "p99 read <= objective", bronze has no static ceiling; gold runs
-     for the case's length, bronze 8 s longer. Prints gold's compliance, bronze's rate beside gold
-     against the best static, the effective ceilings over time (both agents, every 250 ms), and how
-     long after gold stops bronze is back at 95% of its rate alone.
+  priority  the isolation benchmark's: bronze QD32 128 KiB reads + writes, the agents' link capacity
+            under the bottleneck, so the queue forms in the agents' HTB, where gold (priority 0, with a
+            guarantee) goes first. HTB priority may already hold the objective: then the controller
+            has nothing to do, and the figures say so.
+  fabric    a queue the HTB does not own: the agents' link capacity is 10 Gbit/s (a 10G NIC behind a
+            1 Gbit/s uplink), so the queue forms in the router's FIFO, where gold's commands wait behind
+            bronze's data whatever their priority. Bronze writes (QD32 128 KiB) flat out: the
+            initiator's agent, which times gold's commands end to end, shapes them. (Bronze reads
+            would queue at the router on the way back, shaped by the target's agent, which does not
+            time the network: docs/design.md, "What one agent can see".)
+
+Per scenario: bronze alone (its rate on the wire, both directions); a sweep of static bronze ceilings
+(the best is the one with the most bronze among those meeting the objective in >= 95% of windows);
+the controller with bronze without a static ceiling: gold's compliance, bronze's rate beside gold
+against the best static, the effective ceilings every 250 ms, and how long after gold stops bronze is
+back at 95% of its rate alone.
 
 A benchmark, not a test: it prints figures and exits non-zero only when a run fails. Needs root.
 """
 import argparse
 import contextlib
 import csv
+import http.client
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "scripts"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(HERE, "..", "..", "scripts"))
 import nvqos_isolation as iso  # noqa: E402
+from benchlib import progress, write_json  # noqa: E402
 
-TAIL_S = 8.0  # bronze keeps running this long after gold stops
+SCENARIOS = {
+    "priority": {"capacity_mbit": 950, "bronze": ("bronze-read", "bronze-write"),
+                 "sweep": "800,600,400,200"},
+    "fabric": {"capacity_mbit": 10000, "bronze": ("bronze-write",), "sweep": "950,900,850,800,700,600"},
+}
+SAMPLE_S = 0.25
+TARGET_COMPLIANCE = 0.95
 
 
 def policy(params, interface, bronze_ceiling_mbit=None, objective_us=None):
@@ -44,8 +64,24 @@ def policy(params, interface, bronze_ceiling_mbit=None, objective_us=None):
     return p
 
 
+class UnixHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, path):
+        super().__init__("localhost", timeout=5)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(5)
+        self.sock.connect(self.path)
+
+
 class Agent(iso.Agent):
-    """iso.Agent with a policy of our own (the scenario's classes, plus a ceiling or an objective)."""
+    """iso.Agent with a policy of our own (the scenario's classes, plus a ceiling or an objective),
+    sampled through its admin socket: in-process and cheap, so a busy host still samples every
+    SAMPLE_S (a curl per sample through `ip netns exec` took about a second here). Its counters are
+    read every SAMPLE_S too, so that a rate over a second has four readings."""
+
+    telemetry_interval = f"{int(SAMPLE_S * 1000)}ms"
 
     def __init__(self, ns, interface, bins, params, workdir, name, policy_doc):
         saved = iso.agent_policy
@@ -54,12 +90,34 @@ class Agent(iso.Agent):
             super().__init__(ns, interface, bins, params, workdir, name)
         finally:
             iso.agent_policy = saved
+        self.socket_path = os.path.join(workdir, f"agent-{name}.sock")
 
-    def sample(self, name, **labels):
-        for n, l, v in iso.parse_metrics(self.metrics()):
-            if n == name and all(l.get(k) == w for k, w in labels.items()):
-                return v
-        return None
+    def admin(self, path):
+        conn = UnixHTTPConnection(self.socket_path)
+        try:
+            conn.request("GET", path)
+            r = conn.getresponse()
+            body = r.read()
+            if r.status != 200:
+                raise RuntimeError(f"GET {path} from the {self.name}'s agent: HTTP {r.status} {body[:200]!r}")
+            return json.loads(body)
+        finally:
+            conn.close()
+
+    def bronze_egress(self):
+        """Bronze's egress bytes on this host (the agent's snapshot, every telemetry interval)."""
+        t = next((t for t in self.admin("/v1/tenants")["tenants"] if t["name"] == "bronze"), {})
+        return sum(i.get("egress_bytes", 0) for i in t.get("interfaces", {}).values())
+
+    def bronze_ceiling(self):
+        """The SLO controller's effective bronze ceiling (bits/s), None without a controller."""
+        slo = self.admin("/v1/slo")
+        return next((c["effective_bps"] for i in slo.get("interfaces", []) for c in i["classes"]
+                     if c["name"] == "bronze"), None)
+
+    def adjustments(self):
+        slo = self.admin("/v1/slo")
+        return sum(c.get("cuts", 0) + c.get("raises", 0) for i in slo.get("interfaces", []) for c in i["classes"])
 
 
 def start_load(topo, bins, workdir, tenant, jobs, trace=None):
@@ -79,10 +137,16 @@ def finish(proc, what):
     return json.loads(out[out.find("{"):])
 
 
+def jobs(tenant, runtime, bronze_jobs=()):
+    all_jobs = iso.tenant_jobs("shared", runtime)[tenant]
+    return all_jobs if tenant == "gold" else [j for j in all_jobs if j["name"] in bronze_jobs]
+
+
 def gold_windows(trace, objective_us):
-    """(compliance over 1 s windows, [p99 per window]) from nvqos-load's per-I/O trace."""
-    rows = [(int(r["complete_ns"]), (int(r["complete_ns"]) - int(r["submit_ns"])) / 1000.0)
-            for r in csv.DictReader(open(trace))]
+    """(compliance over 1 s windows, [p99 per window in µs]) from nvqos-load's per-I/O trace."""
+    with open(trace) as f:
+        rows = [(int(r["complete_ns"]), (int(r["complete_ns"]) - int(r["submit_ns"])) / 1000.0)
+                for r in csv.DictReader(f)]
     if not rows:
         return 0.0, []
     t0 = rows[0][0]
@@ -95,36 +159,31 @@ def gold_windows(trace, objective_us):
     return (met / len(p99s) if p99s else 0.0), p99s
 
 
-def bronze_bytes(agents):
-    """Bronze's wire bytes sent by each host: reads leave the target, writes the initiator."""
-    return sum(a.sample("nvqos_tenant_bytes_total", tenant="bronze", direction="egress") or 0 for a in agents)
-
-
-def read_bytes(agents):
-    return agents[0].sample("nvqos_tenant_bytes_total", tenant="bronze", direction="egress") or 0
-
-
-def run_case(topo, bins, params, workdir, runtime, agents, objective_us=None, tail=0.0, progress=print):
-    """Gold for `runtime`, bronze for runtime + tail; returns figures and a 250 ms timeline."""
+def run_case(topo, bins, workdir, runtime, agents, bronze_jobs, objective_us=None, tail=0.0):
+    """Gold for `runtime`, bronze (when agents are given) for runtime + tail, side by side; returns
+    gold's compliance and window p99s, bronze's rate while gold ran, and a timeline of bronze's bytes
+    and effective ceilings every SAMPLE_S."""
     trace = os.path.join(workdir, "trace-gold.csv")
-    gold_jobs, bronze_jobs = iso.tenant_jobs("nvqos", runtime)["gold"], iso.tenant_jobs("nvqos", runtime + tail)["bronze"]
-    bronze = start_load(topo, bins, workdir, "bronze", bronze_jobs) if agents is not None else None
-    gold = start_load(topo, bins, workdir, "gold", gold_jobs, trace)
-    timeline, t0, gold_stop = [], time.monotonic(), None
-    start_bytes = (bronze_bytes(agents), time.monotonic()) if agents else None
-    during = None
-    while (bronze or gold).poll() is None or gold.poll() is None:
-        time.sleep(0.25)
+    base = sum(a.bronze_egress() for a in agents) if agents else 0
+    bronze = start_load(topo, bins, workdir, "bronze", jobs("bronze", runtime + tail, bronze_jobs)) \
+        if agents is not None else None
+    gold = start_load(topo, bins, workdir, "gold", jobs("gold", runtime), trace)
+    timeline, t0, gold_stop, during = [], time.monotonic(), None, None
+    first = None
+    while (bronze and bronze.poll() is None) or gold.poll() is None:
+        time.sleep(SAMPLE_S)
         now = time.monotonic() - t0
         if agents:
-            point = {"t": round(now, 2), "read_bytes": read_bytes(agents), "bronze_bytes": bronze_bytes(agents)}
+            point = {"t": round(now, 2), "bronze_bytes": sum(a.bronze_egress() for a in agents)}
             for a in agents:
-                point[f"ceiling_{a.name}"] = a.sample("nvqos_class_effective_ceiling_bits_per_second", **{"class": "bronze"})
+                point[f"ceiling_{a.name}"] = a.bronze_ceiling()
             timeline.append(point)
+            if first is None and point["bronze_bytes"] > base:
+                first = point
         if gold_stop is None and gold.poll() is not None:
             gold_stop = now
-            if agents:
-                during = ((bronze_bytes(agents) - start_bytes[0]) * 8 / (time.monotonic() - start_bytes[1]))
+            if first and timeline[-1]["t"] > first["t"]:
+                during = (timeline[-1]["bronze_bytes"] - first["bronze_bytes"]) * 8 / (timeline[-1]["t"] - first["t"])
     finish(gold, "gold")
     if bronze:
         finish(bronze, "bronze")
@@ -133,119 +192,159 @@ def run_case(topo, bins, params, workdir, runtime, agents, objective_us=None, ta
             "gold_stop_s": gold_stop}
 
 
-def rate_series(timeline, key):
-    """(t, bits/s over the last second) from cumulative byte samples every 250 ms."""
-    out = []
-    for i in range(4, len(timeline)):
-        a, b = timeline[i - 4], timeline[i]
-        out.append((b["t"], (b[key] - a[key]) * 8 / (b["t"] - a["t"])))
+def rate_series(timeline, key="bronze_bytes", span=4):
+    """(t, bits/s over the last span samples) from cumulative byte samples."""
+    return [(b["t"], (b[key] - a[key]) * 8 / (b["t"] - a["t"]))
+            for a, b in zip(timeline, timeline[span:]) if b["t"] > a["t"]]
+
+
+def measure_alone(topo, bins, workdir, runtime, agents, bronze_jobs):
+    """Bronze alone beside the agents: its wire bits/s, both directions, sampled as run_case samples
+    (from the first sample that sees it sending to the last one before it ends)."""
+    load = start_load(topo, bins, workdir, "bronze", jobs("bronze", runtime, bronze_jobs))
+    start, points, t0 = sum(a.bronze_egress() for a in agents), [], time.monotonic()
+    while load.poll() is None:
+        time.sleep(SAMPLE_S)
+        points.append((time.monotonic() - t0, sum(a.bronze_egress() for a in agents)))
+    finish(load, "bronze alone")
+    sending = [p for p in points[:-1] if p[1] > start]
+    if len(sending) < 2:
+        raise RuntimeError("bronze alone: too few samples while it was sending")
+    return (sending[-1][1] - sending[0][1]) * 8 / (sending[-1][0] - sending[0][0])
+
+
+def scenario(name, topo, bins, workdir, args, objective, say):
+    spec = SCENARIOS[name]
+    params = iso.Params(runtime_s=args.runtime, capacity_mbit=spec["capacity_mbit"])
+    sweep = args.sweep if name == "priority" and args.sweep is not None else spec["sweep"]
+    if args.quick:
+        sweep = sweep.split(",")[len(sweep.split(",")) // 2]
+    out = {"capacity_mbit": spec["capacity_mbit"], "bronze_jobs": list(spec["bronze"])}
+
+    def agents_with(**kw):
+        stack, agents = contextlib.ExitStack(), []
+        for ns, dev, host in ((topo.tgt, topo.tgt_if, "target"), (topo.ini, topo.ini_if, "initiator")):
+            a = Agent(ns, dev, bins, params, workdir, host, policy(params, dev, **kw))
+            stack.callback(a.stop)
+            agents.append(a)
+        return agents, stack
+
+    say(f"[{name}] bronze alone with the agents, {args.runtime:g} s")
+    agents, stack = agents_with()
+    with stack:
+        out["bronze_alone_bps"] = measure_alone(topo, bins, workdir, args.runtime, agents, spec["bronze"])
+    say(f"[{name}]   bronze alone: {out['bronze_alone_bps'] / 1e6:.0f} Mbit/s")
+
+    out["sweep"] = []
+    for ceiling in [None] + [int(c) for c in sweep.split(",") if c]:
+        say(f"[{name}] static bronze ceiling {ceiling or 'none'} Mbit/s, {args.runtime:g} s")
+        agents, stack = agents_with(bronze_ceiling_mbit=ceiling)
+        with stack:
+            r = run_case(topo, bins, workdir, args.runtime, agents, spec["bronze"], objective)
+        out["sweep"].append({"ceiling_mbit": ceiling, "compliance": r["compliance"], "bronze_bps": r["bronze_bps"],
+                             "gold_p99_median_us": sorted(r["gold_p99s_us"])[len(r["gold_p99s_us"]) // 2]
+                             if r["gold_p99s_us"] else None})
+        say(f"[{name}]   gold compliance {100 * r['compliance']:.0f}%, bronze {r['bronze_bps'] / 1e6:.0f} Mbit/s")
+    ok = [s for s in out["sweep"] if s["compliance"] >= TARGET_COMPLIANCE]
+    out["best_static"] = max(ok, key=lambda s: s["bronze_bps"]) if ok else None
+
+    say(f"[{name}] the controller: p99 read <= {objective:.0f} us, {args.runtime:g} s + {args.tail:g} s bronze alone")
+    agents, stack = agents_with(objective_us=objective)
+    with stack:
+        r = run_case(topo, bins, workdir, args.runtime, agents, spec["bronze"], objective, tail=args.tail)
+        ctl = os.path.join(os.path.abspath(args.build_dir), "agent", "nvqosctl")
+        out["nvqosctl_slo"] = {a.name: subprocess.run([ctl, "--socket", os.path.join(workdir, f"agent-{a.name}.sock"),
+                                                       "slo"], text=True, capture_output=True).stdout for a in agents}
+        out["adjustments"] = {a.name: a.adjustments() for a in agents}
+    c = {k: r[k] for k in ("compliance", "bronze_bps", "gold_stop_s", "timeline", "gold_p99s_us")}
+    c["regained_s"] = next((t - r["gold_stop_s"] for t, bps in rate_series(r["timeline"])
+                            if t > r["gold_stop_s"] and bps >= 0.95 * out["bronze_alone_bps"]), None)
+    out["controller"] = c
+    best = out["best_static"]
+    out["verdict"] = {
+        "gold_compliance_ok": c["compliance"] >= TARGET_COMPLIANCE,
+        "bronze_vs_best_static": c["bronze_bps"] / best["bronze_bps"] if best and best["bronze_bps"] else None,
+        "regained_within_5s": c["regained_s"] is not None and c["regained_s"] <= 5.0,
+        "controller_acted": any(out["adjustments"].values()),
+    }
+    say(f"[{name}]   gold compliance {100 * c['compliance']:.0f}%, bronze {c['bronze_bps'] / 1e6:.0f} Mbit/s, "
+        f"adjustments {out['adjustments']}, back at 95% {c['regained_s']} s after gold stopped")
     return out
+
+
+def print_scenario(name, s):
+    print(f"\n[{name}] agents' link capacity {s['capacity_mbit']} Mbit/s, bronze: {' + '.join(s['bronze_jobs'])}; "
+          f"bronze alone {s['bronze_alone_bps'] / 1e6:.0f} Mbit/s")
+    print(f"{'bronze ceiling':>22} {'gold compliance':>16} {'bronze Mbit/s':>14}")
+    for x in s["sweep"]:
+        label = f"static {x['ceiling_mbit']}" if x["ceiling_mbit"] else "none (priority only)"
+        print(f"{label:>22} {100 * x['compliance']:>15.0f}% {x['bronze_bps'] / 1e6:>14.0f}")
+    c, best, v = s["controller"], s["best_static"], s["verdict"]
+    print(f"{'SLO controller':>22} {100 * c['compliance']:>15.0f}% {c['bronze_bps'] / 1e6:>14.0f}")
+    if best:
+        print(f"best static ceiling meeting the objective in >= 95% of windows: {best['ceiling_mbit'] or 'none'} -> "
+              f"bronze {best['bronze_bps'] / 1e6:.0f} Mbit/s; controller: {100 * v['bronze_vs_best_static']:.0f}% "
+              f"of it (target >= 80%), gold compliance {100 * c['compliance']:.0f}% (target >= 95%)")
+    else:
+        print("no static ceiling of the sweep met the objective in >= 95% of windows")
+    print(f"controller adjustments (target, initiator): {s['adjustments']}; gold stopped at {c['gold_stop_s']:.1f} s; "
+          "bronze back at 95% of its rate alone " +
+          (f"{c['regained_s']:.2f} s later (target <= 5 s)" if c["regained_s"] is not None else "NOT within the run"))
+    print("effective bronze ceiling (Mbit/s) every second, target / initiator agent:")
+    for p in c["timeline"][::4]:
+        fmt = lambda v: f"{v / 1e6:7.0f}" if v is not None else "      -"  # noqa: E731
+        mark = " <- gold stops" if c["gold_stop_s"] and abs(p["t"] - c["gold_stop_s"]) < 0.5 else ""
+        print(f"  t={p['t']:5.1f} s {fmt(p.get('ceiling_target'))} {fmt(p.get('ceiling_initiator'))}{mark}")
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-dir", default=os.environ.get("NVQOS_BUILD_DIR", "build"))
     ap.add_argument("--runtime", type=iso.parse_duration, default=10.0, help="length of each case (default 10s)")
-    ap.add_argument("--sweep", default="800,600,400,200", help="static bronze ceilings to try, Mbit/s")
-    ap.add_argument("--json", metavar="FILE", help="write every figure and the timeline here")
+    ap.add_argument("--tail", type=float, default=8.0, help="seconds bronze runs on after gold stops (default 8)")
+    ap.add_argument("--sweep", help="static bronze ceilings of the priority scenario, Mbit/s (default "
+                    + SCENARIOS["priority"]["sweep"] + ")")
+    ap.add_argument("--scenarios", default="priority,fabric", help="which scenarios (default both)")
+    ap.add_argument("--quick", action="store_true", help="smoke run: 2 s cases, one static ceiling per sweep")
+    ap.add_argument("--json", metavar="FILE", help="write every figure and the timelines here")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("nvqos-bench-slo: needs root (network namespaces, qdiscs, BPF)")
+    if args.quick:
+        args.runtime, args.tail = 2.0, 3.0
+    names = [n for n in args.scenarios.split(",") if n]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        sys.exit(f"nvqos-bench-slo: unknown scenario {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
     bins = iso.Binaries(args.build_dir)
-    params = iso.Params(runtime_s=args.runtime)
-    say = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
-    results = {"params": params.as_dict(), "kernel": os.uname().release, "cpus": os.cpu_count()}
+    base = iso.Params(runtime_s=args.runtime)
+    say = progress
+    results = {"params": base.as_dict(), "kernel": os.uname().release, "cpus": os.cpu_count(),
+               "runtime_s": args.runtime, "tail_s": args.tail, "quick": args.quick, "scenarios": {}}
     with contextlib.ExitStack() as stack:
         workdir = tempfile.mkdtemp(prefix="nvqos-bench-slo-")
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
-        topo = stack.enter_context(iso.Topology(params))
+        topo = stack.enter_context(iso.Topology(base))
         for tenant, addresses in (("gold", [iso.TGT_GOLD]), ("bronze", [iso.TGT_BRONZE])):
             target = iso.Target(topo, bins, workdir, tenant, addresses)
             stack.callback(target.stop)
 
-        def agents_with(**kw):
-            case_stack = contextlib.ExitStack()
-            agents = []
-            for ns, dev, name in ((topo.tgt, topo.tgt_if, "target"), (topo.ini, topo.ini_if, "initiator")):
-                a = Agent(ns, dev, bins, params, workdir, name, policy(params, dev, **kw))
-                case_stack.callback(a.stop)
-                agents.append(a)
-            return agents, case_stack
-
-        say(f"1. gold alone, {args.runtime:g} s")
-        solo = run_case(topo, bins, params, workdir, args.runtime, None)
+        say(f"gold alone, no agent, {args.runtime:g} s")
+        solo = run_case(topo, bins, workdir, args.runtime, None, ())
         solo_p99 = sorted(solo["gold_p99s_us"])[len(solo["gold_p99s_us"]) // 2]
         objective = 2 * solo_p99
         results["solo_p99_us"], results["objective_us"] = solo_p99, objective
-        say(f"   gold's p99 (median of 1 s windows) {solo_p99:.0f} us -> objective p99 <= {objective:.0f} us")
+        results["solo_p99s_us"] = solo["gold_p99s_us"]
+        say(f"  gold's p99 (median of 1 s windows) {solo_p99:.0f} us -> objective p99 read <= {objective:.0f} us")
+        for n in names:
+            results["scenarios"][n] = scenario(n, topo, bins, workdir, args, objective, say)
 
-        say(f"2. bronze alone with the agents, {args.runtime:g} s")
-        agents, case_stack = agents_with()
-        with case_stack:
-            b0, t0 = read_bytes(agents), time.monotonic()
-            bronze = start_load(topo, bins, workdir, "bronze", iso.tenant_jobs("capacity", args.runtime)["bronze"])
-            finish(bronze, "bronze")
-            alone_read_bps = (read_bytes(agents) - b0) * 8 / (time.monotonic() - t0)
-        results["bronze_alone_read_bps"] = alone_read_bps
-        say(f"   bronze's reads alone: {alone_read_bps / 1e6:.0f} Mbit/s")
-
-        results["sweep"] = []
-        for ceiling in [None] + [int(c) for c in args.sweep.split(",") if c]:
-            say(f"3. static bronze ceiling {ceiling or 'none'} Mbit/s, {args.runtime:g} s")
-            agents, case_stack = agents_with(bronze_ceiling_mbit=ceiling)
-            with case_stack:
-                r = run_case(topo, bins, params, workdir, args.runtime, agents, objective)
-            results["sweep"].append({"ceiling_mbit": ceiling, "compliance": r["compliance"], "bronze_bps": r["bronze_bps"]})
-            say(f"   gold compliance {100 * r['compliance']:.0f}%, bronze {r['bronze_bps'] / 1e6:.0f} Mbit/s")
-        ok = [s for s in results["sweep"] if s["compliance"] >= 0.95]
-        best = max(ok, key=lambda s: s["bronze_bps"]) if ok else None
-        results["best_static"] = best
-
-        say(f"4. the controller: objective p99 read <= {objective:.0f} us, {args.runtime:g} s + {TAIL_S:g} s bronze alone")
-        agents, case_stack = agents_with(objective_us=objective)
-        with case_stack:
-            r = run_case(topo, bins, params, workdir, args.runtime, agents, objective, tail=TAIL_S)
-            slo_state = subprocess.run([os.path.join(os.path.abspath(args.build_dir), "agent", "nvqosctl"), "--socket",
-                                        os.path.join(workdir, "agent-target.sock"), "slo"],
-                                       text=True, capture_output=True).stdout
-        results["controller"] = {k: r[k] for k in ("compliance", "bronze_bps", "gold_stop_s", "timeline", "gold_p99s_us")}
-        regained = None
-        for t, bps in rate_series(r["timeline"], "read_bytes"):
-            if t > r["gold_stop_s"] and bps >= 0.95 * alone_read_bps:
-                regained = t - r["gold_stop_s"]
-                break
-        results["controller"]["regained_s"] = regained
-
-    print(f"\nLatency SLO controller: gold QD1 4 KiB random reads beside bronze QD32 128 KiB reads + writes, "
-          f"{params.bottleneck_mbit} Mbit/s bottleneck, agents' link {params.capacity_mbit} Mbit/s, "
+    print(f"\nLatency SLO controller: gold QD1 4 KiB random reads, {base.bottleneck_mbit} Mbit/s bottleneck, "
           f"{args.runtime:g} s per case (kernel {results['kernel']}, {results['cpus']} CPUs)")
-    print(f"gold alone: p99 {solo_p99:.0f} us; objective p99 read <= {objective:.0f} us (2x)\n")
-    print(f"{'bronze ceiling':>22} {'gold compliance':>16} {'bronze Mbit/s':>14}   (bronze: wire bits of its reads and "
-          f"writes, both directions, while gold runs)")
-    for s in results["sweep"]:
-        name = f"static {s['ceiling_mbit']}" if s["ceiling_mbit"] else "none (priority only)"
-        print(f"{name:>22} {100 * s['compliance']:>15.0f}% {s['bronze_bps'] / 1e6:>14.0f}")
-    c = results["controller"]
-    print(f"{'SLO controller':>22} {100 * c['compliance']:>15.0f}% {c['bronze_bps'] / 1e6:>14.0f}")
-    if best:
-        print(f"\nbest static ceiling meeting the objective in >= 95% of 1 s windows: "
-              f"{best['ceiling_mbit'] or 'none'} -> bronze {best['bronze_bps'] / 1e6:.0f} Mbit/s; controller: "
-              f"{100 * c['bronze_bps'] / best['bronze_bps']:.0f}% of it (target >= 80%), "
-              f"gold compliance {100 * c['compliance']:.0f}% (target >= 95%)")
-    else:
-        print("\nno static ceiling of the sweep met the objective in >= 95% of 1 s windows")
-    print(f"gold stopped at {c['gold_stop_s']:.1f} s; bronze's reads back at 95% of their rate alone "
-          + (f"{c['regained_s']:.2f} s later (target <= 5 s)" if c["regained_s"] is not None else "NOT within the run"))
-    print("\neffective bronze ceiling (Mbit/s) over time, target / initiator agent:")
-    for p in c["timeline"][::4]:
-        ct, ci = p.get("ceiling_target"), p.get("ceiling_initiator")
-        fmt = lambda v: f"{v / 1e6:7.0f}" if v is not None else "      -"  # noqa: E731
-        mark = " <- gold stops" if c["gold_stop_s"] and abs(p["t"] - c["gold_stop_s"]) < 0.5 else ""
-        print(f"  t={p['t']:5.1f} s {fmt(ct)} {fmt(ci)}{mark}")
-    print("\nnvqosctl slo (target) at the end:\n" + slo_state)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+    print(f"gold alone: p99 {solo_p99:.0f} us; objective p99 read <= {objective:.0f} us (2x)")
+    for n in names:
+        print_scenario(n, results["scenarios"][n])
+    write_json(args.json, results)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the benchmark report (Markdown with PNG plots) from the JSON files the benchmark scripts
 wrote into one results directory. A section whose results are missing says so instead of showing
-old figures. Usage: report.py RESULTS_DIR OUT_MD [--img-dir DIR]"""
+old figures. Usage: report.py RESULTS_DIR OUT_MD [--img-dir DIR] [--only SECTION,...]"""
 import argparse, datetime, json, os, statistics
 
 import matplotlib
@@ -219,14 +219,138 @@ def section_control_plane(r, d):
     r.plot(fig, "bench-control-plane.png", "reload and scrape time")
 
 
+SLO_SCENARIOS = {
+    "priority": "isolation scenario: the queue is the agents' HTB, gold has priority and a guarantee",
+    "fabric": "a queue nvqos does not own: the agents' link set to 10 Gbit/s behind the 1 Gbit/s router, "
+              "bronze writes flat out",
+}
+
+
+def section_slo(r, d):
+    r.add("## 7. Latency SLO controller", "",
+          "`tests/bench/bench_slo.py` (issue 11) in the isolation topology (target -- 1 Gbit/s router -- "
+          "initiator, an agent on each host): gold QD1 4 KiB random reads declares *p99 read ≤ 2 × its p99 "
+          "alone* (no agents); compliance is the share of gold's 1 s windows (nvqos-load's per-I/O trace) "
+          "meeting it. Per scenario: bronze alone; a sweep of static bronze ceilings (the best static is the "
+          "one with the most bronze among those with compliance ≥ 95%); then the controller with bronze "
+          "without a static ceiling, bronze running on after gold stops. Bronze's rate is its wire bits "
+          "per second, both directions, while gold runs. Targets (issue 11): compliance ≥ 95%, bronze ≥ 80% "
+          "of the best static, bronze back at ≥ 95% of its rate alone within 5 s of gold stopping.", "")
+    if not d:
+        return r.missing("slo", "tests/bench/bench_slo.py")
+    r.add(f"Gold alone: p99 {d['solo_p99_us']:.0f} µs (median of its 1 s windows), so the objective is "
+          f"p99 read ≤ {d['objective_us']:.0f} µs. Cases of {d['runtime_s']:g} s"
+          f"{', quick mode: figures mean nothing' if d.get('quick') else ''}.", "")
+    mbit = lambda bps: f"{bps / 1e6:.0f} Mbit/s" if bps is not None else "–"  # noqa: E731
+    for name, s in d["scenarios"].items():
+        c, best, v = s["controller"], s["best_static"], s["verdict"]
+        r.add(f"**{name}** ({SLO_SCENARIOS.get(name, name)}; agents' link {s['capacity_mbit']} Mbit/s, bronze "
+              f"{' + '.join(s['bronze_jobs'])}, alone {mbit(s['bronze_alone_bps'])}):", "")
+        rows = [[f"static {x['ceiling_mbit']} Mbit/s" if x["ceiling_mbit"] else "no static ceiling, no controller",
+                 f"{100 * x['compliance']:.0f}%", mbit(x["bronze_bps"]),
+                 f"{x['gold_p99_median_us']:.0f} µs" if x.get("gold_p99_median_us") else "–"]
+                for x in s["sweep"]]
+        p99s = sorted(c["gold_p99s_us"])
+        rows.append(["**SLO controller**, no static ceiling", f"**{100 * c['compliance']:.0f}%**",
+                     f"**{mbit(c['bronze_bps'])}**", f"{p99s[len(p99s) // 2]:.0f} µs" if p99s else "–"])
+        r.table(["bronze", "gold compliance", "bronze rate", "gold p99 (median window)"], rows)
+        lines = []
+        if best:
+            lines.append(f"- best static: {'none' if not best['ceiling_mbit'] else str(best['ceiling_mbit']) + ' Mbit/s'}"
+                         f" → bronze {mbit(best['bronze_bps'])}; the controller gives bronze "
+                         f"**{100 * v['bronze_vs_best_static']:.0f}%** of it (target ≥ 80%) with gold compliant in "
+                         f"**{100 * c['compliance']:.0f}%** of windows (target ≥ 95%)")
+        else:
+            lines.append("- no static ceiling of the sweep kept gold compliant in ≥ 95% of windows; the controller: "
+                         f"{100 * c['compliance']:.0f}%")
+        regained = c.get("regained_s")
+        lines.append("- after gold stops, bronze is back at ≥ 95% of its rate alone " +
+                     (f"**{regained:.1f} s** later (target ≤ 5 s)" if regained is not None else "**not within the run**"))
+        adj = s.get("adjustments", {})
+        lines.append("- controller adjustments (changes of bronze's effective ceiling): "
+                     + ", ".join(f"{k} agent {v:.0f}" for k, v in adj.items()))
+        if best and not best["ceiling_mbit"]:
+            lines.append("- HTB priority alone already kept gold compliant without any ceiling: here the controller "
+                         "has " + ("nothing to do (it made no adjustment)" if not v.get("controller_acted") else
+                                   "little to do, and each cut only costs bronze"))
+        r.add(*lines, "")
+    scen = [(n, s) for n, s in d["scenarios"].items() if s["controller"]["timeline"]]
+    if scen:
+        fig, axes = plt.subplots(len(scen), 2, figsize=(11, 3.3 * len(scen)), squeeze=False)
+        for (name, s), (ax, bx) in zip(scen, axes):
+            c = s["controller"]
+            tl = c["timeline"]
+            for host, style in (("target", "-"), ("initiator", "--")):
+                pts = [(p["t"], p[f"ceiling_{host}"] / 1e6) for p in tl if p.get(f"ceiling_{host}") is not None]
+                if pts:
+                    ax.step([p[0] for p in pts], [p[1] for p in pts], style, where="post",
+                            label=f"effective ceiling, {host} agent")
+            span = max(1, int(round(1.0 / 0.25)))
+            rates = [(b["t"], (b["bronze_bytes"] - a["bronze_bytes"]) * 8 / (b["t"] - a["t"]) / 1e6)
+                     for a, b in zip(tl, tl[span:]) if b["t"] > a["t"]]
+            ax.plot([x[0] for x in rates], [x[1] for x in rates], color="grey", label="bronze rate (1 s)")
+            if c.get("gold_stop_s"):
+                ax.axvline(c["gold_stop_s"], color="black", linestyle=":", label="gold stops")
+            ax.set_title(f"{name}: bronze")
+            ax.set_xlabel("time (s)")
+            ax.set_ylabel("Mbit/s")
+            ax.set_yscale("log")
+            ax.legend(fontsize=7)
+            bx.plot([i + 1 for i in range(len(c["gold_p99s_us"]))], c["gold_p99s_us"], marker="o",
+                    label="gold p99 per 1 s window, controller on")
+            bx.axhline(d["objective_us"], color="red", linestyle="--", label="objective")
+            bx.set_title(f"{name}: gold")
+            bx.set_xlabel("window (s)")
+            bx.set_ylabel("µs")
+            bx.legend(fontsize=7)
+        r.plot(fig, "bench-slo.png", "effective ceiling and gold's p99 over time")
+    for name, s in d["scenarios"].items():
+        text = s.get("nvqosctl_slo", {}).get("initiator")
+        if text:
+            r.add(f"`nvqosctl slo` on the initiator at the end of the **{name}** controller case:", "", "```",
+                  text.rstrip(), "```", "")
+
+
+SECTIONS = [("bpf", section_bpf), ("throughput", section_throughput), ("isolation", section_isolation),
+            ("enforcement", section_enforcement), ("telemetry", section_telemetry),
+            ("control_plane", section_control_plane), ("slo", section_slo)]
+
+
+def splice(out_md, img_dir, results, names, meta):
+    """Re-renders only the sections of `names` into the existing report: each replaces the section with
+    the same heading (up to the next `## `), or is appended; the rest of the report is left as it was."""
+    with open(out_md) as f:
+        text = f.read().rstrip("\n").split("\n")
+    for name, fn in SECTIONS:
+        if name not in names:
+            continue
+        r = Report(out_md, img_dir)
+        fn(r, load(results, name))
+        heading, body = r.lines[0], r.lines[1:]
+        note = (f"_This section alone was regenerated on {meta.get('date', '?')} at commit "
+                f"`{meta.get('commit', '?')}` (`run_all.py --only {name}`)._")
+        block = [heading, "", note] + body
+        if heading in text:
+            start = text.index(heading)
+            end = next((i for i in range(start + 1, len(text)) if text[i].startswith("## ")), len(text))
+            text[start:end] = block
+        else:
+            text += [""] + block
+    with open(out_md, "w") as f:
+        f.write("\n".join(text).rstrip() + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("results")
     ap.add_argument("out_md")
     ap.add_argument("--img-dir")
+    ap.add_argument("--only", help="comma-separated sections to re-render into the existing OUT_MD, the rest kept")
     args = ap.parse_args()
     img_dir = args.img_dir or os.path.join(os.path.dirname(os.path.abspath(args.out_md)), "img")
     meta = load(args.results, "run") or {}
+    if args.only:
+        return splice(args.out_md, img_dir, args.results, set(args.only.split(",")), meta)
     r = Report(args.out_md, img_dir)
     r.add("# Benchmarks", "",
           "Written by `scripts/bench.sh` (do not edit by hand; run it again). Every figure is a ratio measured "
@@ -239,12 +363,8 @@ def main():
           f"Raw results: [{meta.get('results_json', 'results.json')}]({meta.get('results_json', 'results.json')}).", "")
     if meta.get("failed"):
         r.add(f"**Failed in this run:** {', '.join(meta['failed'])} (their sections say so).", "")
-    section_bpf(r, load(args.results, "bpf"))
-    section_throughput(r, load(args.results, "throughput"))
-    section_isolation(r, load(args.results, "isolation"))
-    section_enforcement(r, load(args.results, "enforcement"))
-    section_telemetry(r, load(args.results, "telemetry"))
-    section_control_plane(r, load(args.results, "control_plane"))
+    for name, fn in SECTIONS:
+        fn(r, load(args.results, name))
     r.write()
 
 
