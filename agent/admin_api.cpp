@@ -1,5 +1,6 @@
 // The admin API (docs/operations.md, "Admin API"): read endpoints for status,
-// tenants, flows and slow commands, write endpoints for reload. Served on the
+// tenants, flows and slow commands, write endpoints for reload (classes and
+// class overrides: admin_classes.cpp). Served on the
 // 0600 unix socket, and on an optional TCP listener where every request needs
 // the bearer token.
 #include "admin_api.hpp"
@@ -277,7 +278,10 @@ nlohmann::json Agent::tenants_json() const {
                      {"active", (slot.flags & NVQOS_TENANT_F_ACTIVE) != 0},
                      {"quarantine", (slot.flags & NVQOS_TENANT_F_DROP_INGRESS) != 0},
                      {"class", slot.class_name},
+                     {"configured_class", policy_.class_of(slot.name)},
+                     {"class_override", nullptr},
                      {"match", nlohmann::json::array()}};
+    if (const auto* o = class_overrides_.find(slot.name)) t["class_override"] = override_json(*o);
     for (const auto& spec : policy_.tenants)
       if (spec.name == slot.name)
         for (const auto& rule : spec.match) {
@@ -374,6 +378,15 @@ HttpResponse Agent::handle_admin(const HttpRequest& req) {
     if (req.method() != http::verb::get) return wrong_method("GET");
     return json_response(http::status::ok, tenants_json());
   }
+  if (path == "/v1/classes") {
+    if (req.method() != http::verb::get) return wrong_method("GET");
+    return json_response(http::status::ok, classes_json());
+  }
+  if (constexpr std::string_view prefix = "/v1/tenants/", suffix = "/class";
+      path.size() > prefix.size() + suffix.size() && path.starts_with(prefix) && path.ends_with(suffix)) {
+    const std::string_view tenant = path.substr(prefix.size(), path.size() - prefix.size() - suffix.size());
+    if (tenant.find('/') == std::string_view::npos) return handle_class_override(req, std::string(tenant));
+  }
   if (path == "/v1/flows") {
     if (req.method() != http::verb::get) return wrong_method("GET");
     return json_response(http::status::ok, flows_json(req));
@@ -391,8 +404,9 @@ HttpResponse Agent::handle_admin(const HttpRequest& req) {
   }
   return json_response(http::status::not_found,
                        {{"error", "unknown endpoint " + std::string(path)},
-                        {"endpoints", {"GET /v1/status", "GET /v1/tenants", "GET /v1/flows", "GET /v1/slow",
-                                       "GET /v1/slo", "POST /v1/reload"}}});
+                        {"endpoints", {"GET /v1/status", "GET /v1/tenants", "GET /v1/classes", "GET /v1/flows",
+                                       "GET /v1/slow", "GET /v1/slo", "POST /v1/reload",
+                                       "GET|PUT|DELETE /v1/tenants/NAME/class"}}});
 }
 
 }  // namespace nvqos::agent

@@ -48,6 +48,7 @@ Agent::Agent(asio::io_context& io, AgentOptions options)
       options_(std::move(options)),
       slow_events_(io, kSlowEventsKept),
       telemetry_timer_(io),
+      override_timer_(io),
       signals_(io, SIGINT, SIGTERM, SIGHUP) {
   libbpf_set_print(libbpf_log);
   libxdp_set_print(libxdp_log);
@@ -146,40 +147,49 @@ Status Agent::start() {
 Status Agent::reload() {
   ++status_.reloads_total;
   auto policy = read_policy();
-  if (!policy) {
+  Status applied = ok_status();
+  // Overrides of tenants and classes still configured outlive the reload.
+  ClassOverrides overrides = class_overrides_;
+  std::vector<std::pair<ClassOverride, std::string>> ended;
+  if (policy) {
+    ended = overrides.prune(policy.value());
+    applied = apply_policy(policy.value(), overrides);
+  }
+  if (!policy || !applied) {
     ++status_.reload_failures_total;
     status_.last_reload_success = false;
-    last_reload_error_ = policy.error().message;
+    last_reload_error_ = (policy ? applied : Status(policy.error())).error().message;
     log::error("config reload refused, the running policy stays", {{"error", last_reload_error_}});
-    return policy.error();
+    return Error{EINVAL, last_reload_error_};
   }
-  DesiredState next = compile_policy(policy.value(), state_.tenant_ids);
-  // QoS that cannot fit a link is refused before any interface changes.
-  for (const auto& dp : datapaths_)
-    if (auto s = check_link_fits(next.qos, dp->interface()); !s) {
-      ++status_.reload_failures_total;
-      status_.last_reload_success = false;
-      last_reload_error_ = "invalid config: " + s.error().message;
-      log::error("config reload refused, the running policy stays", {{"error", last_reload_error_}});
-      return Error{EINVAL, last_reload_error_};
-    }
-  for (auto& dp : datapaths_) {
-    if (auto s = dp->apply(next); !s) {
-      ++status_.reload_failures_total;
-      status_.last_reload_success = false;
-      last_reload_error_ = s.error().message;
-      log::error("config reload failed while applying", {{"interface", dp->interface()}, {"error", last_reload_error_}});
-      return s.error();
-    }
-  }
+  for (const auto& [o, why] : ended)
+    log::info("tenant class override ended by the reload",
+              {{"tenant", o.tenant}, {"class", o.class_name}, {"reason", why}});
+  class_overrides_ = std::move(overrides);
+  schedule_override_expiry();
   policy_ = std::move(policy).value();
-  state_ = std::move(next);
-  if (slo_) slo_->configure(policy_, state_, datapath_ptrs());
   status_.last_reload_success = true;
   status_.last_reload_timestamp_seconds = unix_seconds(std::chrono::system_clock::now());
   status_.tenants_configured = state_.tenants.size();
   last_reload_error_.clear();
   log::info("config reloaded", {{"tenants", std::to_string(state_.tenants.size())}});
+  return ok_status();
+}
+
+Status Agent::apply_policy(const Policy& configured, const ClassOverrides& overrides) {
+  const Policy effective = overrides.apply_to(configured);
+  DesiredState next = compile_policy(effective, state_.tenant_ids);
+  const std::string with =
+      overrides.empty() ? "" : " (with the class overrides in force: " + overrides.describe() + ")";
+  // QoS that cannot fit a link is refused before any interface changes.
+  for (const auto& dp : datapaths_)
+    if (auto s = check_link_fits(next.qos, dp->interface()); !s)
+      return Error{EINVAL, "invalid config: " + s.error().message + with};
+  for (auto& dp : datapaths_)
+    if (auto s = dp->apply(next); !s) return Error{s.error().code, s.error().message + with};
+  state_ = std::move(next);
+  // The controller protects and cuts classes as tenants are placed now, overrides included.
+  if (slo_) slo_->configure(effective, state_, datapath_ptrs());
   return ok_status();
 }
 
@@ -201,6 +211,7 @@ void Agent::stop() {
   if (stopping_) return;
   stopping_ = true;
   telemetry_timer_.cancel();
+  override_timer_.cancel();
   signals_.cancel();
   config_watch_.reset();
   if (http_) http_->stop();
@@ -245,8 +256,10 @@ void Agent::take_snapshot() {
     snap->interfaces.push_back(std::move(counters).value());
   }
   snap->qos = state_.qos;
+  for (const auto& [tenant, o] : class_overrides_.all()) snap->class_overrides.push_back(o);
   snap->read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   snap->resident_memory_bytes = resident_memory_bytes();
+  previous_snapshot_ = std::move(snapshot_);
   snapshot_ = std::move(snap);
 }
 

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "admin_api.hpp"
+#include "class_override.hpp"
 #include "config.hpp"
 #include "config_watch.hpp"
 #include "datapath.hpp"
@@ -58,6 +59,9 @@ class Agent {
 
  private:
   Result<Policy> read_policy() const;
+  // Compiles `configured` with `overrides` in force and applies it to every
+  // interface by difference (reloads and class overrides); state_ follows.
+  Status apply_policy(const Policy& configured, const ClassOverrides& overrides);
   void wait_for_signal();
   void schedule_telemetry();
   void take_snapshot();
@@ -75,6 +79,12 @@ class Agent {
   std::string readiness_json(bool& ready) const;
   nlohmann::json status_json() const;
   nlohmann::json tenants_json() const;
+  // Classes and temporary class overrides (admin_classes.cpp).
+  nlohmann::json classes_json() const;
+  nlohmann::json override_json(const ClassOverride& o) const;
+  HttpResponse handle_class_override(const HttpRequest& req, const std::string& tenant);
+  void schedule_override_expiry();
+  void expire_overrides();
 
   boost::asio::io_context& io_;
   AgentOptions options_;
@@ -92,8 +102,11 @@ class Agent {
   std::unique_ptr<SloLoop> slo_;
   std::vector<InterfaceDatapath*> datapath_ptrs() const;
   boost::asio::steady_timer telemetry_timer_;
+  boost::asio::steady_timer override_timer_;  // the next class override expiry
   boost::asio::signal_set signals_;
   std::shared_ptr<const Snapshot> snapshot_;
+  std::shared_ptr<const Snapshot> previous_snapshot_;  // the one before: rates for /v1/classes
+  ClassOverrides class_overrides_;
   AgentStatus status_;
   std::string last_reload_error_;
   bool stopping_ = false;

@@ -10,6 +10,7 @@
 
 #include "kernel_objects.hpp"
 #include "pinning.hpp"
+#include "shaper.hpp"
 
 namespace nvqos::agent {
 namespace {
@@ -28,6 +29,10 @@ void detach_attachments(int ifindex, const std::string& ifname, InterfaceCleanup
   auto x = XdpAttachment::detach_ours(ifindex, ifname);
   if (!x) c.errors.push_back(x.error().message);
   else if (x.value()) c.removed.push_back("XDP program");
+  // The HTB tree is found by its handle, so a root qdisc of another tool stays.
+  auto h = remove_our_htb_root(ifindex, ifname);
+  if (!h) c.errors.push_back(h.error().message);
+  else if (h.value()) c.removed.push_back("HTB root qdisc 4e56:");
 }
 
 void report(std::ostream& out, const std::string& ifname, const InterfaceCleanup& c, CleanupReport& total) {

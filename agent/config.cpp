@@ -409,7 +409,8 @@ const LinkSpec* Policy::find_link(const std::string& interface) const {
 }
 
 std::string Policy::class_of(const std::string& tenant) const {
-  if (tenant == kDefaultTenantName) return default_tenant_enabled ? default_class : std::string();
+  if (tenant == kDefaultTenantName)
+    return default_tenant_enabled ? default_tenant_class.value_or(default_class) : std::string();
   for (const auto& t : tenants)
     if (t.name == tenant) return t.class_name.empty() ? default_class : t.class_name;
   return {};

@@ -135,6 +135,9 @@ struct Policy {
   std::vector<ClassSpec> classes;
   std::string default_class;  // class of the default tenant and of tenants naming none; empty: none
   SloControllerSpec slo_controller;
+  // The default tenant's class when a class override (agent/class_override.hpp)
+  // moves it; never read from the config file.
+  std::optional<std::string> default_tenant_class;
 
   const ClassSpec* find_class(const std::string& name) const;
   const LinkSpec* find_link(const std::string& interface) const;

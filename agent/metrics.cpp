@@ -10,6 +10,7 @@
 #include <limits>
 #include <sstream>
 
+#include "admin_classes.hpp"
 #include "identity_metrics.hpp"
 
 namespace nvqos::agent {
@@ -439,6 +440,7 @@ std::string render_metrics(const Snapshot& snapshot, const AgentStatus& status) 
   command_families(families, snapshot);
   identity_families(families, snapshot);
   qos_families(families, snapshot);
+  class_override_families(families, snapshot);
   agent_families(families, snapshot, status);
   restart_families(families, snapshot);
   return prometheus::TextSerializer().Serialize(families);

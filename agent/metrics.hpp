@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "class_override.hpp"
 #include "datapath.hpp"
 
 namespace nvqos::agent {
@@ -18,6 +19,7 @@ struct Snapshot {
   double read_seconds = 0;  // how long reading the maps took
   std::uint64_t resident_memory_bytes = 0;  // the agent's RSS when the snapshot was taken
   QosState qos;             // classes and tenant -> class of the policy in force
+  std::vector<ClassOverride> class_overrides;  // temporary classes of tenants, by tenant
 };
 
 struct KernelFeature {

@@ -16,9 +16,11 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <functional>
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -50,11 +52,15 @@ struct Endpoint {
 };
 
 template <typename Stream>
-json exchange(Stream& stream, const Endpoint& ep, http::verb verb, const std::string& target) {
+json exchange(Stream& stream, const Endpoint& ep, http::verb verb, const std::string& target, const json* body) {
   http::request<http::string_body> req{verb, target, 11};
   req.set(http::field::host, "nvqos-agent");
   req.set(http::field::user_agent, "nvqosctl");
   if (!ep.token.empty()) req.set(http::field::authorization, "Bearer " + ep.token);
+  if (body) {
+    req.set(http::field::content_type, "application/json");
+    req.body() = body->dump();
+  }
   req.prepare_payload();
   beast::error_code ec;
   http::write(stream, req, ec);
@@ -62,18 +68,18 @@ json exchange(Stream& stream, const Endpoint& ep, http::verb verb, const std::st
   http::response<http::string_body> res;
   if (!ec) http::read(stream, buf, res, ec);
   if (ec) throw ApiError(target + ": " + ec.message());
-  json body = json::parse(res.body(), nullptr, false);
-  if (body.is_discarded()) {
+  json reply = json::parse(res.body(), nullptr, false);
+  if (reply.is_discarded()) {
     std::string text = res.body();
     while (!text.empty() && text.back() == '\n') text.pop_back();
     throw ApiError(target + ": HTTP " + std::to_string(res.result_int()) + ": " + text);
   }
   if (res.result_int() >= 400)
-    throw ApiError(target + ": " + body.value("error", "HTTP " + std::to_string(res.result_int())));
-  return body;
+    throw ApiError(target + ": " + reply.value("error", "HTTP " + std::to_string(res.result_int())));
+  return reply;
 }
 
-json call(const Endpoint& ep, http::verb verb, const std::string& target) {
+json call(const Endpoint& ep, http::verb verb, const std::string& target, const json* body = nullptr) {
   asio::io_context io;
   beast::error_code ec;
   namespace errc = boost::system::errc;
@@ -91,7 +97,7 @@ json call(const Endpoint& ep, http::verb verb, const std::string& target) {
       e.unreachable = true;
       throw e;
     }
-    return exchange(sock, ep, verb, target);
+    return exchange(sock, ep, verb, target, body);
   }
   asio::local::stream_protocol::socket sock(io);
   sock.connect(asio::local::stream_protocol::endpoint(ep.socket_path), ec);
@@ -104,7 +110,7 @@ json call(const Endpoint& ep, http::verb verb, const std::string& target) {
     e.unreachable = true;
     throw e;
   }
-  return exchange(sock, ep, verb, target);
+  return exchange(sock, ep, verb, target, body);
 }
 
 std::string fixed(double v, int decimals) {
@@ -235,12 +241,119 @@ void print_tenants(const json& t) {
       }
     std::string state = !tenant.value("active", false) ? "off" : tenant.value("quarantine", false) ? "quarantine" : "on";
     std::string cls = tenant.value("class", "");
-    table.add({tenant.value("name", "?"), cls.empty() ? "-" : cls, state, match, human_bytes(in), human_bytes(out),
+    if (cls.empty()) cls = "-";
+    if (tenant.contains("class_override") && tenant["class_override"].is_object()) {
+      const auto& o = tenant["class_override"];
+      const std::string configured = o.value("configured_class", "");
+      cls += " (override; configured " + (configured.empty() ? std::string("none") : configured);
+      if (o["remaining_seconds"].is_number()) cls += ", " + human_seconds(o["remaining_seconds"].get<double>()) + " left";
+      cls += ")";
+    }
+    table.add({tenant.value("name", "?"), cls, state, match, human_bytes(in), human_bytes(out),
                std::to_string(active), std::to_string(dropped) + " pkts"});
   }
   table.print(std::cout);
   std::cout << "\nclass: QoS class (- none); in/out: bytes on the wire arriving at / leaving this host; flows: open "
                "connections\n";
+}
+
+std::string human_bits(double bps) {
+  if (bps >= 1e9) return fixed(bps / 1e9, bps >= 1e10 ? 0 : 1) + " Gbit/s";
+  if (bps >= 1e6) return fixed(bps / 1e6, bps >= 1e7 ? 0 : 1) + " Mbit/s";
+  return fixed(bps / 1e3, 0) + " kbit/s";
+}
+
+// "1 Gbit/s (read 800 Mbit/s)" from {"any": .., "read": .., "write": ..}; "-" when empty.
+std::string limits_text(const json& by_op, const std::function<std::string(double)>& fmt) {
+  std::string out = by_op.contains("any") ? fmt(by_op["any"].get<double>()) : "";
+  std::string ops;
+  for (const char* op : {"read", "write"})
+    if (by_op.contains(op)) ops += (ops.empty() ? "" : ", ") + std::string(op) + " " + fmt(by_op[op].get<double>());
+  if (!ops.empty()) out += (out.empty() ? "" : " ") + std::string("(") + ops + ")";
+  return out.empty() ? "-" : out;
+}
+
+void print_classes(const json& j) {
+  Table table({"class", "prio", "scope", "dscp", "guaranteed", "ceiling", "IOPS ceiling", "tenants", "interface",
+               "mechanism", "HTB class", "egress now", "of guar.", "of ceiling"},
+              {1, 3, 4, 11, 12, 13});
+  auto percent = [](const json& v) { return v.is_number() ? fixed(v.get<double>() * 100, 0) + " %" : "-"; };
+  bool overridden = false;
+  for (const auto& c : j["classes"]) {
+    const auto& conf = c["configured"];
+    std::string tenants;
+    for (const auto& t : c["tenants"]) {
+      const std::string name = t.get<std::string>();
+      const bool by_override = std::find(c["overridden_tenants"].begin(), c["overridden_tenants"].end(), t) !=
+                               c["overridden_tenants"].end();
+      overridden |= by_override;
+      tenants += (tenants.empty() ? "" : ", ") + name + (by_override ? "*" : "");
+    }
+    std::vector<std::string> head{
+        c.value("name", "?"), std::to_string(c.value("priority", 0)), c.value("scope", "?"),
+        c["dscp"].is_number() ? std::to_string(c["dscp"].get<int>()) : "-",
+        conf["guaranteed_bits_per_second"].is_number() ? human_bits(conf["guaranteed_bits_per_second"].get<double>())
+                                                       : "-",
+        limits_text(conf["ceiling_bits_per_second"], human_bits),
+        limits_text(conf["ceiling_iops"], [](double v) { return fixed(v, 0); }), tenants.empty() ? "-" : tenants};
+    bool first = true;
+    for (const auto& [ifname, ifc] : c["interfaces"].items()) {
+      std::vector<std::string> row = first ? head : std::vector<std::string>(head.size());
+      first = false;
+      std::string mech;
+      for (const auto& m : ifc["mechanisms"]["egress"]) mech += (mech.empty() ? "" : "+") + m.get<std::string>();
+      std::string htb;
+      for (const auto& u : ifc["htb"]) htb += (htb.empty() ? "" : " ") + u.value("classid", "?");
+      const auto& usage = ifc["usage"];
+      row.insert(row.end(),
+                 {ifname, mech.empty() ? "none" : mech, htb.empty() ? "-" : htb,
+                  usage.is_object() ? human_bits(usage.value("egress_bits_per_second", 0.0)) : "-",
+                  usage.is_object() ? percent(usage["of_guarantee"]) : "-",
+                  usage.is_object() ? percent(usage["of_ceiling"]) : "-"});
+      table.add(std::move(row));
+    }
+    if (first) table.add(head);
+  }
+  if (table.empty()) {
+    std::cout << "(no QoS classes configured: the agent observes only)\n";
+    return;
+  }
+  table.print(std::cout);
+  std::cout << "\nguaranteed/ceiling: configured egress bandwidth (per tenant for scope per_tenant); egress now: the "
+               "class's wire bytes leaving this host over the last telemetry interval; of guar./of ceiling: that rate "
+               "(the busiest tenant's for per_tenant) against the limit";
+  if (overridden) std::cout << "; *: in the class by a temporary override (nvqosctl set-class)";
+  std::cout << "\n";
+}
+
+// "600", "600s", "10m", "2h", "1d" -> seconds; nullopt when not a positive duration.
+std::optional<long long> parse_ttl(const std::string& text) {
+  std::size_t used = 0;
+  long long v = 0;
+  try {
+    v = std::stoll(text, &used);
+  } catch (const std::exception&) {
+    return std::nullopt;
+  }
+  const std::string unit = text.substr(used);
+  const long long scale = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+  if (!scale || v <= 0) return std::nullopt;
+  return v * scale;
+}
+
+void print_class_change(const json& j) {
+  const std::string cls = j.value("class", ""), configured = j.value("configured_class", "");
+  std::cout << j.value("tenant", "?") << ": class " << (cls.empty() ? "none" : cls);
+  if (j["override"].is_object()) {
+    std::cout << " (override of the configured " << (configured.empty() ? "none" : configured);
+    if (j["override"]["remaining_seconds"].is_number())
+      std::cout << " for " << human_seconds(j["override"]["remaining_seconds"].get<double>());
+    else std::cout << " until cleared";
+    std::cout << ")";
+  } else {
+    std::cout << " (configured)";
+  }
+  std::cout << "\n";
 }
 
 // Fields of a flow printed in fixed columns; any other field (added by newer
@@ -426,7 +539,9 @@ int main(int argc, char** argv) {
       "json", "print JSON instead of a table (top and slow: one JSON document per line)")(
       "interval", po::value(&interval_text)->default_value("1"), "top: seconds between refreshes")(
       "count", po::value(&count)->default_value(0), "top: stop after this many refreshes (0: until interrupted)")(
-      "no-follow", "slow: print the events the agent kept and exit instead of streaming");
+      "no-follow", "slow: print the events the agent kept and exit instead of streaming")(
+      "ttl", po::value<std::string>(), "set-class: how long the override lasts (600, 600s, 10m, 2h, 1d; default: until "
+                                       "clear-class)");
   po::options_description hidden;
   std::vector<std::string> words;
   hidden.add_options()("words", po::value(&words));
@@ -447,6 +562,9 @@ int main(int argc, char** argv) {
       "Commands:\n"
       "  status          agent, kernel features, interfaces, programs, map fill levels, restarts\n"
       "  tenants         tenants, their match rules and traffic\n"
+      "  classes         QoS classes: limits, tenants, HTB classes and mechanism per interface, rate in use\n"
+      "  set-class TENANT CLASS [--ttl 10m]   move a tenant into another class for a while\n"
+      "  clear-class TENANT                   end the override: back to the configured class\n"
       "  flows           connections: addresses, tenant, role, live rates (busiest first)\n"
       "  top             live per-tenant view: IOPS, MB/s, p50/p99/p99.9 latency, throttled (--interval, --count)\n"
       "  slow            stream slow-command events (--no-follow: print the kept ones and exit)\n"
@@ -491,7 +609,32 @@ int main(int argc, char** argv) {
       std::getline(in, ep.token);
       while (!ep.token.empty() && std::isspace(static_cast<unsigned char>(ep.token.back()))) ep.token.pop_back();
     }
-    if (cmd == "status" || cmd == "tenants" || cmd == "flows") {
+    if (cmd == "set-class" || cmd == "clear-class") {
+      const std::size_t args = cmd == "set-class" ? 3 : 2;
+      if (words.size() != args) {
+        std::cerr << "nvqosctl: " << (args == 3 ? "set-class takes TENANT CLASS" : "clear-class takes TENANT") << "\n";
+        return kExitUsage;
+      }
+      json j;
+      if (cmd == "set-class") {
+        json body{{"class", words[2]}};
+        if (vm.count("ttl")) {
+          const auto ttl = parse_ttl(vm["ttl"].as<std::string>());
+          if (!ttl) {
+            std::cerr << "nvqosctl: --ttl \"" << vm["ttl"].as<std::string>() << "\": a positive duration (600, 10m, 2h, 1d)\n";
+            return kExitUsage;
+          }
+          body["ttl_s"] = *ttl;
+        }
+        j = call(ep, http::verb::put, "/v1/tenants/" + words[1] + "/class", &body);
+      } else {
+        j = call(ep, http::verb::delete_, "/v1/tenants/" + words[1] + "/class");
+      }
+      if (as_json) std::cout << j.dump(2) << "\n";
+      else print_class_change(j);
+      return 0;
+    }
+    if (cmd == "status" || cmd == "tenants" || cmd == "flows" || cmd == "classes") {
       json j = call(ep, http::verb::get, "/v1/" + cmd);
       if (cmd == "flows" && j.contains("flows") && !j["flows"].empty()) {
         // Live rates need two readings: the agent keeps the previous one.
@@ -501,6 +644,7 @@ int main(int argc, char** argv) {
       if (as_json) std::cout << j.dump(2) << "\n";
       else if (cmd == "status") print_status(j);
       else if (cmd == "tenants") print_tenants(j);
+      else if (cmd == "classes") print_classes(j);
       else print_flows(j);
       return 0;
     }

@@ -91,6 +91,16 @@ Result<RootQdisc> read_root(nl_sock* sk, int ifindex, const std::string& ifname)
   return root;
 }
 
+// Deletes the root qdisc kRootHandle of `ifindex`; NLE_OBJ_NOTFOUND when there is none.
+int delete_our_root(nl_sock* sk, int ifindex) {
+  QdiscPtr q(rtnl_qdisc_alloc());
+  if (!q) return -NLE_NOMEM;
+  rtnl_tc_set_ifindex(TC_CAST(q.get()), ifindex);
+  rtnl_tc_set_parent(TC_CAST(q.get()), TC_H_ROOT);
+  rtnl_tc_set_handle(TC_CAST(q.get()), kRootHandle);
+  return rtnl_qdisc_delete(sk, q.get());
+}
+
 struct DumpState {
   int ifindex;
   std::map<std::uint32_t, HtbClassStats>* out;
@@ -188,13 +198,21 @@ Shaper::~Shaper() {
   remove_root();
 }
 
+Result<bool> remove_our_htb_root(int ifindex, const std::string& ifname) {
+  std::unique_ptr<nl_sock, decltype(&nl_socket_free)> sk(nl_socket_alloc(), &nl_socket_free);
+  if (!sk) return Error{ENOMEM, "allocate a netlink socket"};
+  if (int err = nl_connect(sk.get(), NETLINK_ROUTE); err < 0) return nl_error(err, "connect to rtnetlink");
+  auto root = read_root(sk.get(), ifindex, ifname);
+  if (!root) return root.error();
+  if (root->handle != kRootHandle || root->kind != "htb") return false;
+  if (int err = delete_our_root(sk.get(), ifindex); err < 0 && -err != NLE_OBJ_NOTFOUND)
+    return nl_error(err, "remove the HTB root qdisc " + handle_text(kRootHandle) + " of " + ifname);
+  return true;
+}
+
 void Shaper::remove_root() {
   if (!sock_) return;
-  QdiscPtr q(rtnl_qdisc_alloc());
-  rtnl_tc_set_ifindex(TC_CAST(q.get()), ifindex_);
-  rtnl_tc_set_parent(TC_CAST(q.get()), TC_H_ROOT);
-  rtnl_tc_set_handle(TC_CAST(q.get()), kRootHandle);
-  if (int err = rtnl_qdisc_delete(sock_.get(), q.get()); err < 0 && -err != NLE_OBJ_NOTFOUND)
+  if (int err = delete_our_root(sock_.get(), ifindex_); err < 0 && -err != NLE_OBJ_NOTFOUND)
     log::warn("could not remove the HTB tree", {{"interface", ifname_}, {"error", nl_geterror(err)}});
   else
     log::info("HTB tree removed", {{"interface", ifname_}});

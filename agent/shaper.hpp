@@ -68,6 +68,11 @@ std::optional<std::uint64_t> link_capacity_bps(const QosState& qos, const std::s
 // anything is touched.
 Status check_link_fits(const QosState& qos, const std::string& ifname);
 
+// nvqos-agent --cleanup: removes the HTB root qdisc nvqos installs (handle
+// 4e56:, kind htb) from the interface, never another root. True when one was
+// removed.
+Result<bool> remove_our_htb_root(int ifindex, const std::string& ifname);
+
 class Shaper {
  public:
   // Installs `tree` (from plan_htb) on the interface, or adopts and updates

@@ -32,14 +32,16 @@ void check(bool ok) {
   if (!ok) std::abort();
 }
 
-// A valid policy to reload from: POST /v1/reload works like on a real agent.
+// A valid policy to reload from: POST /v1/reload works like on a real agent, and
+// PUT /v1/tenants/gold/class has a class to move to.
 std::string config_file() {
   static const std::string path = [] {
     char tmpl[] = "/tmp/nvqos-admin-fuzz-XXXXXX";
     const int fd = ::mkstemp(tmpl);
     check(fd >= 0);
     static const char kPolicy[] =
-        R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": "10.10.0.0/24"}]}]})";
+        R"({"version": 1, "classes": [{"name": "bronze", "priority": 6}, {"name": "gold", "priority": 0}],
+            "tenants": [{"name": "gold", "class": "gold", "match": [{"remote": "10.10.0.0/24"}]}]})";
     check(::write(fd, kPolicy, sizeof kPolicy - 1) == static_cast<ssize_t>(sizeof kPolicy - 1));
     ::close(fd);
     std::atexit([] { ::unlink(path.c_str()); });

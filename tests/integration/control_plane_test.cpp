@@ -244,11 +244,15 @@ TEST_F(ControlPlaneTest, PlainSigtermRemovesEverything) {
 }
 
 TEST_F(ControlPlaneTest, CleanupRemovesWhatAKilledAgentLeft) {
-  // A quarantined tenant needs XDP: cleanup must remove it too.
-  write_config(R"({"version": 1, "tenants": [{"name": "gold", "match": [{"remote": "10.203.0.1/32"}]},
+  // A quarantined tenant needs XDP, a class with a ceiling the HTB tree:
+  // cleanup must remove them too.
+  write_config(R"({"version": 1, "links": [{"interface": ")" + initiator_if() + R"(", "capacity_mbit_s": 1000}],
+                   "classes": [{"name": "c", "ceiling_mbit_s": 500}],
+                   "tenants": [{"name": "gold", "class": "c", "match": [{"remote": "10.203.0.1/32"}]},
                    {"name": "bad", "quarantine": true, "match": [{"remote": "10.203.0.9/32"}]}]})");
   start_agent(false);
   ASSERT_NE(in_initiator("ip link show dev " + initiator_if()).find("xdp"), std::string::npos);
+  ASSERT_NE(in_initiator("tc qdisc show dev " + initiator_if()).find("qdisc htb 4e56: root"), std::string::npos);
   agent_->signal(SIGKILL);
   agent_->wait(5s);
   ASSERT_TRUE(tc_filter_present());
@@ -258,15 +262,106 @@ TEST_F(ControlPlaneTest, CleanupRemovesWhatAKilledAgentLeft) {
   EXPECT_EQ(rc, 0) << out;
   EXPECT_NE(out.find("removed tc ingress filter"), std::string::npos) << out;
   EXPECT_NE(out.find("removed XDP program"), std::string::npos) << out;
+  EXPECT_NE(out.find("removed HTB root qdisc 4e56:"), std::string::npos) << out;
+  EXPECT_EQ(in_initiator("tc qdisc show dev " + initiator_if()).find("htb"), std::string::npos)
+      << in_initiator("tc qdisc show dev " + initiator_if());
   EXPECT_FALSE(tc_filter_present());
   EXPECT_EQ(in_initiator("tc filter show dev " + initiator_if() + " egress").find("nvqos"), std::string::npos);
   EXPECT_FALSE(clsact_present());
   EXPECT_EQ(in_initiator("ip link show dev " + initiator_if()).find("xdp"), std::string::npos);
   EXPECT_FALSE(std::filesystem::exists(pin_root()));
 
-  // Nothing left: a second run finds nothing to do.
+  // Nothing left: a second run finds nothing to do, and leaves another tool's root qdisc alone.
+  must(initiator().exec() + "tc qdisc add dev " + initiator_if() + " root handle 1: htb default 1");
   run(initiator().exec() + agent_program() + " --cleanup --pin-dir " + pin_root() + " 2>&1", &out);
   EXPECT_NE(out.find("0 interface(s) cleaned, 0 error(s)"), std::string::npos) << out;
+  EXPECT_NE(in_initiator("tc qdisc show dev " + initiator_if()).find("qdisc htb 1: root"), std::string::npos)
+      << "cleanup removed a root qdisc nvqos did not install";
+}
+
+// What the HTB tree has sent, from `tc -s`: the root qdisc's count and each class's.
+struct HtbSent {
+  double root = -1;
+  std::map<std::string, double> classes;
+};
+
+HtbSent htb_sent(const std::string& qdiscs, const std::string& classes) {
+  HtbSent out;
+  auto sent_after = [](const std::string& text, std::size_t at) {
+    const auto s = text.find("Sent ", at);
+    return s == std::string::npos ? -1.0 : std::stod(text.substr(s + 5));
+  };
+  if (auto at = qdiscs.find("qdisc htb 4e56: root"); at != std::string::npos) out.root = sent_after(qdiscs, at);
+  for (auto at = classes.find("class htb "); at != std::string::npos; at = classes.find("class htb ", at + 1)) {
+    const std::string id = classes.substr(at + 10, classes.find(' ', at + 10) - at - 10);
+    out.classes[id] = sent_after(classes, at);
+  }
+  return out;
+}
+
+TEST_F(ControlPlaneTest, HtbTreeAndItsCountersSurviveAKeepRestartAndKill9) {
+  write_config(R"({"version": 1, "links": [{"interface": ")" + initiator_if() + R"(", "capacity_mbit_s": 1000}],
+                   "classes": [{"name": "gold", "priority": 0, "guaranteed_mbit_s": 100, "ceiling_mbit_s": 500}],
+                   "tenants": [{"name": "gold", "class": "gold", "match": [{"remote": "10.203.0.1/32"}]}]})");
+  auto sent = [&] {
+    return htb_sent(in_initiator("tc -s qdisc show dev " + initiator_if()), in_initiator("tc -s class show dev " + initiator_if()));
+  };
+  start_agent(true);
+  auto load = start_load("15s");  // outlasts two restarts
+  ASSERT_TRUE(wait_until([&] { return counters().reads > 100; }, 10s)) << read_file(log_path(1));
+  HtbSent last = sent();
+  const std::string gold_leaf = "4e56:13";  // the unit of tenant id 1
+  ASSERT_GT(last.classes[gold_leaf], 0) << in_initiator("tc -s class show dev " + initiator_if());
+  const auto classids = [](const HtbSent& h) {
+    std::vector<std::string> ids;
+    for (const auto& [id, bytes] : h.classes) ids.push_back(id);
+    return ids;
+  };
+  auto expect_grown = [&](const HtbSent& now, const char* when) {
+    SCOPED_TRACE(when);
+    EXPECT_EQ(classids(now), classids(last)) << "the same classes";
+    EXPECT_GT(now.root, last.root) << "the root qdisc's counter was reset or stopped";
+    for (const auto& [id, bytes] : last.classes) EXPECT_GE(now.classes.at(id), bytes) << id;
+    EXPECT_GT(now.classes.at(gold_leaf), last.classes.at(gold_leaf)) << "gold's commands go through its class";
+    last = now;
+  };
+
+  agent_->signal(SIGTERM);
+  ASSERT_EQ(agent_->wait(10s), 0) << read_file(log_path(1));
+  std::this_thread::sleep_for(500ms);
+  expect_grown(sent(), "while no agent runs after SIGTERM with keep");
+  start_agent(true);
+  EXPECT_NE(read_file(log_path(2)).find("adopting the HTB tree a previous agent left"), std::string::npos)
+      << read_file(log_path(2));
+  EXPECT_EQ(read_file(log_path(2)).find("HTB root qdisc installed"), std::string::npos) << "not replaced";
+  std::this_thread::sleep_for(500ms);
+  expect_grown(sent(), "after the keep restart");
+
+  agent_->signal(SIGKILL);
+  agent_->wait(5s);
+  std::this_thread::sleep_for(500ms);
+  expect_grown(sent(), "while no agent runs after kill -9");
+  start_agent(true);
+  EXPECT_NE(read_file(log_path(3)).find("adopting the HTB tree a previous agent left"), std::string::npos)
+      << read_file(log_path(3));
+  std::this_thread::sleep_for(500ms);
+  expect_grown(sent(), "after kill -9 and a new agent");
+  // The adopted tree is the agent's: /v1/classes shows gold in it, with its counters
+  // (read at a telemetry interval after `last`).
+  std::this_thread::sleep_for(300ms);
+  auto classes = nlohmann::json::parse(nvqosctl("--json classes"), nullptr, false);
+  ASSERT_FALSE(classes.is_discarded());
+  const auto& gold = classes.at("classes").at(0).at("interfaces").at(initiator_if());
+  EXPECT_EQ(gold.at("htb").at(0).at("classid"), gold_leaf) << gold.dump(2);
+  EXPECT_GE(gold.at("htb").at(0).at("sent_bytes").get<double>(), last.classes.at(gold_leaf));
+  EXPECT_EQ(gold.at("mechanisms").at("egress").at(0), "htb");
+
+  ASSERT_EQ(load->wait(60s), 0) << read_file(lab_->path("load.json"));
+  const auto report = load_report();
+  ASSERT_FALSE(report.is_discarded());
+  EXPECT_TRUE(report.at("jobs").at(0).at("ops").at("read").at("errors").empty());
+  std::printf("[ figures  ] HTB root sent %.0f bytes, gold's class %.0f bytes, across a keep restart and a kill -9\n",
+              last.root, last.classes.at(gold_leaf));
 }
 
 TEST_F(ControlPlaneTest, XdpIsAdoptedAcrossAKeepRestart) {
@@ -469,6 +564,79 @@ TEST_F(ControlPlaneTest, NvqosctlShowsFlowsTopAndSlowCommands) {
     if (m.at("name") == "flow_table") flow_table_counted = m.at("entries") == 2;
   EXPECT_TRUE(flow_table_counted) << status.dump(2);
   EXPECT_EQ(load->wait(60s), 0);
+}
+
+// Who may set a tenant's class, what is refused and why, and what a reload keeps.
+TEST_F(ControlPlaneTest, ClassOverrideNeedsTheTokenOnTcpAndNamesWhatIsWrong) {
+  auto config = [&](bool with_slow) {
+    return R"({"version": 1, "links": [{"interface": ")" + initiator_if() + R"(", "capacity_mbit_s": 1000}],
+        "classes": [{"name": "fast", "guaranteed_mbit_s": 400}, )" +
+           (with_slow ? R"({"name": "slow", "ceiling_mbit_s": 100}, )" : "") +
+           R"({"name": "other", "ceiling_mbit_s": 500}],
+        "tenants": [{"name": "t", "class": "other", "match": [{"remote": "10.203.0.1/32"}]},
+                    {"name": "u", "class": "fast", "match": [{"remote": "10.203.0.7/32"}]}]})";
+  };
+  write_config(config(true));
+  AgentSpec spec = admin_over_tcp(write_token(kToken, 0600));
+  spec.watch_config = false;
+  start_agent(spec);
+  const std::string url = "http://127.0.0.1:" + std::to_string(kAdminPort) + "/v1/tenants/";
+  const std::string auth = "-H 'Authorization: Bearer " + std::string(kToken) + "' ";
+  auto put = [&](const std::string& tenant, const std::string& json, std::string* body, const std::string& with = "") {
+    return curl("-X PUT " + with + "-H 'Content-Type: application/json' --data '" + json + "' " + url + tenant + "/class",
+                body);
+  };
+  const std::string slow = R"({"class": "slow", "ttl_s": 600})";
+  std::string body;
+  EXPECT_EQ(put("t", slow, &body), 401) << body;
+  EXPECT_EQ(put("t", slow, &body, "-H 'Authorization: Bearer wrong-token-0123456789' "), 401) << body;
+  EXPECT_EQ(curl("-X DELETE " + url + "t/class", &body), 401) << body;
+  std::string direct;
+  EXPECT_EQ(http_get_in(initiator().name(), "127.0.0.1", kMetricsPort, "/v1/tenants/t/class", &direct), 403)
+      << "never on the metrics port: " << direct;
+  EXPECT_FALSE(metric_value(metrics(), "nvqos_tenant_class_override_info", {{"tenant", "t"}}).has_value())
+      << "a refused request changed the class";
+
+  EXPECT_EQ(put("nosuch", slow, &body, auth), 404);
+  EXPECT_NE(body.find("unknown tenant \"nosuch\""), std::string::npos) << body;
+  EXPECT_EQ(put("t", R"({"class": "platinum"})", &body, auth), 422);
+  EXPECT_NE(body.find("unknown class \"platinum\" (configured classes: fast, slow, other)"), std::string::npos)
+      << body;
+  EXPECT_EQ(put("t", R"({"class": "slow", "ttl_s": 0})", &body, auth), 422);
+  EXPECT_NE(body.find("ttl_s 0 out of range"), std::string::npos) << body;
+  EXPECT_EQ(put("t", R"({"klass": "slow"})", &body, auth), 400);
+  EXPECT_NE(body.find("unknown key \"klass\""), std::string::npos) << body;
+  EXPECT_EQ(put("t", "not json", &body, auth), 400);
+  // A second 400 Mbit/s guarantee on a 1000 Mbit/s link fits; a third does not.
+  EXPECT_EQ(put("default", R"({"class": "fast"})", &body, auth), 200) << body;
+  EXPECT_EQ(put("t", R"({"class": "fast"})", &body, auth), 409);
+  EXPECT_NE(body.find("guarantees sum to 1200 Mbit/s"), std::string::npos) << body;
+  EXPECT_NE(body.find("with the class overrides in force: default -> fast, t -> fast"), std::string::npos) << body;
+  EXPECT_EQ(curl("-X DELETE " + auth + url + "default/class", &body), 200) << body;
+  EXPECT_EQ(curl("-X DELETE " + auth + url + "default/class", &body), 404);
+  EXPECT_NE(body.find("has no class override"), std::string::npos) << body;
+
+  // With the token: set; a reload of a config that keeps the class keeps the override.
+  EXPECT_EQ(put("t", slow, &body, auth), 200) << body;
+  agent_->signal(SIGHUP);
+  EXPECT_EQ(agent_->metric_at_least("nvqos_config_reloads_total", {}, 1), 1);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(metric_value(metrics(), "nvqos_tenant_info", {{"tenant", "t"}, {"class", "slow"}}), 1.0);
+  EXPECT_EQ(metric_value(metrics(), "nvqos_tenant_class_override_info", {{"tenant", "t"}}), 1.0);
+  // A config without the class ends it: t is back in its configured class.
+  write_config(config(false));
+  agent_->signal(SIGHUP);
+  EXPECT_EQ(agent_->metric_at_least("nvqos_config_reloads_total", {}, 2), 2);
+  ASSERT_TRUE(wait_until([&] {
+    return metric_value(metrics(), "nvqos_tenant_info", {{"tenant", "t"}, {"class", "other"}}) == 1.0;
+  }, 2s)) << agent_->log();
+  EXPECT_EQ(metric_value(metrics(), "nvqos_config_reload_success", {}), 1.0);
+  EXPECT_FALSE(metric_value(metrics(), "nvqos_tenant_class_override_info", {{"tenant", "t"}}).has_value());
+  EXPECT_NE(agent_->log().find("the class is no longer in the config"), std::string::npos);
+  int rc = 0;
+  const std::string cleared = nvqosctl("clear-class t", &rc);
+  EXPECT_EQ(rc, 1);
+  EXPECT_NE(cleared.find("tenant \"t\" has no class override"), std::string::npos) << cleared;
 }
 
 }  // namespace

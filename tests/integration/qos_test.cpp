@@ -529,5 +529,90 @@ TEST_F(QosInNetns, DscpOfTheClassIsOnTheWire) {
   EXPECT_EQ(*other, 0) << "traffic of tenants without the class keeps its DSCP";
 }
 
+// Bytes HTB sent through `classid` ("4e56:10"), from `tc -s class show`.
+double htb_sent_bytes(const std::string& tc_stats, const std::string& classid) {
+  const auto at = tc_stats.find("class htb " + classid + " ");
+  if (at == std::string::npos) return -1;
+  std::smatch m;
+  const std::string rest = tc_stats.substr(at);
+  static const std::regex sent(R"(Sent (\d+) bytes)");
+  return std::regex_search(rest, m, sent) ? std::stod(m[1]) : -1;
+}
+
+// A temporary class override under traffic: tenant t (its own HTB class,
+// ceiling 300 Mbit/s) is moved into the aggregate class "slow" (100 Mbit/s,
+// HTB class 4e56:10 shared with the default tenant) for 6 s, then returns.
+TEST_F(QosInNetns, ClassOverrideUnderTrafficMovesTheTenantWithinOneSecondAndExpiryRestoresIt) {
+  AgentSpec spec = agent_spec(write_config(R"({)" + link(ifname_, 10000) + R"(,
+    "classes": [{"name": "fast", "priority": 1, "ceiling_mbit_s": 300},
+                {"name": "slow", "priority": 5, "scope": "aggregate", "ceiling_mbit_s": 100}],
+    "default_class": "slow",
+    "tenants": [{"name": "t", "class": "fast", "match": [{"port": 4420}]}]})"));
+  spec.admin_socket = lab_->path("agent.sock");
+  AgentLabTest::start_agent(spec, 20s);
+  TcpSink sink(target().name(), kTargetAddr, {4420});
+  BulkSender s(initiator().name(), 4420);
+  ASSERT_FALSE(s.failed()) << s.error();
+  std::this_thread::sleep_for(1500ms);
+  const double before = measure_mbit({"t"}, 2s)["t"];
+  const std::string slow_leaf = "4e56:10", t_leaf = "4e56:13";  // units keyed by tenant ids 0 (default) and 1 (t)
+  const double slow_bytes_before = htb_sent_bytes(tc("-s class show dev " + ifname_), slow_leaf);
+
+  int rc = -1;
+  const auto set_at = std::chrono::steady_clock::now();  // the TTL starts after this
+  const std::string set = agent_->nvqosctl("set-class t slow --ttl 6s", &rc);
+  ASSERT_EQ(rc, 0) << set;
+  EXPECT_NE(set.find("t: class slow (override of the configured fast for"), std::string::npos) << set;
+  std::this_thread::sleep_for(1s);
+  const double during = measure_mbit({"t"}, 2s)["t"];
+  const std::string tc_during = tc("-s class show dev " + ifname_);
+  const std::string m = metrics();
+  const std::string classes = agent_->nvqosctl("--json classes");
+  const std::string tenants = agent_->nvqosctl("tenants");
+  const std::string table = agent_->nvqosctl("classes");
+
+  // The TTL passes: t goes back to its own class.
+  ASSERT_TRUE(wait_until([&] {
+    return !metric_value(metrics(), "nvqos_tenant_class_override_info", {{"tenant", "t"}}).has_value();
+  }, 10s)) << agent_->log();
+  const double expired_after_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - set_at).count();
+  std::this_thread::sleep_for(1s);
+  const double after = measure_mbit({"t"}, 2s)["t"];
+  std::printf("[ figures  ] class override fast (300) -> slow (100 Mbit/s) under traffic: %.1f before, %.1f from 1 s "
+              "after the override, %.1f after it expired (seen %.1f s after set, TTL 6 s)\n",
+              before, during, after, expired_after_s);
+
+  EXPECT_NEAR(before, 300, 30);
+  EXPECT_NEAR(during, 100, 10);
+  EXPECT_NEAR(after, 300, 30);
+  EXPECT_GE(expired_after_s, 6.0);
+  EXPECT_LT(expired_after_s, 8.0);
+  EXPECT_FALSE(s.failed()) << "the connection must survive both moves: " << s.error();
+  EXPECT_EQ(metric_value(metrics(), "nvqos_tenant_flows_opened_total", {{"interface", ifname_}, {"tenant", "t"}}), 1.0);
+  // During the override t's packets went through slow's HTB class.
+  EXPECT_GT(htb_sent_bytes(tc_during, slow_leaf) - slow_bytes_before, 100e6 / 8) << tc_during;
+  EXPECT_EQ(htb_sent_bytes(tc_during, t_leaf), -1) << "t's own class is gone while it is in slow:\n" << tc_during;
+  EXPECT_GT(htb_sent_bytes(tc("-s class show dev " + ifname_), t_leaf), 0) << "t's class is back";
+  EXPECT_EQ(metric_value(m, "nvqos_tenant_class_override_info",
+                         {{"tenant", "t"}, {"class", "slow"}, {"configured_class", "fast"}}),
+            1.0)
+      << m;
+  EXPECT_EQ(metric_value(m, "nvqos_tenant_info", {{"tenant", "t"}, {"class", "slow"}}), 1.0);
+  EXPECT_TRUE(metric_value(m, "nvqos_tenant_class_override_expiry_timestamp_seconds", {{"tenant", "t"}}).has_value());
+  EXPECT_NE(tenants.find("slow (override; configured fast, "), std::string::npos) << tenants;
+  EXPECT_NE(classes.find("\"overridden_tenants\": [\n        \"t\"\n      ]"), std::string::npos) << classes;
+  // slow's row: its limit, default and t (here by the override), its HTB class, the rate against its ceiling.
+  std::smatch row;
+  ASSERT_TRUE(std::regex_search(table, row, std::regex(R"(slow +5 +aggregate +- +- +100 Mbit/s +- +default, t\* +(\S+) +htb +4e56:10 +(\d+) Mbit/s +- +(\d+) %)")))
+      << table;
+  EXPECT_EQ(row[1], ifname_);
+  EXPECT_NEAR(std::stod(row[3]), 100, 15) << table;
+  EXPECT_NE(table.find("*: in the class by a temporary override"), std::string::npos) << table;
+  EXPECT_EQ(metric_value(metrics(), "nvqos_tenant_info", {{"tenant", "t"}, {"class", "fast"}}), 1.0);
+  const std::string log = agent_->log();
+  EXPECT_NE(log.find("tenant class override set"), std::string::npos) << log;
+  EXPECT_NE(log.find("tenant class override expired"), std::string::npos) << log;
+}
+
 }  // namespace
 }  // namespace nvqos::test
