@@ -128,7 +128,7 @@ json Agent::override_json(const ClassOverride& o) const {
 
 json Agent::classes_json() const {
   std::map<std::pair<std::string, std::string>, ClassUsage> usage;
-  if (snapshot_ && previous_snapshot_) usage = class_usage(*previous_snapshot_, *snapshot_);
+  if (snapshot_ && !recent_snapshots_.empty()) usage = class_usage(*recent_snapshots_.front(), *snapshot_);
   const QosState& q = state_.qos;
   json classes = json::array();
   for (const auto& c : q.classes) {

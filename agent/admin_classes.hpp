@@ -6,6 +6,7 @@
 
 #include <prometheus/metric_family.h>
 
+#include <chrono>
 #include <map>
 #include <string>
 #include <utility>
@@ -14,6 +15,10 @@
 namespace nvqos::agent {
 
 struct Snapshot;
+
+// /v1/classes reports rates over at least this long (or since the agent
+// started): one telemetry interval at 100 ms is too short to read a ceiling.
+inline constexpr std::chrono::seconds kUsageWindow{1};
 
 // What a class's tenants sent and completed on one interface between two
 // snapshots, per second.

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "admin_classes.hpp"
 #include "log.hpp"
 #include "version.hpp"
 
@@ -259,7 +260,9 @@ void Agent::take_snapshot() {
   for (const auto& [tenant, o] : class_overrides_.all()) snap->class_overrides.push_back(o);
   snap->read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   snap->resident_memory_bytes = resident_memory_bytes();
-  previous_snapshot_ = std::move(snapshot_);
+  recent_snapshots_.push_back(snap);
+  while (recent_snapshots_.size() > 2 && recent_snapshots_[1]->taken <= snap->taken - kUsageWindow)
+    recent_snapshots_.pop_front();
   snapshot_ = std::move(snap);
 }
 

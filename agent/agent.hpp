@@ -7,6 +7,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <deque>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
@@ -105,7 +106,9 @@ class Agent {
   boost::asio::steady_timer override_timer_;  // the next class override expiry
   boost::asio::signal_set signals_;
   std::shared_ptr<const Snapshot> snapshot_;
-  std::shared_ptr<const Snapshot> previous_snapshot_;  // the one before: rates for /v1/classes
+  // Recent snapshots, the oldest at least kUsageWindow old when there is one:
+  // the base of the rates /v1/classes reports.
+  std::deque<std::shared_ptr<const Snapshot>> recent_snapshots_;
   ClassOverrides class_overrides_;
   AgentStatus status_;
   std::string last_reload_error_;

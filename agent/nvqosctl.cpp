@@ -320,7 +320,7 @@ void print_classes(const json& j) {
   }
   table.print(std::cout);
   std::cout << "\nguaranteed/ceiling: configured egress bandwidth (per tenant for scope per_tenant); egress now: the "
-               "class's wire bytes leaving this host over the last telemetry interval; of guar./of ceiling: that rate "
+               "class's wire bytes leaving this host over the last second; of guar./of ceiling: that rate "
                "(the busiest tenant's for per_tenant) against the limit";
   if (overridden) std::cout << "; *: in the class by a temporary override (nvqosctl set-class)";
   std::cout << "\n";

@@ -598,14 +598,14 @@ TEST_F(ControlPlaneTest, ClassOverrideNeedsTheTokenOnTcpAndNamesWhatIsWrong) {
       << "a refused request changed the class";
 
   EXPECT_EQ(put("nosuch", slow, &body, auth), 404);
-  EXPECT_NE(body.find("unknown tenant \"nosuch\""), std::string::npos) << body;
+  EXPECT_NE(body.find("unknown tenant \\\"nosuch\\\""), std::string::npos) << body;
   EXPECT_EQ(put("t", R"({"class": "platinum"})", &body, auth), 422);
-  EXPECT_NE(body.find("unknown class \"platinum\" (configured classes: fast, slow, other)"), std::string::npos)
+  EXPECT_NE(body.find("unknown class \\\"platinum\\\" (configured classes: fast, slow, other)"), std::string::npos)
       << body;
   EXPECT_EQ(put("t", R"({"class": "slow", "ttl_s": 0})", &body, auth), 422);
   EXPECT_NE(body.find("ttl_s 0 out of range"), std::string::npos) << body;
   EXPECT_EQ(put("t", R"({"klass": "slow"})", &body, auth), 400);
-  EXPECT_NE(body.find("unknown key \"klass\""), std::string::npos) << body;
+  EXPECT_NE(body.find("unknown key \\\"klass\\\""), std::string::npos) << body;
   EXPECT_EQ(put("t", "not json", &body, auth), 400);
   // A second 400 Mbit/s guarantee on a 1000 Mbit/s link fits; a third does not.
   EXPECT_EQ(put("default", R"({"class": "fast"})", &body, auth), 200) << body;
