@@ -113,9 +113,9 @@ class NvmeCommandsTest : public AgentLabTest {
 
   // Compares the agent's view with the tools' own for every job and op nvqos-load ran: on the
   // initiator side nvqos-load's latency, on the target side nvqos-target's service time, both
-  // by the kernel clock. Counts exact; p50/p99/p99.9 within 5% or 20 us, or with `strict` false
-  // (torture runs) not above the tool's figure: a capsule retransmitted after a drop is timed by
-  // the tool from its first transmission.
+  // by the kernel clock. Counts exact; p50/p99/p99.9 within 5% or 20 us where the tool's RX
+  // stamps are exact; else, or with `strict` false (torture runs: a capsule retransmitted after a
+  // drop is timed by the tool from its first transmission), on the side the tool's error allows.
   void expect_agreement(const nlohmann::json& load, const char* role, bool strict = true) {
     std::this_thread::sleep_for(600ms);  // a telemetry interval after the last completion
     const std::string text = metrics();
@@ -142,6 +142,12 @@ class NvmeCommandsTest : public AgentLabTest {
             << own.at("kernel_clock").dump();
         std::printf("[ figures  ] %s %s %s: %s commands, kernel clock %s\n", role, tenant.c_str(), op.c_str(),
                     own.at("ios").dump().c_str(), own.at("kernel_clock").dump().c_str());
+        // A reader that lags lets TCP coalesce new segments into an unread skb, which takes the
+        // newer RX stamp: the tool's clock then reads completions (initiator) or capsules (target)
+        // late. Where that touched more than a tenth of the commands the tool's figure is a bound,
+        // not a reference: the agent must sit on the right side of it.
+        const bool rx_late = own.at("kernel_clock").at("rx_behind").get<double>() >
+                             0.1 * own.at("kernel_clock").at("timed").get<double>();
         const std::pair<const char*, const char*> quantiles[] = {{"0.5", "p50"}, {"0.99", "p99"}, {"0.999", "p99.9"}};
         for (const auto& [q, name] : quantiles) {
           auto l = labels;
@@ -151,10 +157,12 @@ class NvmeCommandsTest : public AgentLabTest {
           const double agent_us = *agent_s * 1e6;
           const double kernel_us = own.at("latency_us").at(name).get<double>();
           const double app_us = own.at("app_latency_us").at(name).get<double>();
-          if (strict)
+          if (strict && !rx_late)
             EXPECT_TRUE(agrees(agent_us, kernel_us))
                 << name << ": agent " << agent_us << " us, " << (target_side ? "nvqos-target" : "nvqos-load")
                 << " kernel clock " << kernel_us << " us";
+          else if (target_side && rx_late)
+            EXPECT_GE(agent_us, kernel_us * 0.95 - 20.0) << name;
           else
             EXPECT_LE(agent_us, kernel_us * 1.035 + 20.0) << name;
           std::printf("[ figures  ] %s %s %s %s: agent %.1f us, %s kernel clock %.1f us (%s 5%%/20 us), app clock "
