@@ -114,8 +114,10 @@ class NvmeCommandsTest : public AgentLabTest {
   // Compares the agent's view with the tools' own for every job and op nvqos-load ran: on the
   // initiator side nvqos-load's latency, on the target side nvqos-target's service time, both
   // by the kernel clock. Counts exact; p50/p99/p99.9 within 5% or 20 us where the tool's RX
-  // stamps are exact; else, or with `strict` false (torture runs: a capsule retransmitted after a
-  // drop is timed by the tool from its first transmission), on the side the tool's error allows.
+  // stamps are exact, else on the side the tool's error allows. Torture runs (`strict` false)
+  // only bound the agent by the app clock, which encloses every wire event: there the kernel
+  // clock's tail moves both ways (a capsule retransmitted after a drop is stamped at its first
+  // transmission; a write's p99.9 once read 11% below the agent's).
   void expect_agreement(const nlohmann::json& load, const char* role, bool strict = true) {
     std::this_thread::sleep_for(600ms);  // a telemetry interval after the last completion
     const std::string text = metrics();
@@ -163,8 +165,10 @@ class NvmeCommandsTest : public AgentLabTest {
                 << " kernel clock " << kernel_us << " us";
           else if (target_side && rx_late)
             EXPECT_GE(agent_us, kernel_us * 0.95 - 20.0) << name;
-          else
+          else if (strict)
             EXPECT_LE(agent_us, kernel_us * 1.035 + 20.0) << name;
+          else
+            EXPECT_LE(agent_us, app_us * 1.035 + 20.0) << name;
           std::printf("[ figures  ] %s %s %s %s: agent %.1f us, %s kernel clock %.1f us (%s 5%%/20 us), app clock "
                       "%.1f us\n",
                       role, tenant.c_str(), op.c_str(), name, agent_us, target_side ? "target" : "load", kernel_us,
