@@ -57,8 +57,15 @@ def main():
     else:
         stats = (out / "tcpdump-stats.txt").read_text() if (out / "tcpdump-stats.txt").exists() else ""
         dropped = re.search(r"(\d+) packets dropped by kernel", stats)
+        captured = re.search(r"(\d+) packets captured", stats)
+        received = re.search(r"(\d+) packets received by filter", stats)
+        # On lo the filter sees every packet twice (out and in) and tcpdump writes one copy.
+        unwritten = int(received.group(1)) - 2 * int(captured.group(1)) if captured and received else 0
         if dropped and int(dropped.group(1)) > 0:
             record("skip", "pcap-latency", f"tcpdump dropped {dropped.group(1)} packets: the capture cannot time every command")
+        elif unwritten > 0.01 * int(received.group(1)):
+            record("skip", "pcap-latency", f"tcpdump stopped with ~{unwritten // 2} packets unwritten "
+                   f"({stats.strip()}): the capture cannot time every command")
         else:
             nqn_of = subnqn_by_stream(pcap, PORTS)
             samples, skipped = command_latencies(

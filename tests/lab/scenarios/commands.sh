@@ -53,6 +53,11 @@ fio_check gold
 fio_check bronze
 sleep 1.5   # three telemetry intervals
 agent_metrics "$OUT/metrics-after.txt"
+# tcpdump under TCG falls behind its ring: stop it only once the file has stopped growing (<= 10 s).
+for _ in $(seq 20); do
+  size=$(stat -c %s "$OUT/commands.pcap"); sleep 0.5
+  [ "$(stat -c %s "$OUT/commands.pcap")" = "$size" ] && break
+done
 kill -INT $tcpdump_pid
 wait $tcpdump_pid
 cp "$OUT/tcpdump.log" "$OUT/tcpdump-stats.txt"
