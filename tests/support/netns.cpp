@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <array>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -41,13 +43,40 @@ std::string unique_name(const std::string& prefix) {
   return prefix + std::to_string(getpid() % 100000) + "x" + std::to_string(counter++);
 }
 
+namespace {
+
+// Each test namespace names its creator's pid in a file here, so a later test can remove the
+// namespaces of a run that was killed (a ctest timeout's SIGKILL runs no destructor).
+const std::filesystem::path kOwners = "/run/nvqos-test-netns";
+
+void remove_namespaces_of_dead_runs() {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(kOwners, ec)) {
+    pid_t owner = 0;
+    std::ifstream(entry.path()) >> owner;
+    if (owner > 0 && (kill(owner, 0) == 0 || errno != ESRCH)) continue;
+    run("ip netns del " + entry.path().filename().string());
+    std::filesystem::remove(entry.path(), ec);
+  }
+}
+
+}  // namespace
+
 Netns::Netns(std::string name) : name_(std::move(name)) {
+  remove_namespaces_of_dead_runs();
   run("ip netns del " + name_);  // a leftover of a killed run
   must("ip netns add " + name_);
+  std::error_code ec;
+  std::filesystem::create_directories(kOwners, ec);
+  std::ofstream(kOwners / name_) << getpid();
   must(exec() + "ip link set lo up");
 }
 
-Netns::~Netns() { run("ip netns del " + name_); }
+Netns::~Netns() {
+  run("ip netns del " + name_);
+  std::error_code ec;
+  std::filesystem::remove(kOwners / name_, ec);
+}
 
 VethPair::VethPair(const Netns& a, std::string a_name, const std::vector<std::string>& a_addrs, const Netns& b,
                    std::string b_name, const std::vector<std::string>& b_addrs)
