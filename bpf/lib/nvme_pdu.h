@@ -135,6 +135,23 @@ struct {
 	__type(value, struct nvme_conn);
 } zero_nvme_conn SEC(".maps");
 
+/*
+ * cmd_submit()'s and cmd_complete()'s in-flight key and value (BPF-private, per
+ * CPU): off their stack frames, which count against the 512 bytes of the whole
+ * tc -> walk_one_pdu() -> cmd_*() chain.
+ */
+struct cmd_scratch {
+	struct nvqos_inflight_key ik;
+	struct nvqos_inflight_value v;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cmd_scratch);
+} cmd_scratch SEC(".maps");
+
 // Slow-command rate limit (BPF-private): GCRA theoretical arrival time, ns.
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -152,15 +169,25 @@ struct nvme_ios {
 	__u16 n[NVQOS_CMD_OP_MAX];
 };
 
+/*
+ * What a command's submission or completion needs of the walk besides the
+ * pointers: scalars only, so that cmd_submit() and cmd_complete() can take it
+ * as global functions.
+ */
+struct nvme_cmd_ctx {
+	__u64 now; /* read once per skb, when the first command or completion needs it */
+	__u32 tenant_id;
+	__u8 role;
+	__u8 pad[3];
+};
+
 /* What the walk of one skb works with. */
 struct nvme_walk {
 	const struct nvqos_flow_key *key;
 	struct nvqos_nvme_stats *ns;
 	struct nvme_conn *conn;
 	struct nvme_ios *ios;
-	__u64 now; /* read once per skb, when the first command or completion needs it */
-	__u32 tenant_id;
-	__u8 role;
+	struct nvme_cmd_ctx cmd;
 	__u8 sdir;
 	__u8 access; /* target ingress with access control on (connect.h) */
 	__u8 gate;   /* the connection awaited a checked Connect when the skb came;
@@ -168,11 +195,11 @@ struct nvme_walk {
 };
 
 /* The one clock of command latency: tests read it around a run to bound a sample. */
-static __always_inline __u64 nvqos_cmd_clock_ns(struct nvme_walk *w)
+static __always_inline __u64 nvqos_cmd_clock_ns(struct nvme_cmd_ctx *cx)
 {
-	if (!w->now)
-		w->now = bpf_ktime_get_ns();
-	return w->now;
+	if (!cx->now)
+		cx->now = bpf_ktime_get_ns();
+	return cx->now;
 }
 
 static __always_inline __u16 get_le16(const __u8 *p)
@@ -377,8 +404,9 @@ static __noinline void slow_cmd_fill(struct nvqos_slow_cmd_event *e, const struc
 	e->pad = 0;
 }
 
-static __always_inline void slow_cmd_report(struct nvme_walk *w, const struct nvqos_inflight_value *v,
-					    __u16 cid, __u16 status, __u64 latency)
+static __always_inline void slow_cmd_report(const struct nvqos_flow_key *key, struct nvqos_nvme_stats *ns,
+					    __u64 now, const struct nvqos_inflight_value *v, __u16 cid,
+					    __u16 status, __u64 latency)
 {
 	struct nvqos_tenant_config *config;
 	struct nvqos_slow_cmd_event *e;
@@ -387,57 +415,76 @@ static __always_inline void slow_cmd_report(struct nvme_walk *w, const struct nv
 	config = bpf_map_lookup_elem(&tenant_config, &tenant_id);
 	if (!config || !config->slow_cmd_ns || latency < config->slow_cmd_ns)
 		return;
-	if (!slow_cmd_allowed(w->now)) {
-		w->ns->slow_cmd_dropped++;
+	if (!slow_cmd_allowed(now)) {
+		ns->slow_cmd_dropped++;
 		return;
 	}
 	e = bpf_ringbuf_reserve(&slow_cmd_events, sizeof(*e), 0);
 	if (!e) {
-		w->ns->slow_cmd_dropped++;
+		ns->slow_cmd_dropped++;
 		return;
 	}
-	slow_cmd_fill(e, w->key, v, cid | (__u32)status << 16, latency);
+	slow_cmd_fill(e, key, v, cid | (__u32)status << 16, latency);
 	bpf_ringbuf_submit(e, 0);
-	w->ns->slow_cmd_events++;
+	ns->slow_cmd_events++;
 }
 
 /*
- * cmd_submit() and cmd_complete() are subprograms, not inlined, so their
- * stack frames are not added to the walk's (512 bytes for the whole chain).
+ * cmd_submit() and cmd_complete() are global functions: the verifier checks
+ * each once on its own, not again for every state in which the walk's
+ * bpf_loop() body reaches it (as a static subprogram it was, and the tc
+ * programs outgrew the verifier's 1M-instruction budget on a 6.18 kernel).
+ * Their arguments are pointers to memory the verifier can size (it rejects
+ * NULL only by the checks inside) and scalars; their frames are not added to
+ * the walk's (512 bytes for the whole chain). Return 0.
  */
-static __noinline void cmd_submit(struct nvme_walk *w, const __u8 *h)
+__noinline int cmd_submit(const struct nvqos_flow_key *key, struct nvme_conn *conn,
+			  struct nvqos_nvme_stats *ns, struct nvme_cmd_ctx *cx, const struct pdu_stream *st)
 {
-	struct nvqos_inflight_key ik = {};
-	struct nvqos_inflight_value v = {};
+	struct nvqos_inflight_value *v;
+	struct nvqos_inflight_key *ik;
+	struct cmd_scratch *scratch;
 	struct nvqos_cmd_stats *s;
 	struct nvqos_cmd_key sk = {};
-	__u8 opcode = h[PDU_OFF_CMD_OPCODE];
-	__u32 conn_flags = w->conn->flags;
-	__u32 tenant_id = w->tenant_id;
+	const __u8 *h;
+	__u32 zero = 0;
+	__u8 opcode;
+	__u32 conn_flags;
+	__u32 tenant_id;
 
+	scratch = bpf_map_lookup_elem(&cmd_scratch, &zero);
+	if (!key || !conn || !ns || !cx || !st || !scratch)
+		return 0;
+	ik = &scratch->ik;
+	v = &scratch->v;
+	h = st->hdr;
+	opcode = h[PDU_OFF_CMD_OPCODE];
+	conn_flags = conn->flags;
+	tenant_id = cx->tenant_id;
 	if (opcode == NVME_OPC_FABRICS && h[PDU_OFF_CMD_FCTYPE] == NVME_FCTYPE_CONNECT) {
 		conn_flags |= get_le16(h + PDU_OFF_CONNECT_QID) ? CONN_F_IO_QUEUE : CONN_F_ADMIN_QUEUE;
-		w->conn->flags = conn_flags;
+		conn->flags = conn_flags;
 		/* connect.h may just have moved the connection to its NQN tenant. */
 		tenant_id = connect_tenant(tenant_id);
 	}
 	/* An Asynchronous Event Request is outstanding until something happens: not a latency. */
 	if ((conn_flags & CONN_F_ADMIN_QUEUE) && opcode == NVME_ADMIN_OPC_AER)
-		return;
+		return 0;
 
-	__builtin_memcpy(&ik.flow, w->key, sizeof(ik.flow));
-	ik.cid = get_le16(h + PDU_OFF_CMD_CID);
-	v.submit_ns = nvqos_cmd_clock_ns(w);
-	v.tenant_id = tenant_id;
-	v.bytes = get_le32(h + PDU_OFF_CMD_SGL_LEN);
-	v.op = cmd_op_of(opcode, conn_flags);
-	v.role = w->role;
-	v.opcode = opcode;
-	if (v.op == NVQOS_CMD_OP_FLUSH)
-		v.bytes = 0;
+	__builtin_memset(scratch, 0, sizeof(*scratch));
+	__builtin_memcpy(&ik->flow, key, sizeof(ik->flow));
+	ik->cid = get_le16(h + PDU_OFF_CMD_CID);
+	v->submit_ns = nvqos_cmd_clock_ns(cx);
+	v->tenant_id = tenant_id;
+	v->bytes = get_le32(h + PDU_OFF_CMD_SGL_LEN);
+	v->op = cmd_op_of(opcode, conn_flags);
+	v->role = cx->role;
+	v->opcode = opcode;
+	if (v->op == NVQOS_CMD_OP_FLUSH)
+		v->bytes = 0;
 	/* A tracked CID reused: its completion was never seen; the old command is lost. */
-	if (bpf_map_update_elem(&inflight_cmds, &ik, &v, BPF_NOEXIST)) {
-		struct nvqos_inflight_value *old = bpf_map_lookup_elem(&inflight_cmds, &ik);
+	if (bpf_map_update_elem(&inflight_cmds, ik, v, BPF_NOEXIST)) {
+		struct nvqos_inflight_value *old = bpf_map_lookup_elem(&inflight_cmds, ik);
 
 		if (old) {
 			sk.tenant_id = old->tenant_id;
@@ -447,57 +494,69 @@ static __noinline void cmd_submit(struct nvme_walk *w, const __u8 *h)
 			if (s)
 				s->lost++;
 		}
-		if (bpf_map_update_elem(&inflight_cmds, &ik, &v, BPF_ANY)) {
-			w->ns->inflight_insert_failed++;
-			return;
+		if (bpf_map_update_elem(&inflight_cmds, ik, v, BPF_ANY)) {
+			ns->inflight_insert_failed++;
+			return 0;
 		}
-		w->ns->cid_reused++;
+		ns->cid_reused++;
 	} else {
-		__sync_fetch_and_add(&w->conn->inflight, 1);
+		__sync_fetch_and_add(&conn->inflight, 1);
 	}
-	sk.tenant_id = v.tenant_id;
-	sk.op = v.op;
-	sk.role = v.role;
+	sk.tenant_id = v->tenant_id;
+	sk.op = v->op;
+	sk.role = v->role;
 	s = cmd_stats_of(&sk);
 	if (s)
 		s->submitted++;
+	return 0;
 }
 
-/* Returns the op of the completed command (OTHER when it was not tracked). */
-static __noinline __u8 cmd_complete(struct nvme_walk *w, __u16 cid, __u16 status)
+/*
+ * The completion of command `cid_status & 0xffff` with status `cid_status >> 16`.
+ * Returns the op of the completed command (OTHER when it was not tracked).
+ */
+__noinline int cmd_complete(const struct nvqos_flow_key *key, struct nvme_conn *conn,
+			    struct nvqos_nvme_stats *ns, struct nvme_cmd_ctx *cx, __u32 cid_status)
 {
-	struct nvqos_inflight_key ik = {};
-	struct nvqos_inflight_value v;
-	struct nvqos_inflight_value *found;
+	__u16 cid = cid_status & 0xffff, status = cid_status >> 16;
+	struct nvqos_inflight_value *found, *v;
+	struct cmd_scratch *scratch;
 	struct nvqos_cmd_key sk = {};
 	struct nvqos_cmd_stats *s;
 	struct nvqos_cmd_hist *hist;
 	__u64 latency = 0;
+	__u32 zero = 0;
 	__u32 bucket;
 
-	__builtin_memcpy(&ik.flow, w->key, sizeof(ik.flow));
-	ik.cid = cid;
-	found = bpf_map_lookup_elem(&inflight_cmds, &ik);
+	scratch = bpf_map_lookup_elem(&cmd_scratch, &zero);
+	if (!key || !conn || !ns || !cx || !scratch)
+		return NVQOS_CMD_OP_OTHER;
+	__builtin_memset(&scratch->ik, 0, sizeof(scratch->ik));
+	__builtin_memcpy(&scratch->ik.flow, key, sizeof(scratch->ik.flow));
+	scratch->ik.cid = cid;
+	found = bpf_map_lookup_elem(&inflight_cmds, &scratch->ik);
 	if (!found) {
-		w->ns->unmatched_resp++;
+		ns->unmatched_resp++;
 		return NVQOS_CMD_OP_OTHER;
 	}
-	v = *found;
+	/* A copy: once deleted, the entry may be reused by an insert on another CPU. */
+	v = &scratch->v;
+	*v = *found;
 	/* Whoever deletes the entry owns the sample: never two samples for one command. */
-	if (bpf_map_delete_elem(&inflight_cmds, &ik))
-		return v.op;
-	if (w->conn->inflight)
-		__sync_fetch_and_add(&w->conn->inflight, -1);
-	if (nvqos_cmd_clock_ns(w) > v.submit_ns)
-		latency = w->now - v.submit_ns;
+	if (bpf_map_delete_elem(&inflight_cmds, &scratch->ik))
+		return v->op;
+	if (conn->inflight)
+		__sync_fetch_and_add(&conn->inflight, -1);
+	if (nvqos_cmd_clock_ns(cx) > v->submit_ns)
+		latency = cx->now - v->submit_ns;
 
-	sk.tenant_id = v.tenant_id;
-	sk.op = v.op;
-	sk.role = v.role;
+	sk.tenant_id = v->tenant_id;
+	sk.op = v->op;
+	sk.role = v->role;
 	s = cmd_stats_of(&sk);
 	if (s) {
 		s->completed++;
-		s->bytes += v.bytes;
+		s->bytes += v->bytes;
 		if (status)
 			s->errors[status_class_of(status)]++;
 	}
@@ -508,35 +567,39 @@ static __noinline __u8 cmd_complete(struct nvme_walk *w, __u16 cid, __u16 status
 			bucket = NVQOS_CMD_HIST_BUCKETS - 1;
 		__sync_fetch_and_add(&hist->buckets[bucket], 1);
 	}
-	slow_cmd_report(w, &v, cid, status, latency);
-	return v.op;
+	slow_cmd_report(key, ns, cx->now, v, cid, status, latency);
+	return v->op;
 }
 
-static __always_inline void ios_count(struct nvme_walk *w, __u8 op)
+static __always_inline void ios_count(struct nvme_walk *w, int op)
 {
-	if (op < NVQOS_CMD_OP_MAX)
+	if (op >= 0 && op < NVQOS_CMD_OP_MAX)
 		w->ios->n[op]++;
 }
 
-/* Acts on one complete, plausible PDU header. */
-static __always_inline void pdu_handle(struct nvme_walk *w, const __u8 *h)
+/* Acts on one complete, plausible PDU header, the one collected in st. */
+static __always_inline void pdu_handle(struct nvme_walk *w, const struct pdu_stream *st)
 {
+	const __u8 *h = st->hdr;
+
 	switch (h[0]) {
 	case NVME_TCP_ICRESP:
 		w->conn->flags |= CONN_F_DIGESTS_KNOWN |
 				  ((h[PDU_OFF_ICRESP_DGST] & NVME_TCP_F_HDGST) ? CONN_F_HDGST : 0);
 		break;
 	case NVME_TCP_CMD:
-		cmd_submit(w, h);
+		cmd_submit(w->key, w->conn, w->ns, &w->cmd, st);
 		ios_count(w, cmd_op_of(h[PDU_OFF_CMD_OPCODE], w->conn->flags));
 		break;
 	case NVME_TCP_RSP:
-		ios_count(w, cmd_complete(w, get_le16(h + PDU_OFF_RSP_CID),
-					  get_le16(h + PDU_OFF_RSP_STATUS) >> 1));
+		ios_count(w, cmd_complete(w->key, w->conn, w->ns, &w->cmd,
+					  get_le16(h + PDU_OFF_RSP_CID) |
+						  (__u32)(get_le16(h + PDU_OFF_RSP_STATUS) >> 1) << 16));
 		break;
 	case NVME_TCP_C2H_DATA:
 		if (h[1] & NVME_TCP_F_SUCCESS)
-			ios_count(w, cmd_complete(w, get_le16(h + PDU_OFF_DATA_CCCID), 0));
+			ios_count(w, cmd_complete(w->key, w->conn, w->ns, &w->cmd,
+						  get_le16(h + PDU_OFF_DATA_CCCID)));
 		break;
 	}
 }
@@ -615,8 +678,8 @@ static __always_inline bool walk_connect(struct walk_loop *l)
 	site->seg_seq = l->seq;
 	site->seg_len = l->len;
 	site->pdu_seq = st->hdr_seq;
-	site->tenant_id = w->tenant_id;
-	site->role = w->role;
+	site->tenant_id = w->cmd.tenant_id;
+	site->role = w->cmd.role;
 	site->access = w->access;
 	return connect_pdu(l->skb, w->key, (const struct connect_capsule_hdr *)st->hdr, site);
 }
@@ -662,7 +725,7 @@ static long walk_one_pdu(__u32 index, struct walk_loop *l)
 		w->ns->resync++;
 	st->flags &= ~(STREAM_F_RESYNCING | STREAM_F_START);
 	w->ns->pdus++;
-	pdu_handle(w, st->hdr);
+	pdu_handle(w, st);
 
 	plen = get_le32(st->hdr + PDU_OFF_PLEN);
 	pdu_end = st->hdr_seq + plen;
@@ -796,8 +859,7 @@ static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_
 		.w = {
 			.key = key,
 			.ios = ios,
-			.tenant_id = tenant_id,
-			.role = role,
+			.cmd = {.tenant_id = tenant_id, .role = role},
 			.access = gated,
 			.sdir = nvme_stream_dir(role, dir),
 		},
