@@ -22,40 +22,71 @@ std::string micros(double seconds) {
   return buf;
 }
 
+// A ceiling at a zero floor still has something to grow from.
+constexpr double kMinBase = 0.01;  // of the dimension's max
+
 // Cut one dimension after a breach: from what the class actually sends (a
 // ceiling far above its rate would otherwise take several cuts to bite),
 // back to the last safe ceiling when that lies between the cut and the rate.
-void cut(SloController::Dimension& d, double rate, double factor) {
+// `returning`: the first cut after the protected classes were idle goes to the
+// safe ceiling from before, even below the multiplicative cut, since it is
+// known to have worked and a milder cut may take several windows to bite.
+void cut(SloController::Dimension& d, double rate, double factor, bool returning) {
   const double basis = rate > 0 ? std::min(d.effective, rate) : d.effective;
   d.bad = basis;
+  d.increment = 0;
   if (d.safe && *d.safe >= basis) d.safe.reset();
   double target = basis * factor;
-  if (d.safe && *d.safe >= target) target = *d.safe;
+  if (d.safe && (*d.safe >= target || returning)) target = *d.safe;
   d.effective = std::clamp(target, d.floor, d.max);
 }
 
-// Raise one dimension after enough headroom. Returns false when it holds at a
-// plateau just below the known bad rate.
+// Raise one dimension after enough headroom. Every size is relative to the
+// rates in play (the bad rate, the ceiling), not to the range up to the link:
+// on a 10 Gbit/s link in front of a 1 Gbit/s bottleneck a step of the range
+// would jump far past the bottleneck. Returns false when it holds at a plateau
+// just below the known bad rate.
 bool raise(SloController::Dimension& d, const SloTuning& t) {
-  const double range = d.max - d.floor;
   d.safe = d.effective;
   if (d.bad && *d.bad <= d.effective) d.bad.reset();
   if (d.bad) {
     const double gap = *d.bad - d.effective;
-    if (gap <= t.resolution * range) return false;
+    if (gap <= t.resolution * *d.bad) return false;
     d.effective = std::min(d.max, d.effective + gap / 2);
     return true;
   }
+  // No bad rate in sight: start small, then double each raise in a row, so a
+  // link that freed up is found in a few raises (four times the ceiling in six).
+  if (d.increment <= 0) d.increment = t.step * std::max(d.effective, kMinBase * d.max);
   const double before = d.effective;
-  d.effective = std::min(d.max, d.effective + t.step * range);
+  d.effective = std::min(d.max, d.effective + d.increment);
+  d.increment *= 2;
   return d.effective > before;
 }
 
-void grow(SloController::Dimension& d, const SloTuning& t) {
-  d.safe.reset();
+// In the hysteresis band: the ceiling keeps the objective, but close to it, so
+// the next raise without a bad rate starts small again.
+void hold(SloController::Dimension& d) {
+  d.safe = d.effective;
+  d.increment = 0;
+}
+
+// Past the remembered bad rate by one step: it may be stale (conditions
+// changed while the ceiling held below it). A cut brings it back to safe.
+void probe(SloController::Dimension& d, const SloTuning& t) {
+  if (!d.bad) return;
+  d.safe = d.effective;
+  d.effective = std::min(d.max, *d.bad * (1 + t.step));
   d.bad.reset();
-  const double range = d.max - d.floor;
-  d.effective = std::min(d.max, std::max(d.effective * t.idle_growth, d.effective + t.step * range));
+  d.increment = 0;
+}
+
+// Idle growth keeps safe and bad: the ceiling that kept the objective before
+// the protected class went quiet is the best first guess when it comes back
+// (a cut returns straight there when it lies below the class's rate).
+void grow(SloController::Dimension& d, const SloTuning& t) {
+  d.increment = 0;
+  d.effective = std::min(d.max, std::max(d.effective, kMinBase * d.max) * t.idle_growth);
 }
 
 }  // namespace
@@ -94,8 +125,8 @@ SloController::SloController(std::vector<SloClass> classes, SloTuning tuning) : 
     c.controlled = spec.enabled && std::any_of(classes.begin(), classes.end(), [&](const SloClass& p) {
                      return p.enabled && !p.objectives.empty() && p.priority < spec.priority;
                    });
-    c.bps = Dimension{spec.floor_bps, spec.max_bps, spec.max_bps, {}, {}};
-    if (spec.max_iops > 0) c.iops = Dimension{spec.floor_iops, spec.max_iops, spec.max_iops, {}, {}};
+    c.bps = Dimension{spec.floor_bps, spec.max_bps, spec.max_bps, {}, {}, 0};
+    if (spec.max_iops > 0) c.iops = Dimension{spec.floor_iops, spec.max_iops, spec.max_iops, {}, {}, 0};
     c.probe_wait = tuning_.probe_after;
     c.spec = spec;
     classes_.push_back(std::move(c));
@@ -210,20 +241,23 @@ bool SloController::adjust(ClassState& c, const Pressure& p, const SloObservatio
       // cut by the square root of the excess is enough; a cut that falls short
       // is repeated next window while the objective is missed.
       const double factor = std::clamp(std::sqrt(tuning_.at_risk / p.worst_ratio), tuning_.deep_cut, tuning_.mild_cut);
-      cut(c.bps, load.bytes_per_second * 8, factor);
-      if (c.iops.adapted()) cut(c.iops, load.iops, factor);
+      cut(c.bps, load.bytes_per_second * 8, factor, c.returning);
+      if (c.iops.adapted()) cut(c.iops, load.iops, factor, c.returning);
+      c.returning = false;
       ++c.cuts;
       break;
     }
     case SloVerdict::idle:
       c.headroom_windows = 0;
       c.plateau_windows = 0;
+      // What was learned (safe, bad, the probe wait) still holds when the protected classes come back.
       c.probing = false;
-      c.probe_wait = tuning_.probe_after;
+      c.returning = true;
       grow(c.bps, tuning_);
       if (c.iops.adapted()) grow(c.iops, tuning_);
       break;
     case SloVerdict::headroom: {
+      c.returning = false;
       if (++c.headroom_windows < tuning_.increase_after) break;
       if (c.probing && c.bps.safe && c.bps.effective > *c.bps.safe) {
         // The ceiling above the old bad rate met the objective: conditions changed.
@@ -239,17 +273,18 @@ bool SloController::adjust(ClassState& c, const Pressure& p, const SloObservatio
       const bool at_max = c.bps.effective >= c.bps.max && (!c.iops.adapted() || c.iops.effective >= c.iops.max);
       if (!at_max && ++c.plateau_windows >= c.probe_wait) {
         // Long enough just below the bad rate with headroom: it may be stale.
-        c.bps.bad.reset();
-        c.iops.bad.reset();
+        probe(c.bps, tuning_);
+        if (c.iops.adapted()) probe(c.iops, tuning_);
         c.probing = true;
         c.plateau_windows = 0;
       }
       break;
     }
     case SloVerdict::hold:
+      c.returning = false;
       c.headroom_windows = 0;
-      c.bps.safe = c.bps.effective;
-      if (c.iops.adapted()) c.iops.safe = c.iops.effective;
+      hold(c.bps);
+      if (c.iops.adapted()) hold(c.iops);
       break;
     case SloVerdict::collecting:
     case SloVerdict::none:

@@ -7,17 +7,24 @@
 //
 // The control law (docs/design.md, "Latency SLO controller"), per lower class:
 //  - at risk (an objective's windowed quantile above its target, or >= at_risk x
-//    its target in cut_after windows in a row): cut the ceiling multiplicatively from what the class actually sends (so a ceiling
-//    far above the class's rate bites at once), deeper the further the breach,
-//    and remember that rate as "bad";
+//    its target in cut_after windows in a row): cut the ceiling multiplicatively
+//    from what the class actually sends (so a ceiling far above the class's rate
+//    bites at once), deeper the further the breach, and remember that rate as
+//    "bad"; back to the remembered "safe" ceiling instead when that lies between.
+//    The first cut after the protected classes were idle goes to the safe
+//    ceiling from before they went idle whenever it is below the class's rate;
 //  - headroom (every active objective below headroom x its target for
 //    increase_after windows): remember the ceiling as "safe" and raise it —
-//    halfway to the remembered bad rate (bisection), or by a fixed step when
-//    none is known; once safe and bad are close it holds, and only probes above
-//    the bad rate after a wait that doubles with every failed probe;
+//    halfway to the remembered bad rate (bisection), or by step x the ceiling,
+//    doubling per raise in a row, when none is known; once safe and bad are
+//    within resolution x bad it holds, and only probes step x bad past the bad
+//    rate after a wait that doubles with every failed probe. Every size is
+//    relative to the rates in play, never to the range up to the link, which
+//    may be ten times the bottleneck that matters;
 //  - between the two (the hysteresis band): hold;
 //  - every protected objective idle (no commands) for idle_after windows: grow
-//    geometrically back to the static ceiling and forget safe/bad.
+//    geometrically back to the static ceiling, keeping safe/bad and the probe
+//    wait for the return.
 // Never below the floor (guarantee or minimum share), never above the static
 // ceiling. The state is the ceiling itself, clamped: no integrator to wind up.
 #pragma once
@@ -65,8 +72,10 @@ struct SloTuning {
   unsigned increase_after = 2; // ... after this many such windows in a row
   double mild_cut = 0.9;       // multiplier at a ratio of at_risk ...
   double deep_cut = 0.5;       // ... down to this for a severe breach
-  double step = 0.05;          // raise without a known bad rate: this share of (max - floor)
-  double resolution = 0.02;    // bisection stops when bad - safe < this share of (max - floor)
+  // Raise without a known bad rate: this share of the ceiling, doubled per raise in a row;
+  // a probe goes this share past the bad rate.
+  double step = 0.05;
+  double resolution = 0.03;    // bisection stops when bad - safe < this share of bad
   unsigned probe_after = 20;   // headroom windows held below a known bad rate before probing past it
   unsigned probe_after_max = 320;  // the wait doubles per failed probe up to this
   unsigned idle_after = 2;     // windows without commands before protected objectives count as idle
@@ -127,6 +136,7 @@ class SloController {
     double floor = 0, max = 0;
     double effective = 0;
     std::optional<double> safe, bad;
+    double increment = 0;  // next raise without a known bad rate (0: step x the ceiling); doubles per raise
     bool adapted() const { return max > 0; }
   };
   struct ClassState {
@@ -139,6 +149,7 @@ class SloController {
     unsigned plateau_windows = 0;
     unsigned probe_wait = 0;
     bool probing = false;
+    bool returning = false;  // idle until the last judged window: the next cut may go straight to safe
     std::uint64_t cuts = 0, raises = 0;
     std::string last_reason;
   };

@@ -1,11 +1,14 @@
 // The latency-SLO controller against a simulated plant: a 1 Gbit/s link whose
 // gold commands (QD1) queue behind bronze's traffic, gold's latency growing
 // like an M/M/1 queue with the link's load, with per-command and per-window
-// noise. No kernel: the controller only sees histograms and rates, as in the agent.
+// noise; and the fabric case, a 10 Gbit/s link in front of a 1 Gbit/s
+// bottleneck where the latency rises like a cliff. No kernel: the controller
+// only sees histograms and rates, as in the agent.
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <random>
 #include <string>
 #include <vector>
@@ -24,6 +27,7 @@ constexpr std::uint8_t kRead = NVQOS_CMD_OP_READ;
 LogLinearHistogram kernel_hist() { return LogLinearHistogram(NVQOS_HIST_KERNEL_SUB_BITS, NVQOS_CMD_HIST_BUCKETS); }
 
 struct Plant {
+  double bottleneck_bps = kLink;  // where the queue forms: the agent's link, or a router beyond it
   double gold_bps = 100e6;       // gold's own traffic; 0 = gold idle
   double bronze_demand_bps = 2e9;  // flat out
   double bronze_io_bytes = 128 * 1024;
@@ -34,10 +38,10 @@ struct Plant {
   std::mt19937_64 rng{42};
 
   double bronze_rate(double ceiling) const {
-    return std::max(0.0, std::min({bronze_demand_bps, ceiling, kLink - gold_bps}));
+    return std::max(0.0, std::min({bronze_demand_bps, ceiling, bottleneck_bps - gold_bps}));
   }
   double mean_us(double bronze_bps) const {
-    const double rho = std::min(1.0, (gold_bps + bronze_bps) / kLink);
+    const double rho = std::min(1.0, (gold_bps + bronze_bps) / bottleneck_bps);
     return base_us * (1 + queueing * rho / (1 - rho + 0.02));
   }
   // Expected p99 without window noise: mean x the log-normal's 99th percentile.
@@ -59,32 +63,33 @@ struct Plant {
     return obs;
   }
 
-  // The largest static bronze ceiling (1% steps of the link) at which gold's
-  // expected p99 meets `objective_us`: what an operator's sweep would find.
+  // The largest static bronze ceiling (1% steps of the bottleneck: a ceiling
+  // above it changes nothing) at which gold's expected p99 meets
+  // `objective_us`: what an operator's sweep would find.
   double best_static(double objective_us) const {
     double best = 0;
     for (int pct = 1; pct <= 100; ++pct)
-      if (p99_us(bronze_rate(kLink * pct / 100)) <= objective_us) best = bronze_rate(kLink * pct / 100);
+      if (p99_us(bronze_rate(bottleneck_bps * pct / 100)) <= objective_us) best = bronze_rate(bottleneck_bps * pct / 100);
     return best;
   }
 };
 
-SloClass gold_class(double objective_us) {
+SloClass gold_class(double objective_us, double link = kLink) {
   SloClass c;
   c.name = "gold";
   c.priority = 0;
   c.objectives = {{kRead, 0.99, objective_us * 1e-6}};
   c.floor_bps = 100e6;
-  c.max_bps = kLink;
+  c.max_bps = link;
   return c;
 }
 
-SloClass bronze_class(double floor_bps = 0.05 * kLink) {
+SloClass bronze_class(double floor_bps = 0.05 * kLink, double link = kLink) {
   SloClass c;
   c.name = "bronze";
   c.priority = 2;
   c.floor_bps = floor_bps;
-  c.max_bps = kLink;
+  c.max_bps = link;
   return c;
 }
 
@@ -144,6 +149,12 @@ struct Loop {
     return static_cast<double>(std::count(gold_met_1s.begin() + from_second, gold_met_1s.end(), true)) / n;
   }
   std::size_t windows_per_second() const { return 1000 / controller.tuning().interval.count(); }
+  // Seconds from window `from` until bronze's rate reaches `level`; none within the run.
+  std::optional<double> regained_after(std::size_t from, double level) const {
+    for (std::size_t i = from; i < rate.size(); ++i)
+      if (rate[i] >= level) return static_cast<double>(i - from) / static_cast<double>(windows_per_second());
+    return std::nullopt;
+  }
 };
 
 double solo_p99_us(const Plant& p) {
@@ -174,6 +185,84 @@ TEST(SloController, GoldArrivingBesideFlatOutBronzeMeetsItsObjectiveAndBronzeKee
   EXPECT_GE(bronze, 0.8 * best);
   EXPECT_LE(changes, 4);
   EXPECT_GT(run.controller.find("bronze")->cuts, 0u);
+}
+
+// Issue 11's fabric benchmark: the agent's link is 10 Gbit/s, the queue forms at
+// a 1 Gbit/s router beyond it, and gold's latency is flat up to ~93% of that
+// bottleneck, then rises like a cliff. A step of the ceiling's range (10 Gbit/s)
+// would jump far past the bottleneck at every raise.
+TEST(SloController, BehindABottleneckTenTimesBelowTheLinkGoldCompliesAndBronzeKeepsNearTheBestStatic) {
+  constexpr double kFabricLink = 10e9;
+  Plant plant;
+  plant.gold_bps = 0;  // bronze alone first
+  plant.queueing = 0.1;
+  plant.window_noise = 0.05;
+  const double objective = 2 * solo_p99_us(Plant{});
+  Loop run({gold_class(objective, kFabricLink), bronze_class(0.05 * kFabricLink, kFabricLink)}, plant, objective);
+  run.advance(5s);
+  ASSERT_DOUBLE_EQ(run.bronze_ceiling(), kFabricLink);
+
+  run.plant.gold_bps = 20e6;
+  const std::size_t gold_start = run.ceiling.size(), first_second = run.gold_met_1s.size();
+  run.advance(60s);
+  const double best = run.plant.best_static(objective);
+  const double bronze = run.mean_rate(gold_start);
+  const double compliance = run.compliance(first_second);  // the first window before the first cut included
+  const int changes = run.direction_changes(gold_start);
+  const auto [lo, hi] = std::minmax_element(run.ceiling.begin() + gold_start + 4, run.ceiling.end());
+  std::printf("fabric: best static bronze %.0f Mbit/s, controlled %.0f Mbit/s (%.0f%%), compliance %.1f%% of 1 s "
+              "windows, %d direction changes in 60 s, ceiling %.0f..%.0f Mbit/s after the first second\n",
+              best / 1e6, bronze / 1e6, 100 * bronze / best, 100 * compliance, changes, *lo / 1e6, *hi / 1e6);
+  EXPECT_GE(compliance, 0.95);
+  EXPECT_GE(bronze, 0.8 * best);
+  EXPECT_LE(changes, 8);
+  EXPECT_LE(*hi, 1.1 * run.plant.bottleneck_bps) << "raises are relative to the bottleneck, not the 10 Gbit/s link";
+
+  run.plant.gold_bps = 0;
+  const std::size_t stop = run.rate.size();
+  run.advance(5s);
+  const auto regained = run.regained_after(stop, 0.95 * run.plant.bottleneck_bps);
+  ASSERT_TRUE(regained) << "bronze still at " << run.rate.back() / 1e6 << " Mbit/s after 5 s";
+  EXPECT_DOUBLE_EQ(run.bronze_ceiling(), kFabricLink);
+
+  // Gold comes back: the first cut returns to the ceiling that kept it before, not to half of bronze's rate.
+  run.plant.gold_bps = 20e6;
+  const std::size_t back = run.ceiling.size(), back_second = run.gold_met_1s.size();
+  run.advance(40s);
+  const double dip = *std::min_element(run.ceiling.begin() + back, run.ceiling.end());
+  std::printf("fabric: bronze regained 95%% of the bottleneck %.2f s after gold stopped; gold back: lowest ceiling "
+              "%.0f Mbit/s, compliance %.1f%% (%.1f%% of all 100 s with gold)\n",
+              *regained, dip / 1e6, 100 * run.compliance(back_second), 100 * run.compliance(first_second));
+  EXPECT_GE(dip, 0.8 * best);
+  EXPECT_GE(run.compliance(first_second), 0.95);
+}
+
+TEST(SloController, AfterIdleTheFirstCutReturnsToTheSafeCeilingFromBefore) {
+  SloController c({gold_class(500), bronze_class()});
+  auto window = [](double gold_us, double bronze_bps) {
+    SloObservation obs;
+    if (gold_us > 0) {
+      LogLinearHistogram h = kernel_hist();
+      h.record(static_cast<std::uint64_t>(gold_us * 1000), 100);
+      obs.latency.emplace(std::make_pair(std::string("gold"), kRead), std::move(h));
+    }
+    obs.load["bronze"] = {bronze_bps / 8, 1000};
+    return obs;
+  };
+  c.step(window(1000, 800e6));  // a clear miss: cut below 800 Mbit/s
+  const double safe = c.find("bronze")->bps.effective;
+  ASSERT_LT(safe, 800e6);
+  c.step(window(450, safe));  // within the hysteresis band: safe
+  ASSERT_EQ(c.find("bronze")->bps.safe, safe);
+  for (int i = 0; i < 20; ++i) c.step(window(0, 1e9));
+  ASSERT_DOUBLE_EQ(c.find("bronze")->bps.effective, kLink) << "idle: the link is bronze's again";
+
+  // A slight miss would cut by 10% of bronze's 950 Mbit/s; the ceiling that held before is lower and known.
+  c.step(window(520, 950e6));
+  EXPECT_DOUBLE_EQ(c.find("bronze")->bps.effective, safe);
+  // Later misses cut from the rate as usual.
+  c.step(window(520, safe));
+  EXPECT_NEAR(c.find("bronze")->bps.effective, 0.9 * safe, 1);
 }
 
 TEST(SloController, StepChangesOfGoldsLoadMoveBronzesCeilingBothWays) {
@@ -225,12 +314,9 @@ TEST(SloController, GoldStoppingGivesBronzeTheLinkBackWithinFiveSeconds) {
   run.plant.gold_bps = 0;
   const std::size_t stop = run.rate.size();
   run.advance(5s);
-  std::size_t regained = 0;
-  for (std::size_t i = stop; i < run.rate.size() && !regained; ++i)
-    if (run.rate[i] >= 0.95 * kLink) regained = i - stop;
-  ASSERT_NE(regained, 0u) << "bronze still at " << run.rate.back() / 1e6 << " Mbit/s after 5 s";
-  std::printf("bronze regained 95%% of the link %.2f s after gold stopped\n",
-              static_cast<double>(regained) / run.windows_per_second());
+  const auto regained = run.regained_after(stop, 0.95 * kLink);
+  ASSERT_TRUE(regained) << "bronze still at " << run.rate.back() / 1e6 << " Mbit/s after 5 s";
+  std::printf("bronze regained 95%% of the link %.2f s after gold stopped\n", *regained);
 }
 
 TEST(SloController, SaturatedAtTheFloorItHoldsThereAndRecoversWithoutWindup) {
