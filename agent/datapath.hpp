@@ -166,8 +166,9 @@ class InterfaceDatapath {
   // Egress/ingress mechanisms in force and limits they cannot enforce.
   QosCounters qos_status() const;
   // Only the QoS rates of `next`, whose tenants, rules and classes are the
-  // current ones: the HTB classes by difference (datapath_slo.cpp). For the
-  // SLO controller's effective ceilings, several times a second.
+  // current ones: the HTB classes and the limiters' rates, by difference
+  // (datapath_slo.cpp). For the SLO controller's effective ceilings, several
+  // times a second.
   Status apply_rates(const DesiredState& next);
 
  private:

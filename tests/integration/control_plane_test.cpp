@@ -3,17 +3,14 @@
 // its pins on a bpffs the test mounts (an agent under `ip netns exec` gets
 // its own /sys, so the host's /sys/fs/bpf is not visible to it).
 #include <gtest/gtest.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <csignal>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <sstream>
-#include <stdexcept>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
@@ -31,22 +28,6 @@ constexpr int kAdminPort = 9469;
 const char* kTargetAddr = "10.203.0.1";
 const char* kHostAddr = "10.203.0.2";
 const char* kSubnqn = "nqn.2026-11.io.nvqos:restart-test";
-
-// A bpffs mounted on `path` for the test's pins, unmounted on destruction.
-class BpffsMount {
- public:
-  explicit BpffsMount(std::filesystem::path path) : path_(std::move(path)) {
-    std::filesystem::create_directories(path_);
-    if (mount("bpf", path_.c_str(), "bpf", 0, "mode=0700") != 0)
-      throw std::runtime_error("mount bpffs on " + path_.string() + ": " + std::strerror(errno));
-  }
-  ~BpffsMount() { umount2(path_.c_str(), MNT_DETACH); }
-  BpffsMount(const BpffsMount&) = delete;
-  BpffsMount& operator=(const BpffsMount&) = delete;
-
- private:
-  std::filesystem::path path_;
-};
 
 class ControlPlaneTest : public AgentLabTest {
  protected:

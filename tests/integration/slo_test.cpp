@@ -2,8 +2,9 @@
 // bronze nvqos-load job from another, nvqos-agent on the target's side where
 // read data leaves. Gold's objective is unreachable on purpose (p99 read <= 1 us),
 // so the controller must cut bronze to its floor in the kernel (HTB ceil, checked
-// with tc), show it in /metrics, the log and `nvqosctl slo`, and give the link
-// back once gold's load stops. In dry run it reports the same and changes nothing.
+// with tc; its static IOPS ceiling in the limiter, read from the pinned map),
+// show it in /metrics, the log and `nvqosctl slo`, and give the link back once
+// gold's load stops. In dry run it reports the same and changes nothing.
 #include <gtest/gtest.h>
 
 #include <chrono>
@@ -13,8 +14,10 @@
 #include <nlohmann/json.hpp>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "agent_lab.hpp"
+#include "nvqos/abi.h"
 
 namespace nvqos::test {
 namespace {
@@ -29,6 +32,8 @@ const char* kBronzeHost = "10.203.0.3";
 const char* kSubnqn = "nqn.2026-11.io.nvqos:slo-test";
 constexpr double kLinkBps = 1e9;
 constexpr double kBronzeFloorBps = 0.1 * kLinkBps;
+// Far above what bronze sends, so only the controller's cut (to the same 10% share) makes it a limit.
+constexpr std::uint64_t kBronzeIops = 50000;
 
 bool near(double got, double want) { return std::abs(got - want) <= 1e-6 * want; }
 
@@ -40,6 +45,7 @@ class SloTest : public AgentLabTest {
                          {std::string(kGoldHost) + "/24", std::string(kBronzeHost) + "/24"}});
     lab_->route_from(kGoldTarget, kGoldHost);
     lab_->route_from(kBronzeTarget, kBronzeHost);
+    bpffs_.emplace(lab_->dir() / "bpf");
     target_proc_ = start_target(target(), {std::string(kGoldTarget) + ":4420", std::string(kBronzeTarget) + ":4420"},
                                 kSubnqn, "1G:4096", lab_->path("target.log"));
   }
@@ -58,7 +64,10 @@ class SloTest : public AgentLabTest {
          {{{"name", "gold"},
            {"priority", 0},
            {"objectives", {{{"op", "read"}, {"quantile", 0.99}, {"max_latency_us", 1}}}}},
-          {{"name", "bronze"}, {"priority", 7}, {"slo", {{"min_share", kBronzeFloorBps / kLinkBps}}}}}},
+          {{"name", "bronze"},
+           {"priority", 7},
+           {"ceiling_iops", kBronzeIops},
+           {"slo", {{"min_share", kBronzeFloorBps / kLinkBps}}}}}},
         {"tenants",
          {{{"name", "gold"}, {"class", "gold"}, {"match", {{{"remote", std::string(kGoldHost) + "/32"}}}}},
           {{"name", "bronze"}, {"class", "bronze"}, {"match", {{{"remote", std::string(kBronzeHost) + "/32"}}}}}}}}
@@ -67,6 +76,7 @@ class SloTest : public AgentLabTest {
     spec.config = config;
     spec.telemetry_interval = "200ms";
     spec.admin_socket = lab_->path("agent.sock");
+    spec.pin_dir = pin_root();
     AgentLabTest::start_agent(spec, 15s);
   }
 
@@ -94,7 +104,20 @@ class SloTest : public AgentLabTest {
     return out;
   }
   std::string log() { return agent_->log(); }
+  std::string pin_root() const { return (lab_->dir() / "bpf" / "nvqos").string(); }
+  // The IOPS rates of the limiters in force (bronze's is the only one), from the pinned map.
+  std::vector<std::uint64_t> limiter_iops() {
+    std::string out;
+    if (run("bpftool -j map dump pinned " + pin_root() + "/" + target_if() + "/limiter_config", &out) != 0) return {};
+    std::vector<std::uint64_t> rates;
+    for (const auto& entry : nlohmann::json::parse(out, nullptr, false)) {
+      const auto& value = entry.contains("formatted") ? entry["formatted"]["value"] : entry["value"];
+      if (const auto rate = value["limit"][NVQOS_LIMIT_IOPS]["per_sec"].get<std::uint64_t>()) rates.push_back(rate);
+    }
+    return rates;
+  }
 
+  std::optional<BpffsMount> bpffs_;
   std::unique_ptr<ChildProcess> target_proc_, load_;
 };
 
@@ -111,6 +134,9 @@ TEST_F(SloTest, AnObjectiveAtRiskCutsLowerClassesToTheirFloorInTheKernelAndGoldS
       << "bronze's effective ceiling: " << effective_bronze() << "\n" << log();
   const std::string classes = tc_classes();
   EXPECT_NE(classes.find("ceil 100Mbit"), std::string::npos) << "the HTB class of bronze holds the floor:\n" << classes;
+  const std::vector<std::uint64_t> cut_iops{static_cast<std::uint64_t>(kBronzeIops * kBronzeFloorBps / kLinkBps)};
+  EXPECT_TRUE(wait_until([&] { return limiter_iops() == cut_iops; }, 2s))
+      << "bronze's IOPS ceiling in the kernel: " << testing::PrintToString(limiter_iops());
   EXPECT_EQ(metric_value(metrics(), "nvqos_slo_compliance_ratio", {{"class", "gold"}, {"op", "read"}, {"quantile", "0.99"}}),
             0.0);
 
@@ -142,6 +168,7 @@ TEST_F(SloTest, AnObjectiveAtRiskCutsLowerClassesToTheirFloorInTheKernelAndGoldS
   std::printf("[ figures  ] bronze's ceiling back at the link %.1f s after the load ended\n",
               std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count());
   EXPECT_EQ(tc_classes().find("ceil 100Mbit"), std::string::npos) << tc_classes();
+  EXPECT_EQ(limiter_iops(), std::vector<std::uint64_t>{kBronzeIops});
   const std::string text = log();
   EXPECT_NE(text.find("SLO: ceiling lowered"), std::string::npos) << text;
   EXPECT_NE(text.find("class=bronze"), std::string::npos) << text;

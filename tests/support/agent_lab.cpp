@@ -1,6 +1,11 @@
 #include "agent_lab.hpp"
 
+#include <sys/mount.h>
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
+#include <stdexcept>
 
 namespace nvqos::test {
 
@@ -50,6 +55,14 @@ void TwoHostLab::receive_each_flow_on_one_cpu(bool target_side, bool initiator_s
   if (target_side) rps(target_, target_if());
   if (initiator_side) rps(initiator_, initiator_if());
 }
+
+BpffsMount::BpffsMount(std::filesystem::path path) : path_(std::move(path)) {
+  std::filesystem::create_directories(path_);
+  if (mount("bpf", path_.c_str(), "bpf", 0, "mode=0700") != 0)
+    throw std::runtime_error("mount bpffs on " + path_.string() + ": " + std::strerror(errno));
+}
+
+BpffsMount::~BpffsMount() { umount2(path_.c_str(), MNT_DETACH); }
 
 std::vector<std::string> agent_argv(const AgentSpec& spec) {
   std::vector<std::string> argv{agent_program(),

@@ -73,6 +73,20 @@ class TwoHostLab {
   VethPair veth_;
 };
 
+// A bpffs mounted on `path` for a test's pins, unmounted on destruction (an
+// agent under `ip netns exec` gets its own /sys, so the host's /sys/fs/bpf is
+// not visible to it).
+class BpffsMount {
+ public:
+  explicit BpffsMount(std::filesystem::path path);
+  ~BpffsMount();
+  BpffsMount(const BpffsMount&) = delete;
+  BpffsMount& operator=(const BpffsMount&) = delete;
+
+ private:
+  std::filesystem::path path_;
+};
+
 struct AgentSpec {
   AgentSpec(std::string netns, std::string interface, int metrics_port)
       : netns(std::move(netns)), interface(std::move(interface)), metrics_port(metrics_port) {}
