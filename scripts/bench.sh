@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole benchmark suite and writes the report: docs/benchmarks.md with PNG plots in
 # docs/img/, and every raw figure in docs/benchmarks-results.json (tests/bench/run_all.py).
-#   scripts/bench.sh           full run (about 15 minutes on 2 cores)
+#   scripts/bench.sh           full run (about 25 minutes on 2 cores, 11 of them the SLO benchmark)
 #   scripts/bench.sh --quick   smoke run into a temporary directory; leaves docs/ alone
 #   scripts/bench.sh --only slo[,isolation...]   just those benchmarks; only their sections of
 #                              docs/benchmarks.md (and entries of the raw JSON) are rewritten

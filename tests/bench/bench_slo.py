@@ -23,6 +23,12 @@ the controller with bronze without a static ceiling: gold's compliance, bronze's
 against the best static, the effective ceilings every 250 ms, and how long after gold stops bronze is
 back at 95% of its rate alone.
 
+Case lengths: the controller's case (--controller-runtime, 60 s) includes the windows before its first
+cut, so it must be long enough that they weigh little in the verdict (in 10 s cases the first window
+alone was 10% of it). A static ceiling is in force from the start and has no such transient, so its
+cases (--runtime, 30 s) are shorter: 29 full windows, of which one miss still passes the 95% bar and
+two do not.
+
 A benchmark, not a test: it prints figures and exits non-zero only when a run fails. Needs root.
 """
 import argparse
@@ -248,10 +254,11 @@ def scenario(name, topo, bins, workdir, args, objective, say):
     ok = [s for s in out["sweep"] if s["compliance"] >= TARGET_COMPLIANCE]
     out["best_static"] = max(ok, key=lambda s: s["bronze_bps"]) if ok else None
 
-    say(f"[{name}] the controller: p99 read <= {objective:.0f} us, {args.runtime:g} s + {args.tail:g} s bronze alone")
+    say(f"[{name}] the controller: p99 read <= {objective:.0f} us, {args.controller_runtime:g} s + {args.tail:g} s "
+        "bronze alone")
     agents, stack = agents_with(objective_us=objective)
     with stack:
-        r = run_case(topo, bins, workdir, args.runtime, agents, spec["bronze"], objective, tail=args.tail)
+        r = run_case(topo, bins, workdir, args.controller_runtime, agents, spec["bronze"], objective, tail=args.tail)
         ctl = os.path.join(os.path.abspath(args.build_dir), "agent", "nvqosctl")
         out["nvqosctl_slo"] = {a.name: subprocess.run([ctl, "--socket", os.path.join(workdir, f"agent-{a.name}.sock"),
                                                        "slo"], text=True, capture_output=True).stdout for a in agents}
@@ -267,7 +274,8 @@ def scenario(name, topo, bins, workdir, args, objective, say):
         "regained_within_5s": c["regained_s"] is not None and c["regained_s"] <= 5.0,
         "controller_acted": any(out["adjustments"].values()),
     }
-    say(f"[{name}]   gold compliance {100 * c['compliance']:.0f}%, bronze {c['bronze_bps'] / 1e6:.0f} Mbit/s, "
+    say(f"[{name}]   gold compliance {100 * c['compliance']:.0f}% of {len(c['gold_p99s_us'])} windows, "
+        f"bronze {c['bronze_bps'] / 1e6:.0f} Mbit/s, "
         f"adjustments {out['adjustments']}, back at 95% {c['regained_s']} s after gold stopped")
     return out
 
@@ -281,15 +289,25 @@ def print_scenario(name, s):
         print(f"{label:>22} {100 * x['compliance']:>15.0f}% {x['bronze_bps'] / 1e6:>14.0f}")
     c, best, v = s["controller"], s["best_static"], s["verdict"]
     print(f"{'SLO controller':>22} {100 * c['compliance']:>15.0f}% {c['bronze_bps'] / 1e6:>14.0f}")
+    windows = len(c["gold_p99s_us"])
+    met = round(c["compliance"] * windows)
     if best:
         print(f"best static ceiling meeting the objective in >= 95% of windows: {best['ceiling_mbit'] or 'none'} -> "
               f"bronze {best['bronze_bps'] / 1e6:.0f} Mbit/s; controller: {100 * v['bronze_vs_best_static']:.0f}% "
-              f"of it (target >= 80%), gold compliance {100 * c['compliance']:.0f}% (target >= 95%)")
+              f"of it (target >= 80%), gold compliance {100 * c['compliance']:.0f}% = {met} of {windows} windows "
+              "(target >= 95%)")
     else:
         print("no static ceiling of the sweep met the objective in >= 95% of windows")
     print(f"controller adjustments (target, initiator): {s['adjustments']}; gold stopped at {c['gold_stop_s']:.1f} s; "
           "bronze back at 95% of its rate alone " +
           (f"{c['regained_s']:.2f} s later (target <= 5 s)" if c["regained_s"] is not None else "NOT within the run"))
+    share = v["bronze_vs_best_static"]
+    verdicts = [("gold compliance >= 95%", v["gold_compliance_ok"]),
+                ("bronze >= 80% of the best static", share >= 0.8 if share is not None else None),
+                ("link back within 5 s", v["regained_within_5s"])]
+    print("issue 11 acceptance: " + "; ".join(
+        f"{what} {'met' if ok else 'NOT MET' if ok is not None else 'not measurable (no static ceiling qualified)'}"
+        for what, ok in verdicts))
     print("effective bronze ceiling (Mbit/s) every second, target / initiator agent:")
     for p in c["timeline"][::4]:
         fmt = lambda v: f"{v / 1e6:7.0f}" if v is not None else "      -"  # noqa: E731
@@ -300,7 +318,10 @@ def print_scenario(name, s):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--build-dir", default=os.environ.get("NVQOS_BUILD_DIR", "build"))
-    ap.add_argument("--runtime", type=iso.parse_duration, default=10.0, help="length of each case (default 10s)")
+    ap.add_argument("--runtime", type=iso.parse_duration, default=30.0,
+                    help="length of gold alone, bronze alone and each static ceiling's case (default 30s)")
+    ap.add_argument("--controller-runtime", type=iso.parse_duration, default=60.0,
+                    help="length of gold's run in the controller's case (default 60s)")
     ap.add_argument("--tail", type=float, default=8.0, help="seconds bronze runs on after gold stops (default 8)")
     ap.add_argument("--sweep", help="static bronze ceilings of the priority scenario, Mbit/s (default "
                     + SCENARIOS["priority"]["sweep"] + ")")
@@ -311,7 +332,7 @@ def main():
     if os.geteuid() != 0:
         sys.exit("nvqos-bench-slo: needs root (network namespaces, qdiscs, BPF)")
     if args.quick:
-        args.runtime, args.tail = 2.0, 3.0
+        args.runtime, args.controller_runtime, args.tail = 2.0, 2.0, 3.0
     names = [n for n in args.scenarios.split(",") if n]
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
@@ -320,7 +341,8 @@ def main():
     base = iso.Params(runtime_s=args.runtime)
     say = progress
     results = {"params": base.as_dict(), "kernel": os.uname().release, "cpus": os.cpu_count(),
-               "runtime_s": args.runtime, "tail_s": args.tail, "quick": args.quick, "scenarios": {}}
+               "runtime_s": args.runtime, "controller_runtime_s": args.controller_runtime, "tail_s": args.tail,
+               "quick": args.quick, "scenarios": {}}
     with contextlib.ExitStack() as stack:
         workdir = tempfile.mkdtemp(prefix="nvqos-bench-slo-")
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
@@ -340,8 +362,11 @@ def main():
             results["scenarios"][n] = scenario(n, topo, bins, workdir, args, objective, say)
 
     print(f"\nLatency SLO controller: gold QD1 4 KiB random reads, {base.bottleneck_mbit} Mbit/s bottleneck, "
-          f"{args.runtime:g} s per case (kernel {results['kernel']}, {results['cpus']} CPUs)")
+          f"{args.runtime:g} s per static case, {args.controller_runtime:g} s with the controller "
+          f"(kernel {results['kernel']}, {results['cpus']} CPUs)")
     print(f"gold alone: p99 {solo_p99:.0f} us; objective p99 read <= {objective:.0f} us (2x)")
+    if args.quick:
+        print("quick mode: a smoke run, its cases are too short for any figure or verdict below to mean anything")
     for n in names:
         print_scenario(n, results["scenarios"][n])
     write_json(args.json, results)

@@ -32,7 +32,7 @@ def benches(build, results, quick):
             ("enforcement", py + [f"{HERE}/bench_enforcement.py"] + out("enforcement")),
             ("telemetry", py + [f"{HERE}/bench_telemetry.py", "--seconds", "30"] + out("telemetry")),
             ("control_plane", py + [f"{HERE}/bench_control_plane.py"] + out("control_plane")),
-            ("slo", py + [f"{HERE}/bench_slo.py", "--runtime", "10s"] + out("slo"))]
+            ("slo", py + [f"{HERE}/bench_slo.py"] + out("slo"))]
 
 
 def main():
