@@ -109,11 +109,12 @@ class SloTest : public AgentLabTest {
   std::vector<std::uint64_t> limiter_iops() {
     std::string out;
     if (run("bpftool -j map dump pinned " + pin_root() + "/" + target_if() + "/limiter_config", &out) != 0) return {};
+    const auto dump = nlohmann::json::parse(out, nullptr, false);
+    if (!dump.is_array()) return {};
     std::vector<std::uint64_t> rates;
-    for (const auto& entry : nlohmann::json::parse(out, nullptr, false)) {
-      const auto& value = entry.contains("formatted") ? entry["formatted"]["value"] : entry["value"];
-      if (const auto rate = value["limit"][NVQOS_LIMIT_IOPS]["per_sec"].get<std::uint64_t>()) rates.push_back(rate);
-    }
+    for (const auto& entry : dump)  // "formatted": the value as its BTF type says
+      if (const auto rate = entry.at("formatted").at("value").at("limit").at(NVQOS_LIMIT_IOPS).at("per_sec").get<std::uint64_t>())
+        rates.push_back(rate);
     return rates;
   }
 
