@@ -57,11 +57,11 @@ bool raise(SloController::Dimension& d, const SloTuning& t) {
   }
   // No bad rate in sight: start small, then double each raise in a row, so a
   // link that freed up is found in a few raises (four times the ceiling in six).
+  if (d.effective >= d.max) return false;
   if (d.increment <= 0) d.increment = t.step * std::max(d.effective, kMinBase * d.max);
-  const double before = d.effective;
   d.effective = std::min(d.max, d.effective + d.increment);
   d.increment *= 2;
-  return d.effective > before;
+  return true;
 }
 
 // In the hysteresis band: the ceiling keeps the objective, but close to it, so
