@@ -72,10 +72,10 @@ void hold(SloController::Dimension& d) {
 }
 
 // Past the remembered bad rate by one step: it may be stale (conditions
-// changed while the ceiling held below it). A cut brings it back to safe.
+// changed while the ceiling held below it). A cut brings it back to safe,
+// which raise() has just set to the plateau.
 void probe(SloController::Dimension& d, const SloTuning& t) {
   if (!d.bad) return;
-  d.safe = d.effective;
   d.effective = std::min(d.max, *d.bad * (1 + t.step));
   d.bad.reset();
   d.increment = 0;
