@@ -33,7 +33,9 @@ constexpr double kMinBase = 0.01;  // of the dimension's max
 // known to have worked and a milder cut may take several windows to bite.
 void cut(SloController::Dimension& d, double rate, double factor, bool returning) {
   const double basis = rate > 0 ? std::min(d.effective, rate) : d.effective;
-  d.bad = basis;
+  // A failed probe (or the first cut after idle) confirms the bad rate known
+  // before: bisecting towards the higher one would only fail again.
+  d.bad = d.bad ? std::min(*d.bad, basis) : basis;
   d.increment = 0;
   if (d.safe && *d.safe >= basis) d.safe.reset();
   double target = basis * factor;
@@ -73,11 +75,11 @@ void hold(SloController::Dimension& d) {
 
 // Past the remembered bad rate by one step: it may be stale (conditions
 // changed while the ceiling held below it). A cut brings it back to safe,
-// which raise() has just set to the plateau.
+// which raise() has just set to the plateau; the next raise forgets the bad
+// rate if the probe kept the objective.
 void probe(SloController::Dimension& d, const SloTuning& t) {
   if (!d.bad) return;
   d.effective = std::min(d.max, *d.bad * (1 + t.step));
-  d.bad.reset();
   d.increment = 0;
 }
 
