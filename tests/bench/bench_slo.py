@@ -347,6 +347,12 @@ def main():
         workdir = tempfile.mkdtemp(prefix="nvqos-bench-slo-")
         stack.callback(shutil.rmtree, workdir, ignore_errors=True)
         topo = stack.enter_context(iso.Topology(base))
+        # bbr, the default here, drains every flow's queue to probe the RTT every 10 s; bronze's flows,
+        # started together, do it together, and gold's window at bronze's 10th second was 2-4x the
+        # others in every run (not with reno): the verdicts depend on it.
+        results["tcp_congestion_control"] = subprocess.run(
+            ["ip", "netns", "exec", topo.ini, "sysctl", "-n", "net.ipv4.tcp_congestion_control"],
+            capture_output=True, text=True).stdout.strip()
         for tenant, addresses in (("gold", [iso.TGT_GOLD]), ("bronze", [iso.TGT_BRONZE])):
             target = iso.Target(topo, bins, workdir, tenant, addresses)
             stack.callback(target.stop)
@@ -365,6 +371,7 @@ def main():
           f"{args.runtime:g} s per static case, {args.controller_runtime:g} s with the controller "
           f"(kernel {results['kernel']}, {results['cpus']} CPUs)")
     print(f"gold alone: p99 {solo_p99:.0f} us; objective p99 read <= {objective:.0f} us (2x)")
+    print(f"TCP congestion control in the namespaces: {results['tcp_congestion_control']}")
     if args.quick:
         print("quick mode: a smoke run, its cases are too short for any figure or verdict below to mean anything")
     for n in names:

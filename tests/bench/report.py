@@ -241,6 +241,7 @@ def section_slo(r, d):
     r.add(f"Gold alone: p99 {d['solo_p99_us']:.0f} µs (median of its 1 s windows), so the objective is "
           f"p99 read ≤ {d['objective_us']:.0f} µs. Static cases of {d['runtime_s']:g} s, the controller's of "
           f"{d.get('controller_runtime_s', d['runtime_s']):g} s"
+          f"{', TCP congestion control ' + d['tcp_congestion_control'] if d.get('tcp_congestion_control') else ''}"
           f"{', quick mode: figures mean nothing' if d.get('quick') else ''}.", "")
     mbit = lambda bps: f"{bps / 1e6:.0f} Mbit/s" if bps is not None else "–"  # noqa: E731
     for name, s in d["scenarios"].items():
