@@ -1,7 +1,9 @@
 // The wire clock's bookkeeping: TX stamp keys to timed units (in order, wrap-around, missed
 // units counted and never given a time), PDU framing of stamped reads, the target's pending
-// completions, and the whole path on a real loopback TCP connection.
+// completions, the packet tap's sequence-to-offset mapping, and the whole path on a real
+// loopback TCP connection.
 #include <gtest/gtest.h>
+#include <nvqos/wireclock/packet_tap.h>
 #include <nvqos/wireclock/stamped_writer.h>
 #include <nvqos/wireclock/wire_clock.h>
 
@@ -10,6 +12,8 @@
 #include <boost/asio/write.hpp>
 
 #include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
@@ -264,6 +268,188 @@ TEST(StampedWriter, KeysEveryTimedHeaderOnARealSocket) {
   EXPECT_GE(rx[0], tx[1]);
   EXPECT_GE(rx[3], tx[3]) << "the last PDU cannot arrive before it was sent";
 }
+
+
+// ---- The packet tap (--latency-clock wire) ----
+
+TEST(StreamClock, MapsSequenceNumbersFromTheSynAcrossTheWrap) {
+  StreamClock c;
+  c.segment(100, 50, 7, true);
+  EXPECT_EQ(c.stamp(0), 0u) << "nothing is mapped before the peer's SYN";
+  const uint32_t isn = 0xffffff00u;
+  c.syn(isn);
+  // Stream byte 0 is ISN + 1; this segment's sequence numbers wrap inside it.
+  c.segment(isn + 1, 0x200, 10, true);
+  EXPECT_EQ(c.stamp(0), 10u);
+  EXPECT_EQ(c.stamp(0xff), 10u);
+  EXPECT_EQ(c.stamp(0x100), 10u) << "byte at sequence number 0";
+  EXPECT_EQ(c.stamp(0x1ff), 10u);
+  EXPECT_EQ(c.stamp(0x200), 0u);
+  // Past 4 GiB of stream the 32-bit sequence numbers repeat; offsets keep counting.
+  uint64_t off = 0x200;
+  for (uint64_t ns = 11; off < (uint64_t{5} << 30); ++ns) {
+    c.segment(isn + 1 + static_cast<uint32_t>(off), 1u << 30, ns, true);
+    off += 1u << 30;
+  }
+  EXPECT_EQ(c.frontier(), off);
+  EXPECT_EQ(c.stamp((uint64_t{4} << 30) + 0x300), 15u) << "the 5th GiB segment";
+  EXPECT_EQ(c.stamp(0x100), 10u) << "same sequence number 4 GiB earlier";
+}
+
+TEST(StreamClock, FirstCaptureOfAByteKeepsItsStampAndGapsHaveNone) {
+  StreamClock c;
+  c.syn(1000);
+  const uint32_t base = 1001;
+  // Two 24-byte headers in one segment: both take its stamp.
+  c.segment(base, 48, 100, true);
+  EXPECT_EQ(c.stamp(23), 100u);
+  EXPECT_EQ(c.stamp(47), 100u);
+  // A header split over two segments becomes whole with the second.
+  c.segment(base + 48, 10, 200, true);
+  c.segment(base + 58, 14, 300, true);
+  EXPECT_EQ(c.stamp(48 + 9), 200u);
+  EXPECT_EQ(c.stamp(48 + 23), 300u);
+  // A retransmission of seen bytes (and beyond) moves nothing it repeats.
+  c.segment(base + 40, 40, 400, true);
+  EXPECT_EQ(c.stamp(47), 100u);
+  EXPECT_EQ(c.stamp(71), 300u);
+  EXPECT_EQ(c.stamp(79), 400u) << "its new bytes take its stamp";
+  // A gap: bytes 80..99 were never captured; 100.. were.
+  c.segment(base + 100, 20, 500, true);
+  EXPECT_EQ(c.stamp(90), 0u) << "missing, never guessed";
+  EXPECT_EQ(c.stamp(110), 500u);
+  // The gap filled later (reordering or a loss before the tap): its own arrival time...
+  c.segment(base + 80, 10, 600, true);
+  EXPECT_EQ(c.stamp(85), 600u);
+  // ...unless the tap itself lost packets meanwhile: one of those may have carried it first.
+  c.segment(base + 90, 10, 700, false);
+  EXPECT_EQ(c.stamp(95), 0u);
+  // Read bytes are forgotten; a late repeat of them changes nothing.
+  c.release_below(100);
+  c.segment(base, 120, 800, true);
+  EXPECT_EQ(c.stamp(110), 500u);
+  EXPECT_LE(c.spans(), 2u);
+  // A new SYN with another ISN is a new connection on the same 4-tuple.
+  c.syn(5000);
+  EXPECT_EQ(c.stamp(110), 0u);
+  c.segment(5001, 10, 900, true);
+  EXPECT_EQ(c.stamp(0), 900u);
+}
+
+TEST(PduFramer, KnowsTheStreamOffsetOfEachHeadersLastByte) {
+  PduFramer f;
+  auto a = pdu(0x05, 24 + 100);  // HLEN 24
+  f.consumed({a.data(), 8}, 1);
+  EXPECT_EQ(f.header_last_byte(), 23u);
+  f.consumed({a.data() + 8, a.size() - 8}, 1);
+  auto b = pdu(0x04, 72);
+  b[2] = 72;
+  f.consumed({b.data(), 5}, 1);
+  f.consumed({b.data() + 5, 3}, 1);
+  EXPECT_EQ(f.header_last_byte(), a.size() + 71);
+}
+
+uint64_t realtime_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ull + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+// A real connection on loopback, tapped on the receiving side. The sender writes PDUs one send
+// call at a time, 2 ms apart (a 24-byte header split over two sends, two PDUs in one send);
+// the receiver sleeps first, so TCP coalesces the queued segments, then reads PDU by PDU with
+// the kernel clock's RX stamps and asks the tap for each header's wire stamp.
+class PacketTapOnLoopback : public ::testing::TestWithParam<const char*> {};
+
+TEST_P(PacketTapOnLoopback, StampsEveryHeaderByItsOwnPacketWhenTheReaderLags) {
+  if (geteuid() != 0) GTEST_SKIP() << "an AF_PACKET tap needs CAP_NET_RAW";
+  asio::io_context io;
+  ASSERT_TRUE(wait_for_rx_stamping(io)) << "the kernel never stamped a received segment";
+  const auto addr = asio::ip::make_address(GetParam());
+  tcp::acceptor acceptor(io, tcp::endpoint(addr, 0));
+  tcp::socket reader(io), sender(io);
+  // The tap must be open before the handshake: it anchors the stream on the SYN-ACK.
+  reader.open(addr.is_v4() ? tcp::v4() : tcp::v6());
+  reader.bind(tcp::endpoint(addr, 0));
+  PacketTap tap(reader.local_endpoint().port(), acceptor.local_endpoint().port());
+  reader.connect(acceptor.local_endpoint());
+  acceptor.accept(sender);
+  sender.set_option(tcp::no_delay(true));
+  enable_timestamping(reader.native_handle());
+  const Flow flow = receiving_flow(reader.native_handle());
+
+  // sends[i]: the realtime window of the send call that completed header i.
+  struct Window {
+    uint64_t before, after;
+  };
+  std::vector<Window> sends;
+  auto send_bytes = [&](std::span<const uint8_t> b) -> Window {
+    Window w{realtime_ns(), 0};
+    EXPECT_EQ(::send(sender.native_handle(), b.data(), b.size(), 0), static_cast<ssize_t>(b.size()));
+    w.after = realtime_ns();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    return w;
+  };
+  constexpr int kSingles = 12;
+  for (int i = 0; i < kSingles; ++i) {
+    auto p = pdu(0x05, 24 + 64);
+    sends.push_back(send_bytes(p));
+  }
+  {
+    auto p = pdu(0x07, 24 + 512);
+    send_bytes({p.data(), 10});
+    sends.push_back(send_bytes({p.data() + 10, p.size() - 10}));
+  }
+  {
+    auto p = pdu(0x05, 24), q = pdu(0x05, 24 + 8);
+    p.insert(p.end(), q.begin(), q.end());
+    Window w = send_bytes(p);
+    sends.push_back(w);
+    sends.push_back(w);
+  }
+  const size_t total_pdus = sends.size();
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the reader lags
+
+  PduFramer framer;
+  std::vector<uint8_t> in(4096);
+  std::vector<uint64_t> kernel, wire;
+  for (int tries = 0; tries < 1000 && wire.size() < total_pdus;) {
+    uint64_t ns = 0;
+    ssize_t n = recv_stamped(reader.native_handle(), in.data(), framer.want(in.size()), &ns);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      ++tries;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      continue;
+    }
+    ASSERT_GT(n, 0);
+    const uint64_t headers = framer.headers();
+    framer.consumed({in.data(), static_cast<size_t>(n)}, ns);
+    if (framer.headers() != headers) kernel.push_back(framer.pdu_rx_ns());
+    // Asked once the whole PDU was read, as the tools do: its header's last byte was read.
+    if (framer.pdu_left() == 0 && wire.size() < kernel.size())
+      wire.push_back(tap.stamp(flow, framer.header_last_byte()));
+  }
+  ASSERT_EQ(wire.size(), total_pdus);
+  EXPECT_EQ(tap.drops(), 0u);
+  size_t moved = 0;  // kernel stamps that coalescing moved to a later send's packet
+  for (size_t i = 0; i < total_pdus; ++i) {
+    ASSERT_GT(wire[i], 0u) << "header " << i << " has no wire stamp";
+    EXPECT_GE(wire[i], sends[i].before) << "header " << i << " captured before it was sent";
+    if (i + 1 < total_pdus && sends[i + 1].before != sends[i].before) {
+      EXPECT_LT(wire[i], sends[i + 1].before) << "header " << i << " took a later packet's stamp";
+    }
+    EXPECT_LE(wire[i], kernel[i]) << "header " << i;
+    moved += i + 1 < total_pdus && kernel[i] >= sends[i + 1].before && sends[i + 1].before != sends[i].before;
+  }
+  EXPECT_EQ(wire[total_pdus - 1], wire[total_pdus - 2]) << "two headers in one segment";
+  EXPECT_GT(moved, 0u) << "the lagging reader's kernel stamps never moved: the test shows nothing";
+  std::printf("%zu of %zu kernel RX stamps moved to a later packet by coalescing; %llu frames, %llu stamped at the tap\n",
+              moved, total_pdus, static_cast<unsigned long long>(tap.packets()),
+              static_cast<unsigned long long>(tap.stamped_at_tap()));
+}
+
+INSTANTIATE_TEST_SUITE_P(Families, PacketTapOnLoopback, ::testing::Values("127.0.0.1", "::1"),
+                         [](const auto& info) { return std::string(info.param[0] == ':' ? "IPv6" : "IPv4"); });
 
 }  // namespace
 }  // namespace nvqos::wireclock

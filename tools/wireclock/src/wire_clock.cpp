@@ -37,10 +37,18 @@ uint64_t software_stamp(const cmsghdr* c) {
 LatencyClock parse_latency_clock(std::string_view text) {
   if (text == "app") return LatencyClock::kApp;
   if (text == "kernel") return LatencyClock::kKernel;
-  throw std::invalid_argument("latency clock '" + std::string(text) + "': expected app or kernel");
+  if (text == "wire") return LatencyClock::kWire;
+  throw std::invalid_argument("latency clock '" + std::string(text) + "': expected app, kernel or wire");
 }
 
-const char* latency_clock_name(LatencyClock c) { return c == LatencyClock::kKernel ? "kernel" : "app"; }
+const char* latency_clock_name(LatencyClock c) {
+  switch (c) {
+    case LatencyClock::kKernel: return "kernel";
+    case LatencyClock::kWire: return "wire";
+    case LatencyClock::kApp: break;
+  }
+  return "app";
+}
 
 void enable_timestamping(int fd) {
   // OPT_ID keys count from the send queue's position now (snd_una; equal to write_seq
@@ -122,10 +130,13 @@ void PduFramer::consumed(std::span<const uint8_t> bytes, uint64_t rx_ns) {
       size_t n = std::min(bytes.size(), kCommonHeaderSize - header_have_);
       std::memcpy(header_ + header_have_, bytes.data(), n);
       header_have_ += n;
+      offset_ += n;
       bytes = bytes.subspan(n);
       if (header_have_ < kCommonHeaderSize) return;
       pdu_rx_ns_ = rx_ns;
       ++headers_;
+      const uint64_t hlen = std::max<uint64_t>(header_[2], kCommonHeaderSize);
+      header_last_byte_ = offset_ - kCommonHeaderSize + hlen - 1;
       uint32_t plen = static_cast<uint32_t>(header_[4]) | static_cast<uint32_t>(header_[5]) << 8 |
                       static_cast<uint32_t>(header_[6]) << 16 | static_cast<uint32_t>(header_[7]) << 24;
       if (plen < kCommonHeaderSize) {
@@ -136,6 +147,7 @@ void PduFramer::consumed(std::span<const uint8_t> bytes, uint64_t rx_ns) {
     } else {
       size_t n = static_cast<size_t>(std::min<uint64_t>(bytes.size(), pdu_left_));
       pdu_left_ -= n;
+      offset_ += n;
       bytes = bytes.subspan(n);
     }
     if (header_have_ == kCommonHeaderSize && pdu_left_ == 0) header_have_ = 0;

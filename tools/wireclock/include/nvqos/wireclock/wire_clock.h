@@ -30,8 +30,10 @@
 
 namespace nvqos::wireclock {
 
-enum class LatencyClock { kApp, kKernel };
-// "app" | "kernel"; throws std::invalid_argument naming the text otherwise.
+// kWire: TX stamps as kKernel, RX stamps from a packet tap (packet_tap.h); the kernel clock is
+// kept beside it.
+enum class LatencyClock { kApp, kKernel, kWire };
+// "app" | "kernel" | "wire"; throws std::invalid_argument naming the text otherwise.
 LatencyClock parse_latency_clock(std::string_view text);
 const char* latency_clock_name(LatencyClock c);
 
@@ -132,6 +134,9 @@ class PduFramer {
   // Common headers completed so far, and bytes of the current PDU still to read.
   uint64_t headers() const { return headers_; }
   uint64_t pdu_left() const { return pdu_left_; }
+  // Stream offset of the last byte of the PDU header (HLEN bytes) whose common header was read
+  // last: the byte that makes the header parseable on the wire (the wire clock's RX point).
+  uint64_t header_last_byte() const { return header_last_byte_; }
 
  private:
   uint8_t header_[8] = {};
@@ -139,6 +144,8 @@ class PduFramer {
   uint64_t pdu_left_ = 0;  // bytes of the current PDU after its common header
   uint64_t pdu_rx_ns_ = 0;
   uint64_t headers_ = 0;
+  uint64_t offset_ = 0;  // stream bytes consumed
+  uint64_t header_last_byte_ = 0;
   bool broken_ = false;
 };
 
