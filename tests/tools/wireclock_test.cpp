@@ -133,12 +133,12 @@ TEST(PduFramer, MissingStampIsZeroAndAShortPlenBreaksFraming) {
 
 TEST(PendingCompletions, SettlesInSendOrderAndCountsTheRestMissing) {
   target::PendingCompletions p;
-  const uint64_t t1 = p.add({target::ServiceOp::kRead, 10});
-  const uint64_t t2 = p.add({target::ServiceOp::kWrite, 20});
-  const uint64_t t3 = p.add({target::ServiceOp::kRead, 30});
+  const uint64_t t1 = p.add({target::ServiceOp::kRead, {.rx_ns = 10}});
+  const uint64_t t2 = p.add({target::ServiceOp::kWrite, {.rx_ns = 20}});
+  const uint64_t t3 = p.add({target::ServiceOp::kRead, {.rx_ns = 30}});
   std::vector<uint64_t> stamped, missed;
-  auto on_stamped = [&](const auto& e) { stamped.push_back(e.rx_ns); };
-  auto on_missed = [&](const auto& e) { missed.push_back(e.rx_ns); };
+  auto on_stamped = [&](const auto& e) { stamped.push_back(e.stamps.rx_ns); };
+  auto on_missed = [&](const auto& e) { missed.push_back(e.stamps.rx_ns); };
   p.settle(t2, on_stamped, on_missed);
   EXPECT_EQ(stamped, (std::vector<uint64_t>{20}));
   EXPECT_EQ(missed, (std::vector<uint64_t>{10}));
@@ -152,9 +152,9 @@ TEST(PendingCompletions, SettlesInSendOrderAndCountsTheRestMissing) {
 TEST(ServiceTimes, ReportCountsMissingStampsBesideTheKernelHistogram) {
   target::ServiceTimes t(LatencyClock::kKernel);
   t.record_app("nqn.host:a", target::ServiceOp::kRead, 80'000);
-  t.record_kernel("nqn.host:a", target::ServiceOp::kRead, 1'000'000, 1'050'000);
+  t.record_stamps("nqn.host:a", target::ServiceOp::kRead, {.rx_ns = 1'000'000, .tx_ns = 1'050'000});
   t.record_app("nqn.host:a", target::ServiceOp::kRead, 90'000);
-  t.record_kernel("nqn.host:a", target::ServiceOp::kRead, 0, 2'000'000);
+  t.record_stamps("nqn.host:a", target::ServiceOp::kRead, {.rx_ns = 0, .tx_ns = 2'000'000});
   auto r = t.report();
   EXPECT_EQ(r["latency_clock"], "kernel");
   const auto& read = r["hosts"]["nqn.host:a"]["ops"]["read"];
@@ -163,6 +163,23 @@ TEST(ServiceTimes, ReportCountsMissingStampsBesideTheKernelHistogram) {
   EXPECT_EQ(read["kernel_clock"]["missing_rx_stamp"], 1);
   EXPECT_NEAR(read["latency_us"]["p50"].get<double>(), 50.0, 1.0);
   EXPECT_NEAR(read["app_latency_us"]["max"].get<double>(), 90.0, 2.0);
+}
+
+TEST(ServiceTimes, WireClockReportsTheTapsSpanBesideTheKernelClock) {
+  target::ServiceTimes t(LatencyClock::kWire);
+  t.record_app("h", target::ServiceOp::kWrite, 10'000);
+  // Coalescing moved the socket's stamp 30 us later than the capsule's packet.
+  t.record_stamps("h", target::ServiceOp::kWrite, {.rx_ns = 1'030'000, .tap_rx_ns = 1'000'000, .tx_ns = 1'100'000});
+  t.record_app("h", target::ServiceOp::kWrite, 10'000);
+  t.record_stamps("h", target::ServiceOp::kWrite, {.rx_ns = 2'000'000, .tap_rx_ns = 0, .tx_ns = 2'100'000});
+  auto r = t.report();
+  EXPECT_EQ(r["latency_clock"], "wire");
+  const auto& w = r["hosts"]["h"]["ops"]["write"];
+  EXPECT_EQ(w["wire_clock"]["timed"], 1);
+  EXPECT_EQ(w["wire_clock"]["missing_rx_stamp"], 1) << "no tap stamp: missing, not the socket's";
+  EXPECT_EQ(w["kernel_clock"]["timed"], 2);
+  EXPECT_NEAR(w["latency_us"]["max"].get<double>(), 100.0, 1.0);
+  EXPECT_NEAR(w["kernel_latency_us"]["min"].get<double>(), 70.0, 1.0);
 }
 
 // The kernel turns RX stamping on for the whole stack by a static key flipped from a work
@@ -430,7 +447,8 @@ TEST_P(PacketTapOnLoopback, StampsEveryHeaderByItsOwnPacketWhenTheReaderLags) {
       wire.push_back(tap.stamp(flow, framer.header_last_byte()));
   }
   ASSERT_EQ(wire.size(), total_pdus);
-  EXPECT_EQ(tap.drops(), 0u);
+  const TapCounts counts = tap.counts();
+  EXPECT_EQ(counts.drops, 0u);
   size_t moved = 0;  // kernel stamps that coalescing moved to a later send's packet
   for (size_t i = 0; i < total_pdus; ++i) {
     ASSERT_GT(wire[i], 0u) << "header " << i << " has no wire stamp";
@@ -444,8 +462,8 @@ TEST_P(PacketTapOnLoopback, StampsEveryHeaderByItsOwnPacketWhenTheReaderLags) {
   EXPECT_EQ(wire[total_pdus - 1], wire[total_pdus - 2]) << "two headers in one segment";
   EXPECT_GT(moved, 0u) << "the lagging reader's kernel stamps never moved: the test shows nothing";
   std::printf("%zu of %zu kernel RX stamps moved to a later packet by coalescing; %llu frames, %llu stamped at the tap\n",
-              moved, total_pdus, static_cast<unsigned long long>(tap.packets()),
-              static_cast<unsigned long long>(tap.stamped_at_tap()));
+              moved, total_pdus, static_cast<unsigned long long>(counts.packets),
+              static_cast<unsigned long long>(counts.stamped_at_tap));
 }
 
 INSTANTIATE_TEST_SUITE_P(Families, PacketTapOnLoopback, ::testing::Values("127.0.0.1", "::1"),

@@ -221,8 +221,10 @@ asio::awaitable<void> Job::setup_io_queue(size_t index) {
                                                  .header_digest = spec_.header_digest,
                                                  .data_digest = spec_.data_digest,
                                                  .max_io_bytes = spec_.block_size,
-                                                 .kernel_clock = spec_.latency_clock ==
-                                                                 wireclock::LatencyClock::kKernel,
+                                                 .kernel_clock = spec_.latency_clock !=
+                                                                 wireclock::LatencyClock::kApp,
+                                                 .wire_clock = spec_.latency_clock ==
+                                                               wireclock::LatencyClock::kWire,
                                                  .name = spec_.name + " I/O queue " + std::to_string(qid)},
                                      this);
   co_await q.qp->connect(endpoint_, kSetupTimeout, source_);
@@ -377,14 +379,10 @@ void Job::on_complete(QueuePair& qp, uint16_t cid, const nvmf::Cqe& cqe, uint64_
   uint64_t submit_ns = qp.submit_time(cid);
   st.ios++;
   st.latency.record(now_ns - submit_ns);
-  if (spec_.latency_clock == wireclock::LatencyClock::kKernel) {
-    // A command the kernel did not stamp on both ends is counted, never given a guessed time.
+  if (spec_.latency_clock != wireclock::LatencyClock::kApp) {
     const QueuePair::WireTimes w = qp.wire_times(cid);
-    if (w.tx_ns == 0) ++st.kernel_clock.missing_tx;
-    else if (w.rx_ns == 0) ++st.kernel_clock.missing_rx;
-    else if (w.rx_ns < w.tx_ns) ++st.kernel_clock.reversed;
-    else st.kernel_latency.record(w.rx_ns - w.tx_ns);
-    if (w.rx_behind) ++st.kernel_clock.rx_behind;
+    st.kernel_clock.record(w.tx_ns, w.rx_ns, true, w.rx_behind);
+    if (spec_.latency_clock == wireclock::LatencyClock::kWire) st.wire_clock.record(w.tx_ns, w.tap_rx_ns, true);
   }
   if (spec_.rate_iops) st.intended_latency.record(now_ns - s.scheduled_ns);
   bool ok = cqe.ok();
@@ -550,7 +548,10 @@ void Job::on_queue_failed(QueuePair&, const std::string& what) {
 asio::awaitable<void> Job::shutdown() {
   keep_alive_running_ = false;
   keep_alive_timer_.cancel();
-  for (auto& q : queues_) q.qp->close();
+  for (auto& q : queues_) {
+    stats_.wire_tap += q.qp->tap_counts();
+    q.qp->close();
+  }
   if (admin_ && !admin_->failed()) {
     // Normal shutdown (CC.SHN = 01b) so the target can tear down at once
     // instead of waiting for the keep-alive timeout.

@@ -257,9 +257,11 @@ std::optional<Options> parse_command_line(int argc, const char* const argv[]) {
     ("runtime", po::value<std::string>(), "duration: us|ms|s|m suffix (e.g. 10s)")
     ("ios", po::value<uint64_t>(), "stop after this many I/Os (per job)")
     ("rate-iops", po::value<uint64_t>(), "open-loop IOPS cap per job; latency is then measured from the scheduled send time")
-    ("latency-clock", po::value<std::string>(), "app|kernel: latency from the send call to the completion parsed "
-                                                "(app, default) or from the kernel's TX stamp of the capsule to its RX "
-                                                "stamp of the completion (kernel; both are then reported)")
+    ("latency-clock", po::value<std::string>(), "app|kernel|wire: latency from the send call to the completion parsed "
+                                                "(app, default), from the kernel's TX stamp of the capsule to its RX "
+                                                "stamp of the completion (kernel; both are then reported), or to the "
+                                                "packet that carried the completion (wire: a packet tap, needs "
+                                                "CAP_NET_RAW; all three are reported)")
     ("digest", po::value<std::string>(), "none|header|data|header,data (default none)")
     ("verify", "write a pattern derived from (LBA, generation) and check it on reads")
     ("offset", po::value<std::string>(), "start of the job's range in the namespace, bytes (k/m/g)")

@@ -58,13 +58,24 @@ asio::awaitable<void> QueuePair::connect(const tcp::endpoint& endpoint, std::chr
                                          const asio::ip::address& source) {
   std::string where = config_.name + " (" + endpoint.address().to_string() + ":" +
                       std::to_string(endpoint.port()) + ")";
-  if (!source.is_unspecified()) {
+  if (!source.is_unspecified() || config_.wire_clock) {
+    // The wire clock's tap filters on the local port, so it is chosen before connecting.
     boost::system::error_code bind_ec;
     socket_.open(endpoint.protocol());
-    socket_.bind(tcp::endpoint(source, 0), bind_ec);
+    const asio::ip::address local = source.is_unspecified() && endpoint.address().is_v6() ? asio::ip::address_v6::any()
+                                    : source.is_unspecified()                             ? asio::ip::address_v4::any()
+                                                                                          : source;
+    socket_.bind(tcp::endpoint(local, 0), bind_ec);
     if (bind_ec)
-      throw std::runtime_error("connect " + where + ": bind to source " + source.to_string() + ": " +
+      throw std::runtime_error("connect " + where + ": bind to source " + local.to_string() + ": " +
                                bind_ec.message());
+  }
+  if (config_.wire_clock) {
+    try {
+      tap_ = std::make_unique<wireclock::PacketTap>(socket_.local_endpoint().port(), endpoint.port());
+    } catch (const std::system_error& e) {
+      throw std::runtime_error("connect " + where + ": --latency-clock wire: " + e.what());
+    }
   }
   asio::steady_timer guard(io_, timeout);
   bool timed_out = false;
@@ -84,6 +95,7 @@ asio::awaitable<void> QueuePair::connect(const tcp::endpoint& endpoint, std::chr
   if (config_.kernel_clock) {
     try {
       wireclock::enable_timestamping(socket_.native_handle());
+      if (tap_) flow_ = wireclock::receiving_flow(socket_.native_handle());
     } catch (const std::system_error& e) {
       throw std::runtime_error("connect " + where + ": " + e.what());
     }
@@ -123,7 +135,7 @@ void QueuePair::submit(uint16_t cid, const nvmf::Sqe& sqe, std::span<const uint8
   s.in_len = in_len;
   s.received = 0;
   s.submit_ns = 0;  // stamped when handed to the socket
-  s.tx_ns = s.rx_ns = 0;
+  s.tx_ns = s.rx_ns = s.tap_rx_ns = 0;
   ++s.generation;
   nvmf::CapsuleCmd cmd{sqe, in_capsule ? out : std::span<const uint8_t>{}};
   const size_t start = pending_.size();
@@ -287,6 +299,8 @@ bool QueuePair::consume(std::span<const uint8_t> in) {
       // whose common header the framer saw last.
       pdu_rx_ns_ = framer_.pdu_rx_ns();
       pdu_rx_behind_ = header_rx_behind_;
+      // The whole PDU was read, so the tap has seen the packets that carried its header.
+      if (tap_) pdu_tap_rx_ns_ = tap_->stamp(flow_, framer_.header_last_byte());
       if (!handle_pdu()) break;
     } else if (r.state == nvmf::DecodeState::failed) {
       const nvmf::DecodeError& err = decoder_.error();
@@ -401,6 +415,7 @@ void QueuePair::complete(uint16_t cid, const nvmf::Cqe& cqe) {
     if (s.tx_ns == 0) drain_tx_stamps();  // queued after this read turn began
     s.rx_ns = pdu_rx_ns_;
     s.rx_behind = pdu_rx_behind_;
+    s.tap_rx_ns = pdu_tap_rx_ns_;
   }
   if (s.awaited) {
     s.result = cqe;

@@ -12,12 +12,15 @@
 // wire times of each command: every capsule header ends a send call that asks for
 // a TX stamp (wireclock::StampedWriter), reads go PDU by PDU so each completion
 // carries its own skb's RX stamp, and the socket's error queue is drained in the
-// read handler before completions are matched.
+// read handler before completions are matched. With the wire clock (QueueConfig::wire_clock)
+// a packet tap opened before connect() also stamps each completion header by the packet that
+// carried it (wireclock::PacketTap).
 #pragma once
 
 #include <nvqos/nvmf/decoder.h>
 #include <nvqos/nvmf/nvme.h>
 #include <nvqos/nvmf/pdu.h>
+#include <nvqos/wireclock/packet_tap.h>
 #include <nvqos/wireclock/stamped_writer.h>
 #include <nvqos/wireclock/wire_clock.h>
 
@@ -30,6 +33,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -59,6 +63,7 @@ struct QueueConfig {
   bool data_digest = false;
   uint32_t max_io_bytes = 4096;  // largest data transfer of one command
   bool kernel_clock = false;     // keep kernel TX/RX stamps of every command (wire_times())
+  bool wire_clock = false;       // and the packet tap's RX stamps (needs kernel_clock)
   std::string name;              // "job0 q1" in error messages
 };
 
@@ -109,13 +114,20 @@ class QueuePair {
   uint64_t submit_time(uint16_t cid) const { return slots_[cid].submit_ns; }
   bool cid_busy(uint16_t cid) const { return slots_[cid].busy; }
   // Kernel stamps (CLOCK_REALTIME ns) of the command in `cid`: its capsule header's TX,
-  // its completion's RX; 0 where the kernel gave none. Valid inside on_complete().
+  // its completion's RX from the socket and from the tap; 0 where there is none. Valid inside
+  // on_complete().
   struct WireTimes {
     uint64_t tx_ns = 0;
     uint64_t rx_ns = 0;
     bool rx_behind = false;  // later data was queued when the completion's header was read
+    uint64_t tap_rx_ns = 0;
   };
-  WireTimes wire_times(uint16_t cid) const { return {slots_[cid].tx_ns, slots_[cid].rx_ns, slots_[cid].rx_behind}; }
+  WireTimes wire_times(uint16_t cid) const {
+    const Slot& s = slots_[cid];
+    return {s.tx_ns, s.rx_ns, s.rx_behind, s.tap_rx_ns};
+  }
+  // The packet tap's counts (all zero without the wire clock).
+  wireclock::TapCounts tap_counts() { return tap_ ? tap_->counts() : wireclock::TapCounts{}; }
 
  private:
   struct Slot {
@@ -129,7 +141,7 @@ class QueuePair {
     uint32_t received = 0;
     uint64_t submit_ns = 0;
     uint32_t generation = 0;  // which use of the slot a TX stamp's token names
-    uint64_t tx_ns = 0, rx_ns = 0;
+    uint64_t tx_ns = 0, rx_ns = 0, tap_rx_ns = 0;
     bool rx_behind = false;
     nvmf::Cqe result;
     boost::asio::steady_timer* waiter = nullptr;
@@ -171,6 +183,10 @@ class QueuePair {
   wireclock::PduFramer framer_;
   uint64_t pdu_rx_ns_ = 0;  // RX stamp of the PDU being handled
   bool header_rx_behind_ = false, pdu_rx_behind_ = false;  // see wireclock::later_data_queued
+  // Wire clock: opened before the handshake, which anchors the stream (flow_) on the SYN-ACK.
+  std::unique_ptr<wireclock::PacketTap> tap_;
+  wireclock::Flow flow_;
+  uint64_t pdu_tap_rx_ns_ = 0;  // the tap's stamp of the PDU being handled
   bool write_in_flight_ = false;
   int corked_ = 0;
   bool closing_ = false;

@@ -22,12 +22,17 @@ std::string fmt(double v, int decimals) {
   return buf;
 }
 
-bool kernel_clock(const JobSpec& spec) { return spec.latency_clock == wireclock::LatencyClock::kKernel; }
+bool stamped(const JobSpec& spec) { return spec.latency_clock != wireclock::LatencyClock::kApp; }
+bool wire(const JobSpec& spec) { return spec.latency_clock == wireclock::LatencyClock::kWire; }
+
+const wireclock::StampedClock& selected_clock(const JobSpec& spec, const OpStats& st) {
+  return wire(spec) ? st.wire_clock : st.kernel_clock;
+}
 
 }  // namespace
 
 const LogLinearHistogram& selected_latency(const JobSpec& spec, const OpStats& st) {
-  return kernel_clock(spec) ? st.kernel_latency : st.latency;
+  return stamped(spec) ? selected_clock(spec, st).latency : st.latency;
 }
 
 void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs) {
@@ -58,11 +63,12 @@ void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs) {
       for (const auto& [name, count] : st.errors)
         notes.push_back("job " + jr.spec->name + " " + op_name(static_cast<Op>(o)) + ": " +
                         std::to_string(count) + " x " + name);
-      if (kernel_clock(*jr.spec) && !paced)
-        notes.push_back("job " + jr.spec->name + " " + op_name(static_cast<Op>(o)) + ": kernel clock (" +
-                        std::to_string(st.kernel_latency.count()) + " timed, " +
-                        std::to_string(st.kernel_clock.total()) +
-                        " without kernel stamps); app clock: p50 " + fmt(us(st.latency.quantile(0.5)), 1) +
+      if (stamped(*jr.spec) && !paced)
+        notes.push_back("job " + jr.spec->name + " " + op_name(static_cast<Op>(o)) + ": " +
+                        wireclock::latency_clock_name(jr.spec->latency_clock) + " clock (" +
+                        std::to_string(selected_clock(*jr.spec, st).latency.count()) + " timed, " +
+                        std::to_string(selected_clock(*jr.spec, st).untimed()) +
+                        " without stamps); app clock: p50 " + fmt(us(st.latency.quantile(0.5)), 1) +
                         " us, p99 " + fmt(us(st.latency.quantile(0.99)), 1) + " us, p99.9 " +
                         fmt(us(st.latency.quantile(0.999)), 1) + " us");
       if (paced)
@@ -79,11 +85,12 @@ void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs) {
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& r : rows)
     for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
-  bool any_kernel = false;
-  for (const auto& jr : jobs) any_kernel |= kernel_clock(*jr.spec);
+  wireclock::LatencyClock clock = wireclock::LatencyClock::kApp;
+  for (const auto& jr : jobs) clock = std::max(clock, jr.spec->latency_clock);
   out << "latency in microseconds (us), throughput in MiB/s (1 MiB = 2^20 bytes); latency clock: "
-      << (any_kernel ? "kernel (capsule's TX stamp to the completion's RX stamp)"
-                     : "app (send call to completion parsed)")
+      << (clock == wireclock::LatencyClock::kWire     ? "wire (capsule's TX stamp to the completion's packet)"
+          : clock == wireclock::LatencyClock::kKernel ? "kernel (capsule's TX stamp to the completion's RX stamp)"
+                                                      : "app (send call to completion parsed)")
       << "\n";
   for (const auto& r : rows) {
     for (size_t i = 0; i < r.size(); ++i) {
@@ -138,20 +145,24 @@ void print_json_report(std::ostream& out, const std::vector<JobReport>& jobs) {
       oj["iops"] = secs > 0 ? st.ios / secs : 0;
       oj["mib_per_s"] = secs > 0 ? st.bytes / kMiB / secs : 0;
       oj["latency_us"] = latency_json(selected_latency(spec, st));
-      if (kernel_clock(spec)) {
+      if (stamped(spec)) {
         oj["app_latency_us"] = latency_json(st.latency);
-        oj["kernel_latency_us"] = latency_json(st.kernel_latency);
-        oj["kernel_clock"] = {{"timed", st.kernel_latency.count()},
-                              {"missing_tx_stamp", st.kernel_clock.missing_tx},
-                              {"missing_rx_stamp", st.kernel_clock.missing_rx},
-                              {"reversed", st.kernel_clock.reversed},
-                              {"rx_behind", st.kernel_clock.rx_behind}};
+        oj["kernel_latency_us"] = latency_json(st.kernel_clock.latency);
+        oj["kernel_clock"] = st.kernel_clock.counts_json(true);
+      }
+      if (wire(spec)) {
+        oj["wire_latency_us"] = latency_json(st.wire_clock.latency);
+        oj["wire_clock"] = st.wire_clock.counts_json(false);
       }
       if (spec.rate_iops) oj["intended_latency_us"] = latency_json(st.intended_latency);
       oj["errors"] = st.errors;
       ops[op_name(static_cast<Op>(o))] = oj;
     }
     j["ops"] = ops;
+    if (wire(spec))
+      j["wire_tap"] = {{"packets", s.wire_tap.packets},
+                       {"drops", s.wire_tap.drops},
+                       {"stamped_at_tap", s.wire_tap.stamped_at_tap}};
     if (spec.verify) j["verify"] = {{"checked_chunks", s.verified_blocks}, {"unwritten_chunks", s.unwritten_blocks}};
     doc["jobs"].push_back(j);
   }

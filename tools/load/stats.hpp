@@ -2,6 +2,8 @@
 #pragma once
 
 #include <nvqos/histogram.hpp>
+#include <nvqos/wireclock/latency_json.h>
+#include <nvqos/wireclock/packet_tap.h>
 
 #include <chrono>
 #include <cstdint>
@@ -26,17 +28,9 @@ struct OpStats {
   // Scheduled send time to completion: the open-loop latency when --rate-iops
   // paces the job (includes time spent waiting for a free queue slot).
   LogLinearHistogram intended_latency;
-  // --latency-clock kernel: capsule header's kernel TX stamp to the completion's RX stamp.
-  LogLinearHistogram kernel_latency;
-  struct {
-    uint64_t missing_tx = 0;  // the capsule's TX stamp never came
-    uint64_t missing_rx = 0;  // the completion's read carried no RX stamp
-    uint64_t reversed = 0;    // RX before TX: the realtime clock was stepped
-    // Timed, but later data was already queued when the completion's header was read: its RX
-    // stamp may be a later segment's (wireclock::later_data_queued).
-    uint64_t rx_behind = 0;
-    uint64_t total() const { return missing_tx + missing_rx + reversed; }
-  } kernel_clock;
+  // --latency-clock kernel and wire: capsule header's kernel TX stamp to the completion header's
+  // RX stamp, from the socket (kernel) or from the packet tap (wire).
+  wireclock::StampedClock kernel_clock, wire_clock;
   // Failures by name: NVMe status names, "transport error", "verify mismatch".
   std::map<std::string, uint64_t> errors;
 
@@ -61,6 +55,7 @@ struct ControllerSummary {
 
 struct JobStats {
   OpStats ops[kOpCount];
+  wireclock::TapCounts wire_tap;  // --latency-clock wire: the I/O queues' packet taps
   ControllerSummary controller;
   uint64_t verified_blocks = 0;   // 512-byte chunks whose pattern matched
   uint64_t unwritten_blocks = 0;  // chunks read in verify mode that hold no pattern yet

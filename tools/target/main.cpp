@@ -82,8 +82,10 @@ int main(int argc, char** argv) {
       ("report", po::value<std::string>(),
        "write service times per host NQN and op as JSON to FILE on exit and on SIGUSR1")
       ("latency-clock", po::value<std::string>(),
-       "app|kernel: the report's service time from capsule parsed to completion handed to the socket (app, "
-       "default) or from the capsule's kernel RX stamp to the completion's TX stamp (kernel; both reported)");
+       "app|kernel|wire: the report's service time from capsule parsed to completion handed to the socket (app, "
+       "default), from the capsule's kernel RX stamp to the completion's TX stamp (kernel; both reported), or "
+       "from the packet that carried the capsule (wire: a packet tap per listener, needs CAP_NET_RAW; all three "
+       "reported)");
   po::variables_map vm;
   po::parsed_options parsed(&opts);
   try {

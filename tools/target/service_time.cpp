@@ -31,24 +31,21 @@ void ServiceTimes::record_app(const std::string& hostnqn, ServiceOp op, std::uin
   t.app.record(ns);
 }
 
-void ServiceTimes::record_kernel(const std::string& hostnqn, ServiceOp op, std::uint64_t rx_ns, std::uint64_t tx_ns,
-                                 bool rx_behind) {
+void ServiceTimes::record_stamps(const std::string& hostnqn, ServiceOp op, const CompletionStamps& s) {
   std::lock_guard lock(mu_);
   OpServiceTimes& t = hosts_[hostnqn][static_cast<int>(op)];
-  if (rx_ns == 0) ++t.missing_rx;
-  else if (tx_ns == 0) ++t.missing_tx;
-  else if (tx_ns < rx_ns) ++t.reversed;
-  else t.kernel.record(tx_ns - rx_ns);
-  if (rx_ns && tx_ns && rx_behind) ++t.rx_behind;
+  t.kernel.record(s.tx_ns, s.rx_ns, false, s.rx_behind);
+  if (clock_ == wireclock::LatencyClock::kWire) t.wire.record(s.tx_ns, s.tap_rx_ns, false);
 }
 
 nlohmann::json ServiceTimes::report() const {
-  const bool kernel = clock_ == wireclock::LatencyClock::kKernel;
+  const bool stamped = clock_ != wireclock::LatencyClock::kApp, wire = clock_ == wireclock::LatencyClock::kWire;
   nlohmann::json doc;
   doc["units"] = {{"latency", "us"}};
   doc["latency_clock"] = wireclock::latency_clock_name(clock_);
-  doc["span"] = kernel ? "capsule header's RX stamp to the completion header's TX stamp"
-                       : "capsule parsed to the completion handed to the socket";
+  doc["span"] = wire      ? "capsule header's packet to the completion header's TX stamp"
+                : stamped ? "capsule header's RX stamp to the completion header's TX stamp"
+                          : "capsule parsed to the completion handed to the socket";
   doc["hosts"] = nlohmann::json::object();
   std::lock_guard lock(mu_);
   for (const auto& [host, ops] : hosts_) {
@@ -58,15 +55,15 @@ nlohmann::json ServiceTimes::report() const {
       if (t.ios == 0) continue;
       nlohmann::json j;
       j["ios"] = t.ios;
-      j["latency_us"] = wireclock::latency_json(kernel ? t.kernel : t.app);
-      if (kernel) {
+      j["latency_us"] = wireclock::latency_json(wire ? t.wire.latency : stamped ? t.kernel.latency : t.app);
+      if (stamped) {
         j["app_latency_us"] = wireclock::latency_json(t.app);
-        j["kernel_latency_us"] = wireclock::latency_json(t.kernel);
-        j["kernel_clock"] = {{"timed", t.kernel.count()},
-                             {"missing_rx_stamp", t.missing_rx},
-                             {"missing_tx_stamp", t.missing_tx},
-                             {"reversed", t.reversed},
-                             {"rx_behind", t.rx_behind}};
+        j["kernel_latency_us"] = wireclock::latency_json(t.kernel.latency);
+        j["kernel_clock"] = t.kernel.counts_json(true);
+      }
+      if (wire) {
+        j["wire_latency_us"] = wireclock::latency_json(t.wire.latency);
+        j["wire_clock"] = t.wire.counts_json(false);
       }
       oj[service_op_name(static_cast<ServiceOp>(o))] = j;
     }

@@ -2,11 +2,13 @@
 // arrival to the completion's departure. The app clock times it from the capsule parsed to the
 // completion handed to the socket; the kernel clock (--latency-clock kernel) from the capsule
 // header's RX stamp to the completion header's TX stamp, the span nvqos-agent's tc programs
-// time on the target (see nvqos/wireclock/wire_clock.h).
+// time on the target (see nvqos/wireclock/wire_clock.h); the wire clock (--latency-clock wire)
+// takes the capsule header's RX stamp from a packet tap instead (nvqos/wireclock/packet_tap.h).
 #pragma once
 
 #include <nlohmann/json.hpp>
 #include <nvqos/histogram.hpp>
+#include <nvqos/wireclock/latency_json.h>
 #include <nvqos/wireclock/wire_clock.h>
 
 #include <array>
@@ -26,13 +28,16 @@ ServiceOp service_op_of(std::uint8_t nvm_opcode);
 struct OpServiceTimes {
   std::uint64_t ios = 0;
   LogLinearHistogram app;
-  LogLinearHistogram kernel;
-  std::uint64_t missing_rx = 0;  // the capsule's read carried no RX stamp
-  std::uint64_t missing_tx = 0;  // the completion's TX stamp never came
-  std::uint64_t reversed = 0;    // TX before RX: the realtime clock was stepped
-  // Timed, but later data was already queued when the capsule's header was read: its RX stamp
-  // may be a later segment's (wireclock::later_data_queued).
-  std::uint64_t rx_behind = 0;
+  wireclock::StampedClock kernel, wire;
+};
+
+// A completion's kernel stamps (0 = none): the capsule header's RX stamp from the socket and
+// from the packet tap, the completion header's TX stamp.
+struct CompletionStamps {
+  std::uint64_t rx_ns = 0;
+  std::uint64_t tap_rx_ns = 0;
+  std::uint64_t tx_ns = 0;
+  bool rx_behind = false;  // see wireclock::later_data_queued
 };
 
 // Shared by every connection (and event-loop thread); each call takes the lock once.
@@ -42,9 +47,9 @@ class ServiceTimes {
   wireclock::LatencyClock clock() const { return clock_; }
 
   void record_app(const std::string& hostnqn, ServiceOp op, std::uint64_t ns);
-  // A completion's kernel stamps: counted as missing when either is 0.
-  void record_kernel(const std::string& hostnqn, ServiceOp op, std::uint64_t rx_ns, std::uint64_t tx_ns,
-                     bool rx_behind = false);
+  // A completion's stamps for the kernel clock (and the wire clock when selected); a span that
+  // lacks a stamp is counted as missing.
+  void record_stamps(const std::string& hostnqn, ServiceOp op, const CompletionStamps& s);
 
   // {"units", "latency_clock", "hosts": {NQN: {"ops": {op: {"ios", "latency_us", ...}}}}}:
   // `latency_us` is the selected clock, with the same fields as nvqos-load's report.
@@ -61,8 +66,7 @@ class PendingCompletions {
  public:
   struct Entry {
     ServiceOp op;
-    std::uint64_t rx_ns;
-    bool rx_behind = false;
+    CompletionStamps stamps;  // tx_ns comes with the TX stamp
   };
   // Returns the token to register with the send that ends the completion's header.
   std::uint64_t add(const Entry& e) {

@@ -18,6 +18,7 @@
 #include <nvqos/nvmf/decoder.h>
 #include <nvqos/nvmf/nvme.h>
 #include <nvqos/nvmf/pdu.h>
+#include <nvqos/wireclock/packet_tap.h>
 #include <nvqos/wireclock/stamped_writer.h>
 #include <nvqos/wireclock/wire_clock.h>
 #include <optional>
@@ -181,6 +182,14 @@ struct Target::Impl : std::enable_shared_from_this<Target::Impl> {
   std::vector<std::unique_ptr<Subsystem>> subsystems;
   Subsystem discovery;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
+  // --latency-clock wire: one packet tap per listener, opened before it listens (a connection's
+  // stream is anchored on its SYN), shared by its connections and keyed by their flows.
+  struct ListenerTap {
+    explicit ListenerTap(std::uint16_t port) : tap(port, 0) {}
+    std::mutex mu;
+    wireclock::PacketTap tap;
+  };
+  std::vector<std::unique_ptr<ListenerTap>> taps;
 
   std::mutex mu;  // guards controllers, next_cntlid, connections
   std::map<std::uint16_t, std::shared_ptr<Controller>> controllers;
@@ -215,7 +224,7 @@ struct Target::Impl : std::enable_shared_from_this<Target::Impl> {
     return it == controllers.end() ? nullptr : it->second;
   }
   void remove_controller(const std::shared_ptr<Controller>& ctrl);
-  void accept(tcp::acceptor& acceptor);
+  void accept(tcp::acceptor& acceptor, ListenerTap* tap);
 };
 
 namespace {
@@ -237,11 +246,12 @@ std::string endpoint_string(const tcp::endpoint& ep) {
 // ---- Connection: one TCP connection = one NVMe queue pair -------------------------------------------
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  Connection(std::shared_ptr<Target::Impl> target, tcp::socket socket)
+  Connection(std::shared_ptr<Target::Impl> target, tcp::socket socket, Target::Impl::ListenerTap* tap)
       : t_(std::move(target)),
         socket_(std::move(socket)),
         decoder_(Side::controller),
         rx_(kRxBufferSize),
+        tap_(tap),
         keep_alive_(socket_.get_executor()),
         linger_(socket_.get_executor()),
         rng_(std::random_device{}()) {
@@ -256,9 +266,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void start() {
     ++t_->open_connections;
-    if (t_->cfg.latency_clock == wireclock::LatencyClock::kKernel) {
+    if (t_->cfg.latency_clock != wireclock::LatencyClock::kApp) {
       try {
         wireclock::enable_timestamping(socket_.native_handle());
+        if (tap_) flow_ = wireclock::receiving_flow(socket_.native_handle());
         writer_.emplace(socket_, tx_keys_);
       } catch (const std::system_error& e) {
         // The connection still serves; its commands count as missing kernel stamps.
@@ -291,6 +302,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     Status status = status::kSuccess;
     std::uint64_t rx_ns = 0;         // kernel RX stamp of the capsule header
     bool rx_behind = false;          // see wireclock::later_data_queued
+    std::uint64_t tap_rx_ns = 0;     // the packet tap's stamp of the capsule header
     std::uint64_t parsed_ns = 0;     // steady clock when the capsule was parsed
     asio::steady_timer timer;
   };
@@ -301,6 +313,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     std::uint64_t rx_ns = 0;
     bool rx_behind = false;
     std::uint64_t parsed_ns = 0;
+    std::uint64_t tap_rx_ns = 0;
   };
 
   struct TxItem {
@@ -376,6 +389,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
         // common header the framer saw last.
         pdu_rx_ns_ = framer_.pdu_rx_ns();
         pdu_rx_behind_ = header_rx_behind_;
+        if (tap_ && writer_) {
+          // The whole PDU was read, so the tap has seen the packets that carried its header.
+          std::lock_guard lock(tap_->mu);
+          pdu_tap_rx_ns_ = tap_->tap.stamp(flow_, framer_.header_last_byte());
+        }
         handle_pdu();
       } else if (r.state == DecodeState::failed) {
         const DecodeError& e = decoder_.error();
@@ -394,9 +412,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
       pending_stamps_.settle(
           *m.token,
           [&](const PendingCompletions::Entry& e) {
-            t_->service.record_kernel(host, e.op, e.rx_ns, st.ns, e.rx_behind);
+            CompletionStamps s = e.stamps;
+            s.tx_ns = st.ns;
+            t_->service.record_stamps(host, e.op, s);
           },
-          [&](const PendingCompletions::Entry& e) { t_->service.record_kernel(host, e.op, e.rx_ns, 0); });
+          [&](const PendingCompletions::Entry& e) { t_->service.record_stamps(host, e.op, e.stamps); });
     });
   }
 
@@ -421,14 +441,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
       offset += asio::buffer_size(std::span(tx_buffers_).subspan(first));
       if (!it.timing || !ctrl_) continue;
       t_->service.record_app(ctrl_->hostnqn, it.timing->op, now - it.timing->parsed_ns);
-      if (t_->cfg.latency_clock != wireclock::LatencyClock::kKernel) continue;
+      if (t_->cfg.latency_clock == wireclock::LatencyClock::kApp) continue;
       if (!writer_) {
-        t_->service.record_kernel(ctrl_->hostnqn, it.timing->op, 0, 0);
+        t_->service.record_stamps(ctrl_->hostnqn, it.timing->op, {});
         continue;
       }
       // The completion's header ends a stamped send; its data (C2HData) follows in a send
       // of its own that ends the TCP record, so no later completion shares the skb's key.
-      const std::uint64_t token = pending_stamps_.add({it.timing->op, it.timing->rx_ns, it.timing->rx_behind});
+      const std::uint64_t token = pending_stamps_.add(
+          {it.timing->op,
+           {.rx_ns = it.timing->rx_ns, .tap_rx_ns = it.timing->tap_rx_ns, .rx_behind = it.timing->rx_behind}});
       const bool more = offset > header_end;
       tx_cuts_.push_back({.end = header_end, .stamp = true, .more = more, .token = token});
       if (more) tx_cuts_.push_back({.end = offset});
@@ -469,7 +491,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (ctrl_) {
       const std::string& host = ctrl_->hostnqn;
       pending_stamps_.drop_all(
-          [&](const PendingCompletions::Entry& e) { t_->service.record_kernel(host, e.op, e.rx_ns, 0); });
+          [&](const PendingCompletions::Entry& e) { t_->service.record_stamps(host, e.op, e.stamps); });
+    }
+    if (tap_) {
+      std::lock_guard lock(tap_->mu);
+      tap_->tap.forget(flow_);
     }
     boost::system::error_code ec;
     socket_.shutdown(tcp::socket::shutdown_both, ec);
@@ -943,6 +969,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     slot->ns = ns;
     slot->rx_ns = pdu_rx_ns_;
     slot->rx_behind = pdu_rx_behind_;
+    slot->tap_rx_ns = pdu_tap_rx_ns_;
     slot->parsed_ns = steady_ns();
     if (op == nvm_opcode::kFlush) return execute(slot);
 
@@ -1050,7 +1077,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (closing_ || closed_) return;
     const std::uint16_t cid = s->cid;
     const Status st = s->status;
-    const Timing timing{service_op_of(s->opcode), s->rx_ns, s->rx_behind, s->parsed_ns};
+    const Timing timing{service_op_of(s->opcode), s->rx_ns, s->rx_behind, s->parsed_ns, s->tap_rx_ns};
     if (s->opcode == nvm_opcode::kRead && st == status::kSuccess) {
       ++t_->read_ops;
       t_->read_bytes += s->len;
@@ -1098,6 +1125,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   PendingCompletions pending_stamps_;
   std::uint64_t pdu_rx_ns_ = 0;  // RX stamp of the PDU being handled
   bool header_rx_behind_ = false, pdu_rx_behind_ = false;  // see wireclock::later_data_queued
+  Target::Impl::ListenerTap* tap_;  // wire clock: the listener's tap (outlives the connection)
+  wireclock::Flow flow_;
+  std::uint64_t pdu_tap_rx_ns_ = 0;  // the tap's stamp of the PDU being handled
   bool writing_ = false;
   bool closing_ = false;  // no more PDUs are processed
   bool closed_ = false;
@@ -1157,12 +1187,12 @@ void Target::Impl::remove_controller(const std::shared_ptr<Controller>& ctrl) {
   for (auto& v : victims) v->close_async("admin queue closed");
 }
 
-void Target::Impl::accept(tcp::acceptor& acceptor) {
-  acceptor.async_accept(asio::make_strand(io), [self = shared_from_this(), &acceptor](boost::system::error_code ec,
-                                                                                        tcp::socket socket) {
+void Target::Impl::accept(tcp::acceptor& acceptor, ListenerTap* tap) {
+  acceptor.async_accept(asio::make_strand(io), [self = shared_from_this(), &acceptor, tap](boost::system::error_code ec,
+                                                                                             tcp::socket socket) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) return;
     if (!ec) {
-      auto conn = std::make_shared<Connection>(self, std::move(socket));
+      auto conn = std::make_shared<Connection>(self, std::move(socket), tap);
       {
         std::lock_guard lock(self->mu);
         if (self->stopped) return;
@@ -1173,7 +1203,7 @@ void Target::Impl::accept(tcp::acceptor& acceptor) {
     } else {
       self->log("accept: " + ec.message());
     }
-    self->accept(acceptor);
+    self->accept(acceptor, tap);
   });
 }
 
@@ -1215,11 +1245,20 @@ std::vector<tcp::endpoint> Target::start() {
     if (addr.is_v6()) acc->set_option(asio::ip::v6_only(true), ec);
     acc->bind(ep, ec);
     if (ec) throw std::system_error(ec, "listen on " + l + ": bind");
+    Impl::ListenerTap* tap = nullptr;
+    if (impl_->cfg.latency_clock == wireclock::LatencyClock::kWire) {
+      try {
+        impl_->taps.push_back(std::make_unique<Impl::ListenerTap>(acc->local_endpoint().port()));
+      } catch (const std::system_error& e) {
+        throw std::system_error(e.code(), "listen on " + l + ": --latency-clock wire: " + e.what());
+      }
+      tap = impl_->taps.back().get();
+    }
     acc->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) throw std::system_error(ec, "listen on " + l + ": listen");
     bound.push_back(acc->local_endpoint());
     impl_->log("listening on " + endpoint_string(bound.back()));
-    impl_->accept(*acc);
+    impl_->accept(*acc, tap);
     impl_->acceptors.push_back(std::move(acc));
   }
   for (const auto& s : impl_->subsystems) {
@@ -1252,7 +1291,18 @@ void Target::stop() {
   for (auto& c : conns) c->close_async("target stopping");
 }
 
-nlohmann::json Target::service_report() const { return impl_->service.report(); }
+nlohmann::json Target::service_report() const {
+  nlohmann::json doc = impl_->service.report();
+  if (impl_->cfg.latency_clock == wireclock::LatencyClock::kWire) {
+    wireclock::TapCounts c;
+    for (auto& t : impl_->taps) {
+      std::lock_guard lock(t->mu);
+      c += t->tap.counts();
+    }
+    doc["wire_tap"] = {{"packets", c.packets}, {"drops", c.drops}, {"stamped_at_tap", c.stamped_at_tap}};
+  }
+  return doc;
+}
 
 TargetStats Target::stats() const {
   const Impl& i = *impl_;

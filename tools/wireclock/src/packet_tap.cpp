@@ -280,9 +280,9 @@ void PacketTap::read_drops() {
   if (getsockopt(socket_.fd, SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) drops_ += st.tp_drops;
 }
 
-uint64_t PacketTap::drops() {
+TapCounts PacketTap::counts() {
   read_drops();
-  return drops_;
+  return {packets_, drops_, at_tap_};
 }
 
 uint64_t PacketTap::stamp(const Flow& flow, uint64_t offset) {

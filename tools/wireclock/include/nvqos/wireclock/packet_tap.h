@@ -83,6 +83,22 @@ struct TcpSegment {
 // segment with whole headers in `bytes`.
 bool parse_tcp_segment(std::span<const uint8_t> bytes, uint32_t wire_len, TcpSegment* out);
 
+struct TapCounts {
+  uint64_t packets = 0;  // frames read with a TCP segment of ours
+  uint64_t drops = 0;    // packets the ring had no room for
+  // Frames whose skb carried no realtime stamp, so the kernel read CLOCK_REALTIME as it handed
+  // the packet to the tap (in __netif_receive_skb_core, right before tc ingress). On Linux 6.x
+  // that is every packet of a local TCP sender on veth and loopback: its skb keeps TCP's
+  // monotonic departure time, which the receive path does not overwrite.
+  uint64_t stamped_at_tap = 0;
+  TapCounts& operator+=(const TapCounts& o) {
+    packets += o.packets;
+    drops += o.drops;
+    stamped_at_tap += o.stamped_at_tap;
+    return *this;
+  }
+};
+
 // The AF_PACKET tap. Not thread-safe: one owner drains it (nvqos-target guards a listener's
 // tap with a lock). Needs CAP_NET_RAW.
 class PacketTap {
@@ -103,13 +119,7 @@ class PacketTap {
   // The connection of `flow` closed.
   void forget(const Flow& flow) { streams_.erase(flow); }
 
-  uint64_t packets() const { return packets_; }  // frames read with a TCP segment of ours
-  uint64_t drops();                               // packets the ring had no room for
-  // Frames whose skb carried no realtime stamp, so the kernel read CLOCK_REALTIME as it handed
-  // the packet to the tap (in __netif_receive_skb_core, right before tc ingress). On Linux 6.x
-  // that is every packet of a local TCP sender on veth and loopback: its skb keeps TCP's
-  // monotonic departure time, which the receive path does not overwrite.
-  uint64_t stamped_at_tap() const { return at_tap_; }
+  TapCounts counts();
 
  private:
   void read_drops();
