@@ -182,10 +182,13 @@ struct Target::Impl : std::enable_shared_from_this<Target::Impl> {
   std::vector<std::unique_ptr<Subsystem>> subsystems;
   Subsystem discovery;
   std::vector<std::unique_ptr<tcp::acceptor>> acceptors;
-  // --latency-clock wire: one packet tap per listener, opened before it listens (a connection's
-  // stream is anchored on its SYN), shared by its connections and keyed by their flows.
+  // --latency-clock wire: one packet tap per listening port, opened before its first listener
+  // listens (a connection's stream is anchored on its SYN), shared by the connections to that
+  // port and keyed by their flows. Per port, not per listener: listeners on one port would each
+  // capture the others' connections and keep streams nobody reads or forgets.
   struct ListenerTap {
-    explicit ListenerTap(std::uint16_t port) : tap(port, 0) {}
+    explicit ListenerTap(std::uint16_t p) : port(p), tap(p, 0) {}
+    const std::uint16_t port;
     std::mutex mu;
     wireclock::PacketTap tap;
   };
@@ -1247,12 +1250,17 @@ std::vector<tcp::endpoint> Target::start() {
     if (ec) throw std::system_error(ec, "listen on " + l + ": bind");
     Impl::ListenerTap* tap = nullptr;
     if (impl_->cfg.latency_clock == wireclock::LatencyClock::kWire) {
-      try {
-        impl_->taps.push_back(std::make_unique<Impl::ListenerTap>(acc->local_endpoint().port()));
-      } catch (const std::system_error& e) {
-        throw std::system_error(e.code(), "listen on " + l + ": --latency-clock wire: " + e.what());
+      const std::uint16_t port = acc->local_endpoint().port();
+      for (auto& t : impl_->taps)
+        if (t->port == port) tap = t.get();
+      if (!tap) {
+        try {
+          impl_->taps.push_back(std::make_unique<Impl::ListenerTap>(port));
+        } catch (const std::system_error& e) {
+          throw std::system_error(e.code(), "listen on " + l + ": --latency-clock wire: " + e.what());
+        }
+        tap = impl_->taps.back().get();
       }
-      tap = impl_->taps.back().get();
     }
     acc->listen(asio::socket_base::max_listen_connections, ec);
     if (ec) throw std::system_error(ec, "listen on " + l + ": listen");
