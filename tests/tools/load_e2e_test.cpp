@@ -4,6 +4,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <memory>
@@ -209,6 +212,61 @@ TEST_F(LoadE2E, KernelClockTimesEveryCommandOnBothSides) {
     // The target's service lies inside the host's wire span of the same commands.
     EXPECT_LE(o["latency_us"]["p50"].get<double>(),
               std::max(load_kernel_p50["4k"][name].get<double>(), load_kernel_p50["64k"][name].get<double>()));
+  }
+  target_.reset();
+}
+
+// --latency-clock wire on both tools over two queues, in-capsule and R2T writes, digests: every
+// command wire-timed from its own packets, the tap's RX point never after the socket's (so the
+// host's span is not longer and the target's not shorter than the kernel clock's), and the
+// target's service inside the host's span.
+TEST_F(LoadE2E, WireClockTimesEveryCommandFromItsPackets) {
+  if (geteuid() != 0) GTEST_SKIP() << "the packet tap needs CAP_NET_RAW";
+  const std::string report = dir_ + "/nvqos_e2e_wire_" + std::to_string(port_) + ".json";
+  start_target(false, "fixed:200us", {"--latency-clock", "wire", "--report", report});
+  const std::string host = "nqn.2026-11.io.nvqos:e2e-wire-clock";
+  auto r = load({"--rw", "randrw", "--bs", "64k", "--qd", "8", "--queues", "2", "--ios", "3000", "--verify", "--size",
+                 "8m", "--digest", "header,data", "--latency-clock", "wire", "--hostnqn", host});
+  expect_clean(r);
+  const json& job = r.report["jobs"][0];
+  ASSERT_EQ(job["latency_clock"], "wire");
+  EXPECT_EQ(job["wire_tap"]["drops"], 0) << job["wire_tap"].dump();
+  EXPECT_GT(job["wire_tap"]["packets"].get<double>(), 0.0);
+  json host_wire_p50;
+  uint64_t ios[2] = {0, 0};
+  for (const char* name : {"read", "write"}) {
+    SCOPED_TRACE(name);
+    const json& o = op(r, 0, name);
+    const uint64_t n = o["ios"].get<uint64_t>();
+    ios[std::string(name) == "read" ? 0 : 1] = n;
+    const json& wc = o["wire_clock"];
+    EXPECT_EQ(wc["timed"].get<uint64_t>() + wc["missing_tx_stamp"].get<uint64_t>() +
+                  wc["missing_rx_stamp"].get<uint64_t>() + wc["reversed"].get<uint64_t>(),
+              n);
+    EXPECT_GE(wc["timed"].get<double>(), 0.99 * static_cast<double>(n)) << wc.dump();
+    EXPECT_EQ(o["latency_us"], o["wire_latency_us"]);
+    for (const char* q : {"min", "p50", "p99"})
+      EXPECT_LE(o["wire_latency_us"][q].get<double>(), o["kernel_latency_us"][q].get<double>() * 1.01) << q;
+    EXPECT_GE(o["wire_latency_us"]["min"].get<double>(), 200.0) << "faster than the device time";
+    host_wire_p50[name] = o["wire_latency_us"]["p50"];
+  }
+  target_->terminate();
+  ASSERT_GE(target_->wait_for(std::chrono::seconds(5)), 0);
+  std::ifstream in(report);
+  ASSERT_TRUE(in) << "no report at " << report;
+  const json service = json::parse(in);
+  EXPECT_EQ(service["latency_clock"], "wire");
+  EXPECT_EQ(service["wire_tap"]["drops"], 0) << service["wire_tap"].dump();
+  const json& ops = service["hosts"][host]["ops"];
+  for (const char* name : {"read", "write"}) {
+    SCOPED_TRACE(name);
+    const json& o = ops[name];
+    EXPECT_EQ(o["ios"].get<uint64_t>(), ios[std::string(name) == "read" ? 0 : 1]);
+    EXPECT_GE(o["wire_clock"]["timed"].get<double>(), 0.99 * o["ios"].get<double>()) << o.dump();
+    EXPECT_GE(o["latency_us"]["min"].get<double>(), 200.0) << "shorter than the device time";
+    for (const char* q : {"min", "p50", "p99"})
+      EXPECT_GE(o["wire_latency_us"][q].get<double>() * 1.01, o["kernel_latency_us"][q].get<double>()) << q;
+    EXPECT_LE(o["wire_latency_us"]["p50"].get<double>(), host_wire_p50[name].get<double>() * 1.01);
   }
   target_.reset();
 }

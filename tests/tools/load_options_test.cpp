@@ -82,6 +82,11 @@ TEST(LoadOptions, LatencyClockIsAppUnlessAskedAndBadNamesAreErrors) {
   opts = parse_command_line(static_cast<int>(std::size(kernel)), kernel);
   ASSERT_TRUE(opts);
   EXPECT_EQ(opts->jobs[0].latency_clock, nvqos::wireclock::LatencyClock::kKernel);
+  const char* wire[] = {"nvqos-load", "--target", "127.0.0.1:4420", "--subnqn", "nqn.x:y", "--ios", "1",
+                        "--latency-clock", "wire"};
+  opts = parse_command_line(static_cast<int>(std::size(wire)), wire);
+  ASSERT_TRUE(opts);
+  EXPECT_EQ(opts->jobs[0].latency_clock, nvqos::wireclock::LatencyClock::kWire);
   const char* bad[] = {"nvqos-load", "--target", "127.0.0.1:4420", "--subnqn", "nqn.x:y", "--ios", "1",
                        "--latency-clock", "wall"};
   try {
@@ -89,6 +94,7 @@ TEST(LoadOptions, LatencyClockIsAppUnlessAskedAndBadNamesAreErrors) {
     FAIL() << "accepted --latency-clock wall";
   } catch (const std::invalid_argument& e) {
     EXPECT_NE(std::string(e.what()).find("'wall'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("wire"), std::string::npos) << "names the valid clocks: " << e.what();
   }
   auto jobs = parse_job_json(R"([{"target": "10.0.0.1", "subnqn": "nqn.x:y", "latency-clock": "kernel"},
                                  {"target": "10.0.0.2", "subnqn": "nqn.x:y"}])",
