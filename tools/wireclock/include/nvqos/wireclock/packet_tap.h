@@ -99,18 +99,14 @@ struct TapCounts {
   }
 };
 
-// The AF_PACKET tap. Not thread-safe: one owner drains it (nvqos-target guards a listener's
-// tap with a lock). Needs CAP_NET_RAW.
+// The AF_PACKET tap. Not thread-safe: one owner drains it (nvqos-target guards a port's tap
+// with a lock). Needs CAP_NET_RAW.
 class PacketTap {
  public:
   // Captures TCP packets sent to `local_port` (from `peer_port` unless 0) on every interface of
   // the caller's network namespace, except the outgoing copies a tap also sees (on loopback
   // every packet passes twice). Throws std::system_error naming the step that failed.
   PacketTap(uint16_t local_port, uint16_t peer_port);
-
-  // Reads every frame the kernel has filled. A frame is filled before TCP sees the packet, so
-  // after a byte was read from a socket, drain() has seen the packets that carried it.
-  void drain();
 
   // Stamp of the first captured packet of `flow` that carried stream byte `offset` (the
   // caller read it already), 0 if none did; drains first when the byte is past what was seen.
@@ -119,9 +115,13 @@ class PacketTap {
   // The connection of `flow` closed.
   void forget(const Flow& flow) { streams_.erase(flow); }
 
+  // The counts so far (asks the kernel for drops not yet seen in the ring).
   TapCounts counts();
 
  private:
+  // Reads every frame the kernel has filled. A frame is filled before TCP sees the packet, so
+  // after a byte was read from a socket, drain() has seen the packets that carried it.
+  void drain();
   void read_drops();
 
   struct Socket {  // the AF_PACKET socket, closed with the tap

@@ -1,4 +1,4 @@
-// Kernel-timestamped ("wire") clock for NVMe/TCP endpoints: nvqos-load times each command from
+// Kernel-timestamped clocks for NVMe/TCP endpoints: nvqos-load times each command from
 // the kernel's software TX timestamp of its capsule to the RX timestamp of its completion, and
 // nvqos-target its service from the capsule's RX timestamp to the completion's TX timestamp.
 // Those are the moments the packets pass the network stack's device layer, where nvqos-agent's
@@ -14,7 +14,9 @@
 //    send cannot join its skb and overwrite the key.
 //  - RX: SOF_TIMESTAMPING_RX_SOFTWARE. TCP's recvmsg reports the stamp of the last skb it copied
 //    from, so the reader takes each PDU's 8-byte common header in a read of its own: the stamp
-//    is that of the skb that carried the header.
+//    is that of the skb that carried the header (the kernel clock). TCP may have merged later
+//    segments into that skb and moved its stamp; the wire clock takes the RX side from a packet
+//    tap instead (packet_tap.h).
 // Stamps are CLOCK_REALTIME (the kernel's choice); only their differences are used.
 #pragma once
 
