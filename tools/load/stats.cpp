@@ -85,6 +85,7 @@ void print_text_report(std::ostream& out, const std::vector<JobReport>& jobs) {
   std::vector<size_t> width(rows[0].size(), 0);
   for (const auto& r : rows)
     for (size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  // The header names the most precise clock any job used (the enum runs app < kernel < wire).
   wireclock::LatencyClock clock = wireclock::LatencyClock::kApp;
   for (const auto& jr : jobs) clock = std::max(clock, jr.spec->latency_clock);
   out << "latency in microseconds (us), throughput in MiB/s (1 MiB = 2^20 bytes); latency clock: "

@@ -84,7 +84,7 @@ int main(int argc, char** argv) {
       ("latency-clock", po::value<std::string>(),
        "app|kernel|wire: the report's service time from capsule parsed to completion handed to the socket (app, "
        "default), from the capsule's kernel RX stamp to the completion's TX stamp (kernel; both reported), or "
-       "from the packet that carried the capsule (wire: a packet tap per listener, needs CAP_NET_RAW; all three "
+       "from the packet that carried the capsule (wire: a packet tap per listening port, needs CAP_NET_RAW; all three "
        "reported)");
   po::variables_map vm;
   po::parsed_options parsed(&opts);
