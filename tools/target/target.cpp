@@ -24,6 +24,7 @@
 #include <optional>
 #include <random>
 #include <set>
+#include <stdexcept>
 #include <system_error>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -1257,7 +1258,7 @@ std::vector<tcp::endpoint> Target::start() {
         try {
           impl_->taps.push_back(std::make_unique<Impl::ListenerTap>(port));
         } catch (const std::system_error& e) {
-          throw std::system_error(e.code(), "listen on " + l + ": --latency-clock wire: " + e.what());
+          throw std::runtime_error("listen on " + l + ": --latency-clock wire: " + e.what());
         }
         tap = impl_->taps.back().get();
       }
