@@ -21,12 +21,26 @@ double unix_seconds(std::chrono::system_clock::time_point t) {
   return std::chrono::duration<double>(t.time_since_epoch()).count();
 }
 
+// A verifier log can run to megabytes; its verdict is at the end, its start says which function.
+constexpr std::size_t kLibraryLogHead = 4 * 1024;
+constexpr std::size_t kLibraryLogTail = 60 * 1024;
+
 // libbpf and libxdp print through here, one log line per line they emit.
 int forward_library_log(log::Level level, const char* library, const char* fmt, va_list ap) {
   if (!log::enabled(level)) return 0;
-  char buf[2048];
-  int n = std::vsnprintf(buf, sizeof buf, fmt, ap);
-  std::string text(buf, n > 0 ? std::min<std::size_t>(n, sizeof buf - 1) : 0);
+  va_list measure;
+  va_copy(measure, ap);
+  const int n = std::vsnprintf(nullptr, 0, fmt, measure);
+  va_end(measure);
+  if (n <= 0) return n;
+  std::string text(static_cast<std::size_t>(n) + 1, '\0');
+  std::vsnprintf(text.data(), text.size(), fmt, ap);
+  text.pop_back();
+  if (text.size() > kLibraryLogHead + kLibraryLogTail) {
+    const std::size_t cut = text.size() - kLibraryLogHead - kLibraryLogTail;
+    text = text.substr(0, kLibraryLogHead) + "\n[... " + std::to_string(cut) + " bytes left out ...]\n" +
+           text.substr(text.size() - kLibraryLogTail);
+  }
   while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
   if (!text.empty()) log::write(level, text, {{"source", library}});
   return n;

@@ -158,6 +158,15 @@ struct {
 	__type(value, struct nvqos_connect_event);
 } connect_scratch SEC(".maps");
 
+// Per-CPU copy of the flow key (BPF-private) for access_gate_fail(), which is
+// called deep in the walk's call chain, where 40 more bytes of stack do not fit.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct nvqos_flow_key);
+} access_key_scratch SEC(".maps");
+
 /*
  * What connect_inspect() needs of the walk, and what it hands back. Per-CPU
  * scratch, not the stack: the walk's call chain is near the 512-byte limit.
@@ -313,14 +322,16 @@ static __always_inline int access_count_refused(struct nvqos_access_conn *ac, __
  * counted. Returns ACCESS_PASS, ACCESS_DROP or ACCESS_RESET. The caller lets
  * RSTs pass: they carry no data and close the target's half.
  */
-__noinline int access_refused(struct __sk_buff *skb, const struct nvqos_flow_key *key, __u32 tenant_id,
+__noinline int access_refused(struct __sk_buff *skb, const struct nvqos_flow_key *flow, __u32 tenant_id,
 			      __u32 ip_len)
 {
 	struct nvqos_access_conn *ac;
+	struct nvqos_flow_key key;
 
-	if (!key)
+	if (!flow)
 		return ACCESS_PASS;
-	ac = bpf_map_lookup_elem(&access_conns, key);
+	key = *flow; /* see access_gate_fail() */
+	ac = bpf_map_lookup_elem(&access_conns, &key);
 	if (!ac || ac->state != NVQOS_ACCESS_CONN_REFUSED)
 		return ACCESS_PASS;
 	return access_count_refused(ac, tenant_id, skb->gso_segs ? skb->gso_segs : 1, ip_len);
@@ -374,16 +385,22 @@ static __always_inline int access_shot(struct __sk_buff *skb, const struct nvqos
  * than ICReq/Connect before the Connect, lost PDU boundaries, TLS, NQNs out
  * of reach): refuse it, or count it in a dry run. Returns 1 to drop.
  * Global functions here and below: the verifier checks each once, not once
- * per path of the walk that reaches it.
+ * per path of the walk that reaches it. To the verifier their pointer
+ * arguments are plain memory, which Linux 6.1 does not take as a map key
+ * (only the stack, packets and maps): the ones that look the flow up copy it.
  */
-__noinline int access_gate_fail(const struct nvqos_flow_key *key)
+__noinline int access_gate_fail(const struct nvqos_flow_key *flow)
 {
 	struct nvqos_connect_stats *cs = connect_stats_get();
+	struct nvqos_flow_key *key;
 	struct nvqos_access_conn *ac;
+	__u32 zero = 0;
 	bool enforce;
 
-	if (!key)
+	key = bpf_map_lookup_elem(&access_key_scratch, &zero);
+	if (!flow || !key)
 		return 0;
+	*key = *flow;
 	ac = bpf_map_lookup_elem(&access_conns, key);
 	if (!ac || ac->state != NVQOS_ACCESS_CONN_PENDING)
 		return 0;
@@ -569,21 +586,24 @@ static __always_inline void connect_report(struct nvqos_connect_event *e, struct
  * function: the verifier checks it once, not once per path of the walk that
  * reaches it; the scratch record keeps the 512 bytes of NQNs off the stack.
  */
-__noinline int connect_inspect(struct __sk_buff *skb, const struct nvqos_flow_key *key,
+__noinline int connect_inspect(struct __sk_buff *skb, const struct nvqos_flow_key *flow,
 			       const struct connect_capsule_hdr *hdr, struct connect_site *s)
 {
 	struct nvqos_connect_stats *cs = connect_stats_get();
+	const struct nvqos_flow_key *key;
 	struct nvqos_connect_event *e;
 	const __u8 *h;
 	__u32 zero = 0;
 	__u8 verdict;
 
 	e = bpf_map_lookup_elem(&connect_scratch, &zero);
-	if (!e || !cs || !key || !hdr || !s)
+	if (!e || !cs || !flow || !hdr || !s)
 		return 0;
 	h = hdr->b;
 	cs->connects++;
-	__builtin_memcpy(&e->flow, key, sizeof(e->flow));
+	__builtin_memcpy(&e->flow, flow, sizeof(e->flow));
+	/* The event's copy is map memory, a map key on every kernel (access_gate_fail()). */
+	key = &e->flow;
 	e->tenant_id = s->tenant_id;
 	e->qid = h[CONNECT_OFF_QID] | (__u16)h[CONNECT_OFF_QID + 1] << 8;
 	e->cntlid = CONNECT_CNTLID_NONE;
@@ -672,16 +692,18 @@ __noinline int connect_pdu(struct __sk_buff *skb, const struct nvqos_flow_key *k
  * Target ingress with access control, before the walk of a segment with
  * payload: is the connection gated? Readies connect_sites for the walk.
  */
-__noinline int access_walk_begin(const struct nvqos_flow_key *key, __u32 tenant_id)
+__noinline int access_walk_begin(const struct nvqos_flow_key *flow, __u32 tenant_id)
 {
 	struct connect_site *s;
 	struct nvqos_access_conn *ac;
+	struct nvqos_flow_key key;
 	__u32 zero = 0;
 
 	s = bpf_map_lookup_elem(&connect_sites, &zero);
-	if (!key || !s)
+	if (!flow || !s)
 		return 0;
-	ac = bpf_map_lookup_elem(&access_conns, key);
+	key = *flow; /* see access_gate_fail() */
+	ac = bpf_map_lookup_elem(&access_conns, &key);
 	s->gate = ac && ac->state == NVQOS_ACCESS_CONN_PENDING;
 	s->refuse = 0;
 	s->tenant_id = tenant_id;

@@ -565,6 +565,14 @@ __noinline int cmd_complete(const struct nvqos_flow_key *key, struct nvme_conn *
 		bucket = nvqos_hist_index(latency, NVQOS_HIST_KERNEL_SUB_BITS);
 		if (bucket >= NVQOS_CMD_HIST_BUCKETS)
 			bucket = NVQOS_CMD_HIST_BUCKETS - 1;
+		/*
+		 * A no-op (a power of two), for verifiers that walk the clamp's
+		 * impossible branch with contradictory bounds (Linux 6.1 does and
+		 * refused the access): the mask bounds the index on every path. The
+		 * empty asm keeps clang from dropping the mask as redundant.
+		 */
+		asm volatile("" : "+r"(bucket));
+		bucket &= NVQOS_CMD_HIST_BUCKETS - 1;
 		__sync_fetch_and_add(&hist->buckets[bucket], 1);
 	}
 	slow_cmd_report(key, ns, cx->now, v, cid, status, latency);
@@ -632,7 +640,14 @@ static __always_inline bool collect_header(struct __sk_buff *skb, struct pdu_str
 		take = len - *off;
 	/* Re-check on the register the helper gets: clang may have merged the bounds away. */
 	asm volatile("" : "+r"(take));
-	if (take == 0 || take > NVQOS_PDU_PEEK_MAX)
+	if (take > NVQOS_PDU_PEEK_MAX)
+		return false;
+	/*
+	 * A signed test, behind a barrier so clang keeps it signed: Linux 6.1's
+	 * verifier learns nothing from `take == 0` and refused a size of 0.
+	 */
+	asm volatile("" : "+r"(take));
+	if ((__s64)take < 1)
 		return false;
 	if (bpf_skb_load_bytes(skb, payload_off + *off, st->hdr + (have & 63), take))
 		return false;
