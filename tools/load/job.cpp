@@ -379,10 +379,14 @@ void Job::on_complete(QueuePair& qp, uint16_t cid, const nvmf::Cqe& cqe, uint64_
   uint64_t submit_ns = qp.submit_time(cid);
   st.ios++;
   st.latency.record(now_ns - submit_ns);
+  // The trace's latency by the job's clock; 0 where the kernel left a stamp out (never guessed).
+  uint64_t clock_latency_ns = now_ns - submit_ns;
   if (spec_.latency_clock != wireclock::LatencyClock::kApp) {
     const QueuePair::WireTimes w = qp.wire_times(cid);
     st.kernel_clock.record(w.tx_ns, w.rx_ns, true, w.rx_behind);
     if (spec_.latency_clock == wireclock::LatencyClock::kWire) st.wire_clock.record(w.tx_ns, w.tap_rx_ns, true);
+    const uint64_t rx_ns = spec_.latency_clock == wireclock::LatencyClock::kWire ? w.tap_rx_ns : w.rx_ns;
+    clock_latency_ns = w.tx_ns && rx_ns >= w.tx_ns ? rx_ns - w.tx_ns : 0;
   }
   if (spec_.rate_iops) st.intended_latency.record(now_ns - s.scheduled_ns);
   bool ok = cqe.ok();
@@ -413,7 +417,8 @@ void Job::on_complete(QueuePair& qp, uint16_t cid, const nvmf::Cqe& cqe, uint64_
   if (trace_)
     trace_->write(spec_.name, TraceRecord{clock_.wall(submit_ns), clock_.wall(now_ns),
                                           clock_.wall(spec_.rate_iops ? s.scheduled_ns : submit_ns),
-                                          qp.qid(), qp.local_port(), cid, s.op, spec_.block_size, cqe.status});
+                                          qp.qid(), qp.local_port(), cid, s.op, spec_.block_size, cqe.status,
+                                          clock_latency_ns});
   ++completed_;
   --inflight_;
   last_complete_ns_ = now_ns;

@@ -49,6 +49,8 @@ void TraceWriter::write(std::string_view job, const TraceRecord& r) {
   *p++ = '0';
   *p++ = 'x';
   for (int shift = 12; shift >= 0; shift -= 4) *p++ = kHex[(r.status >> shift) & 0xf];
+  *p++ = ',';
+  p = std::to_chars(p, end, r.latency_ns).ptr;
   *p++ = '\n';
   used_ = static_cast<size_t>(p - buf_.data());
 }

@@ -31,6 +31,7 @@ struct TraceRecord {
   Op op;
   uint32_t bytes;
   uint16_t status;
+  uint64_t latency_ns;  // by the job's --latency-clock; 0: a kernel stamp was missing
 };
 
 class TraceWriter {
@@ -47,7 +48,7 @@ class TraceWriter {
   void flush();
 
   static constexpr const char* kHeader =
-      "submit_ns,complete_ns,scheduled_ns,job,queue,local_port,cid,op,bytes,status";
+      "submit_ns,complete_ns,scheduled_ns,job,queue,local_port,cid,op,bytes,status,latency_ns";
 
  private:
   std::string path_;
