@@ -125,9 +125,10 @@ void capture_and_compare(TimingAgreement& agreement) {
                     tag + "_tshark_bad");
   EXPECT_TRUE(bad.empty()) << bad.size() << " bad frames, first: " << (bad.empty() ? "" : bad[0]);
   auto undecoded = tshark({"-r", cap, "-d", decode_as, "-Y", "tcp.len > 0 && !nvme-tcp && !tcp.reassembled_in",
-                           "-T", "fields", "-e", "frame.number"},
+                           "-T", "fields", "-e", "frame.number", "-e", "tcp.seq_raw", "-e", "tcp.len", "-e", "_ws.col.Info", "-e", "_ws.expert.message"},
                           tag + "_tshark_undecoded");
-  EXPECT_TRUE(undecoded.empty()) << undecoded.size() << " TCP payload frames not decoded as NVMe/TCP";
+  EXPECT_TRUE(undecoded.empty()) << undecoded.size() << " TCP payload frames not decoded as NVMe/TCP, first: "
+                                 << (undecoded.empty() ? "" : undecoded[0]);
   auto pdus = tshark({"-r", cap, "-d", decode_as, "-Y", "nvme-tcp", "-T", "fields", "-e", "frame.number"},
                      tag + "_tshark_all");
   EXPECT_GT(pdus.size(), 600u);
