@@ -366,7 +366,7 @@ TEST_F(LoadE2E, TraceHasOneLinePerIo) {
   std::ifstream in(path);
   std::string line;
   std::getline(in, line);
-  EXPECT_EQ(line, "submit_ns,complete_ns,scheduled_ns,job,queue,local_port,cid,op,bytes,status");
+  EXPECT_EQ(line, "submit_ns,complete_ns,scheduled_ns,job,queue,local_port,cid,op,bytes,status,latency_ns");
   int lines = 0, reads = 0;
   while (std::getline(in, line)) {
     ++lines;
@@ -374,8 +374,10 @@ TEST_F(LoadE2E, TraceHasOneLinePerIo) {
     std::vector<std::string> f;
     std::string c;
     while (std::getline(ss, c, ',')) f.push_back(c);
-    ASSERT_EQ(f.size(), 10u) << line;
+    ASSERT_EQ(f.size(), 11u) << line;
     EXPECT_LT(std::stoull(f[0]), std::stoull(f[1])) << line;
+    // The app clock (the default): latency_ns is exactly complete_ns - submit_ns.
+    EXPECT_EQ(std::stoull(f[10]), std::stoull(f[1]) - std::stoull(f[0])) << line;
     EXPECT_EQ(f[3], "tenant-a");
     EXPECT_TRUE(f[4] == "1" || f[4] == "2") << line;
     EXPECT_GT(std::stoul(f[5]), 0u);
