@@ -179,7 +179,11 @@ class InterfaceDatapath {
   Status write_ports(const DesiredState& next);
   Status write_rules(const DesiredState& next);
   Status write_tenants(const DesiredState& next);
-  Status write_limiters(const DesiredState& next);
+  Status write_limiters(const DesiredState& next) { return update_limiters(next, false); }
+  // A limiter whose rates change starts afresh on a reload; the SLO controller's
+  // changes (several a second) keep its clocks (`keep_clocks`), or each would
+  // hand the class a fresh burst just when a protected class is at risk.
+  Status update_limiters(const DesiredState& next, bool keep_clocks);
   // QoS (datapath_qos.cpp): the HTB tree, and the tenant_config fields that
   // depend on what this interface's kernel offers.
   Status sync_shaper(const DesiredState& next, bool log_mechanisms = true);

@@ -74,13 +74,14 @@ Status InterfaceDatapath::sync_shaper(const DesiredState& next, bool log_mechani
 // rates change starts from a fresh state: clocks pushed ahead by an old, lower
 // rate would otherwise hold packets back for up to the EDT horizon. Limiters
 // no longer in the policy are zeroed (a zero rate limits nothing).
-Status InterfaceDatapath::write_limiters(const DesiredState& next) {
+Status InterfaceDatapath::update_limiters(const DesiredState& next, bool keep_clocks) {
   const auto& before = has_current_ ? current_.qos.limiters : decltype(next.qos.limiters){};
   const nvqos_limiter_state fresh{};
   for (const auto& [id, rates] : next.qos.limiters) {
     auto old = before.find(id);
     if (old != before.end() && std::memcmp(&old->second, &rates, sizeof rates) == 0) continue;
-    if (int err = bpf_map__update_elem(skel_->maps.limiter_state, &id, sizeof id, &fresh, sizeof fresh, BPF_ANY))
+    const bool reset = !(keep_clocks && old != before.end());
+    if (int err = reset ? bpf_map__update_elem(skel_->maps.limiter_state, &id, sizeof id, &fresh, sizeof fresh, BPF_ANY) : 0)
       return Error::from_errno(err, "reset limiter_state entry " + std::to_string(id));
     if (int err = bpf_map__update_elem(skel_->maps.limiter_config, &id, sizeof id, &rates, sizeof rates, BPF_ANY))
       return Error::from_errno(err, "write limiter_config entry " + std::to_string(id));

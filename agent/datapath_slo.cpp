@@ -7,7 +7,7 @@ namespace nvqos::agent {
 Status InterfaceDatapath::apply_rates(const DesiredState& next) {
   if (auto s = sync_shaper(next, false); !s) return s.error().with_context("apply effective ceilings to " + ifname_);
   // IOPS ceilings (and byte rates paced with EDT) live in the limiters, not in HTB.
-  if (auto s = write_limiters(next); !s) return s.error().with_context("apply effective ceilings to " + ifname_);
+  if (auto s = update_limiters(next, true); !s) return s.error().with_context("apply effective ceilings to " + ifname_);
   current_.qos = next.qos;
   return ok_status();
 }
