@@ -191,17 +191,17 @@ TEST(Trace, WritesTheDocumentedColumns) {
   std::string path = ::testing::TempDir() + "/nvqos_trace_test.csv";
   {
     TraceWriter t(path);
-    t.write("tenant-a", {1000, 2500, 900, 1, 40000, 7, Op::kRead, 4096, 0});
-    t.write("tenant-a", {3000, 4000, 3000, 2, 40001, 8, Op::kWrite, 512, 0x0281});
+    t.write("tenant-a", {1000, 2500, 900, 1, 40000, 7, Op::kRead, 4096, 0, 1500});
+    t.write("tenant-a", {3000, 4000, 3000, 2, 40001, 8, Op::kWrite, 512, 0x0281, 0});
   }
   std::ifstream in(path);
   std::string line;
   std::getline(in, line);
   EXPECT_EQ(line, TraceWriter::kHeader);
   std::getline(in, line);
-  EXPECT_EQ(line, "1000,2500,900,tenant-a,1,40000,7,read,4096,0x0000");
+  EXPECT_EQ(line, "1000,2500,900,tenant-a,1,40000,7,read,4096,0x0000,1500");
   std::getline(in, line);
-  EXPECT_EQ(line, "3000,4000,3000,tenant-a,2,40001,8,write,512,0x0281");
+  EXPECT_EQ(line, "3000,4000,3000,tenant-a,2,40001,8,write,512,0x0281,0");
   std::remove(path.c_str());
 }
 
