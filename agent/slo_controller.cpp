@@ -31,8 +31,21 @@ constexpr double kMinBase = 0.01;  // of the dimension's max
 // `returning`: the first cut after the protected classes were idle goes to the
 // safe ceiling from before, even below the multiplicative cut, since it is
 // known to have worked and a milder cut may take several windows to bite.
-void cut(SloController::Dimension& d, double rate, double factor, bool returning) {
+void cut(SloController::Dimension& d, double rate, double factor, bool returning, const SloTuning& t) {
   const double basis = rate > 0 ? std::min(d.effective, rate) : d.effective;
+  d.kept_at_safe = 0;
+  // At a rate that kept the objective before, a first breach is more likely a
+  // disturbance than the class's doing (on a shared host a stall of a few ms
+  // spoils a window whatever the ceiling): cut, but keep what was learned
+  // (lowering bad to a rate that was fine would make every later raise
+  // creep, and forgetting it would make it overshoot the bottleneck again).
+  if (d.safe && !d.disturbed && basis <= *d.safe * (1 + t.resolution) && !returning) {
+    d.disturbed = true;
+    d.increment = 0;
+    d.effective = std::clamp(basis * factor, d.floor, d.max);
+    return;
+  }
+  d.disturbed = false;
   // A failed probe (or the first cut after idle) confirms the bad rate known
   // before: bisecting towards the higher one would only fail again.
   d.bad = d.bad ? std::min(*d.bad, basis) : basis;
@@ -49,6 +62,11 @@ void cut(SloController::Dimension& d, double rate, double factor, bool returning
 // would jump far past the bottleneck. Returns false when it holds at a plateau
 // just below the known bad rate.
 bool raise(SloController::Dimension& d, const SloTuning& t) {
+  if (d.safe && *d.safe > d.effective) {
+    // Back from a cut taken for a disturbance: the safe rate is proven.
+    d.effective = std::min(d.max, *d.safe);
+    return true;
+  }
   d.safe = d.effective;
   if (d.bad && *d.bad <= d.effective) d.bad.reset();
   if (d.bad) {
@@ -69,8 +87,18 @@ bool raise(SloController::Dimension& d, const SloTuning& t) {
 // In the hysteresis band: the ceiling keeps the objective, but close to it, so
 // the next raise without a bad rate starts small again.
 void hold(SloController::Dimension& d) {
-  d.safe = d.effective;
+  if (!d.safe || *d.safe < d.effective) d.safe = d.effective;
   d.increment = 0;
+}
+
+// Called in every window that kept the objective (hold or headroom): enough of
+// them at the safe rate end the suspicion of a disturbance.
+void settle(SloController::Dimension& d, const SloTuning& t) {
+  if (!d.disturbed || !d.safe || d.effective < *d.safe) return;
+  if (++d.kept_at_safe >= t.settle_after) {
+    d.disturbed = false;
+    d.kept_at_safe = 0;
+  }
 }
 
 // Past the remembered bad rate by one step: it may be stale (conditions
@@ -243,8 +271,8 @@ bool SloController::adjust(ClassState& c, const Pressure& p, const SloObservatio
       // cut by the square root of the excess is enough; a cut that falls short
       // is repeated next window while the objective is missed.
       const double factor = std::clamp(std::sqrt(tuning_.at_risk / p.worst_ratio), tuning_.deep_cut, tuning_.mild_cut);
-      cut(c.bps, load.bytes_per_second * 8, factor, c.returning);
-      if (c.iops.adapted()) cut(c.iops, load.iops, factor, c.returning);
+      cut(c.bps, load.bytes_per_second * 8, factor, c.returning, tuning_);
+      if (c.iops.adapted()) cut(c.iops, load.iops, factor, c.returning, tuning_);
       c.returning = false;
       ++c.cuts;
       break;
@@ -260,6 +288,8 @@ bool SloController::adjust(ClassState& c, const Pressure& p, const SloObservatio
       break;
     case SloVerdict::headroom: {
       c.returning = false;
+      settle(c.bps, tuning_);
+      if (c.iops.adapted()) settle(c.iops, tuning_);
       if (++c.headroom_windows < tuning_.increase_after) break;
       if (c.probing && c.bps.safe && c.bps.effective > *c.bps.safe) {
         // The ceiling above the old bad rate met the objective: conditions changed.
@@ -285,6 +315,8 @@ bool SloController::adjust(ClassState& c, const Pressure& p, const SloObservatio
     case SloVerdict::hold:
       c.returning = false;
       c.headroom_windows = 0;
+      settle(c.bps, tuning_);
+      if (c.iops.adapted()) settle(c.iops, tuning_);
       hold(c.bps);
       if (c.iops.adapted()) hold(c.iops);
       break;

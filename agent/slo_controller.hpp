@@ -11,6 +11,11 @@
 //    from what the class actually sends (so a ceiling far above the class's rate
 //    bites at once), deeper the further the breach, and remember that rate as
 //    "bad"; back to the remembered "safe" ceiling instead when that lies between.
+//    A breach while the class sends no more than its safe rate is first taken
+//    for a disturbance it did not cause (a stall of the host, another class's
+//    burst): the cut protects the objective but safe and bad are kept and the
+//    next raise returns to safe; a second breach there within settle_after
+//    windows means conditions changed, and safe and bad move down.
 //    The first cut after the protected classes were idle goes to the safe
 //    ceiling from before they went idle whenever it is below the class's rate;
 //  - headroom (every active objective below headroom x its target for
@@ -76,8 +81,11 @@ struct SloTuning {
   // a probe goes this share past the bad rate.
   double step = 0.05;
   double resolution = 0.03;    // bisection stops when bad - safe < this share of bad
-  unsigned probe_after = 20;   // headroom windows held below a known bad rate before probing past it
+  unsigned probe_after = 40;   // headroom windows held below a known bad rate before probing past it
   unsigned probe_after_max = 320;  // the wait doubles per failed probe up to this
+  // Windows the ceiling must keep the objective at its safe rate before a breach there is again
+  // first taken for a disturbance the class did not cause (see cut()).
+  unsigned settle_after = 12;
   unsigned idle_after = 2;     // windows without commands before protected objectives count as idle
   double idle_growth = 1.5;    // per window while idle
   std::uint64_t min_samples = 20;  // a window with fewer commands is merged with the next ...
@@ -137,6 +145,10 @@ class SloController {
     double effective = 0;
     std::optional<double> safe, bad;
     double increment = 0;  // next raise without a known bad rate (0: step x the ceiling); doubles per raise
+    // A breach at the safe rate was taken for a disturbance: safe and bad were kept, and the next
+    // raise returns to safe. Cleared after settle_after windows kept at safe.
+    bool disturbed = false;
+    unsigned kept_at_safe = 0;
     bool adapted() const { return max > 0; }
   };
   struct ClassState {

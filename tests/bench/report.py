@@ -230,8 +230,9 @@ def section_slo(r, d):
     r.add("## 7. Latency SLO controller", "",
           "`tests/bench/bench_slo.py` (issue 11) in the isolation topology (target -- 1 Gbit/s router -- "
           "initiator, an agent on each host): gold QD1 4 KiB random reads declares *p99 read ≤ 2 × its p99 "
-          "alone* (no agents); compliance is the share of gold's 1 s windows (nvqos-load's per-I/O trace) "
-          "meeting it. Per scenario: bronze alone; a sweep of static bronze ceilings (the best static is the "
+          "alone* (no agents); compliance is the share of gold's 1 s windows (nvqos-load's per-I/O trace, "
+          "wire clock: the capsule's TX stamp to the completion's arrival at the packet tap, the span the "
+          "agents' kernel histograms measure) meeting it. Per scenario: bronze alone; a sweep of static bronze ceilings (the best static is the "
           "one with the most bronze among those with compliance ≥ 95%); then the controller with bronze "
           "without a static ceiling, bronze running on after gold stops. Bronze's rate is its wire bits "
           "per second, both directions, while gold runs. Targets (issue 11): compliance ≥ 95%, bronze ≥ 80% "
