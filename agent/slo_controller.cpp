@@ -39,7 +39,11 @@ void cut(SloController::Dimension& d, double rate, double factor, bool returning
   // spoils a window whatever the ceiling): cut, but keep what was learned
   // (lowering bad to a rate that was fine would make every later raise
   // creep, and forgetting it would make it overshoot the bottleneck again).
-  if (d.safe && !d.disturbed && basis <= *d.safe * (1 + t.resolution) && !returning) {
+  // A disturbance lasting several windows is cut while it lasts, still
+  // learning nothing; the return to safe then tells whether it was one.
+  const bool first_at_safe = d.safe && !d.disturbed && basis <= *d.safe * (1 + t.resolution) && !returning;
+  const bool still_below_safe = d.disturbed && d.safe && d.effective < *d.safe;
+  if (first_at_safe || still_below_safe) {
     d.disturbed = true;
     d.increment = 0;
     d.effective = std::clamp(basis * factor, d.floor, d.max);

@@ -295,9 +295,9 @@ TEST(SloController, HostStallsAreCutButDoNotLowerWhatWasLearnedOrCauseOvershoots
   }
 }
 
-// One stalled window at a settled ceiling: cut (the controller cannot tell a
-// stall from congestion), then straight back to the safe ceiling with the bad
-// rate unchanged. A second breach there soon after means conditions changed:
+// A stall of two windows at a settled ceiling: cut (the controller cannot tell
+// a stall from congestion), then straight back to the safe ceiling with the
+// bad rate unchanged. A second breach there soon after means conditions changed:
 // then the bad rate moves down.
 TEST(SloController, OneBreachAtTheSafeCeilingIsTakenForADisturbanceASecondOneIsNot) {
   constexpr double kFabricLink = 10e9;
@@ -313,21 +313,21 @@ TEST(SloController, OneBreachAtTheSafeCeilingIsTakenForADisturbanceASecondOneIsN
   const double safe = *bronze.safe, bad = *bronze.bad;
   ASSERT_DOUBLE_EQ(run.bronze_ceiling(), safe);
 
-  auto stall_one_window = [&] {
+  auto stall = [&](std::chrono::milliseconds length) {
     run.plant.stall_probability = 1;
-    run.advance(250ms);
+    run.advance(length);
     run.plant.stall_probability = 0;
   };
   const auto cuts = run.controller.find("bronze")->cuts;
-  stall_one_window();
-  EXPECT_EQ(run.controller.find("bronze")->cuts, cuts + 1);
+  stall(500ms);  // two windows: cut twice, learning nothing either time
+  EXPECT_EQ(run.controller.find("bronze")->cuts, cuts + 2);
   EXPECT_LT(run.bronze_ceiling(), safe);
   run.advance(1s);
   EXPECT_DOUBLE_EQ(run.bronze_ceiling(), safe) << "back to the safe ceiling in one raise";
   ASSERT_TRUE(bronze.bad);
   EXPECT_DOUBLE_EQ(*bronze.bad, bad) << "a disturbance teaches nothing about the bottleneck";
 
-  stall_one_window();
+  stall(250ms);
   run.advance(1s);
   ASSERT_TRUE(bronze.bad);
   EXPECT_LT(*bronze.bad, bad) << "a second breach at the same ceiling within settle_after windows is taken as real";
