@@ -142,13 +142,12 @@ static __always_inline int tc_account(struct __sk_buff *skb, __u32 dir)
 	struct wire_size wire;
 	__u32 tenant_id;
 	__u32 settings;
-	__u32 zero = 0;
 	bool gated;
 	__u64 now;
 	int role;
 	int ret;
 
-	ds = bpf_map_lookup_elem(&datapath_stats, &zero);
+	ds = bpf_map_lookup_elem(&datapath_stats, &nvqos_zero_key);
 	if (!ds)
 		return TC_ACT_OK;
 	ds->packets_seen++;

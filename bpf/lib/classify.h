@@ -12,8 +12,7 @@
 /* The agent's NVQOS_SETTINGS_F_* switches; all off if unreadable. */
 static __always_inline __u32 settings_flags(void)
 {
-	__u32 zero = 0;
-	struct nvqos_settings *s = bpf_map_lookup_elem(&settings, &zero);
+	struct nvqos_settings *s = bpf_map_lookup_elem(&settings, &nvqos_zero_key);
 
 	return s ? s->flags : 0;
 }
@@ -21,11 +20,10 @@ static __always_inline __u32 settings_flags(void)
 /* The port bitmap if the agent says it is complete, else NULL (use the hash). */
 static __always_inline const struct nvqos_port_bitmap *port_bitmap(__u32 settings)
 {
-	__u32 zero = 0;
 
 	if (!(settings & NVQOS_SETTINGS_F_PORT_BITMAP))
 		return NULL;
-	return bpf_map_lookup_elem(&nvme_port_bitmap, &zero);
+	return bpf_map_lookup_elem(&nvme_port_bitmap, &nvqos_zero_key);
 }
 
 static __always_inline bool nvme_port(__be16 port, const struct nvqos_port_bitmap *bitmap)

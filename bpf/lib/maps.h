@@ -8,6 +8,14 @@
 
 #include "nvqos/abi.h"
 
+/*
+ * The key of every single-entry array map, in .rodata rather than on the
+ * stack: Linux 6.1 rounds every frame of a call chain up to 32 bytes and
+ * refuses a chain above 512, and a 4-byte key in a frame's top slot can cost
+ * it a whole 32.
+ */
+static const __u32 nvqos_zero_key;
+
 // Which tenant owns traffic of (NVMe/TCP service port, remote address prefix).
 // Written by the agent from the policy; read by tc and XDP on a flow miss.
 struct {

@@ -353,12 +353,11 @@ static __always_inline struct nvqos_cmd_stats *cmd_stats_of(const struct nvqos_c
 static __always_inline struct nvqos_cmd_hist *cmd_hist_of(const struct nvqos_cmd_key *key)
 {
 	struct nvqos_cmd_hist *h = bpf_map_lookup_elem(&cmd_latency, key);
-	__u32 zero = 0;
 	void *fresh;
 
 	if (h)
 		return h;
-	fresh = bpf_map_lookup_elem(&zero_cmd_hist, &zero);
+	fresh = bpf_map_lookup_elem(&zero_cmd_hist, &nvqos_zero_key);
 	if (!fresh)
 		return NULL;
 	bpf_map_update_elem(&cmd_latency, key, fresh, BPF_NOEXIST);
@@ -369,8 +368,7 @@ static __always_inline struct nvqos_cmd_hist *cmd_hist_of(const struct nvqos_cmd
 static __always_inline bool slow_cmd_allowed(__u64 now)
 {
 	const __u64 interval = 1000000000ull / NVQOS_SLOW_CMD_RATE;
-	__u32 zero = 0;
-	__u64 *tat = bpf_map_lookup_elem(&slow_cmd_tat, &zero);
+	__u64 *tat = bpf_map_lookup_elem(&slow_cmd_tat, &nvqos_zero_key);
 	__u64 t;
 
 	if (!tat)
@@ -447,12 +445,11 @@ __noinline int cmd_submit(const struct nvqos_flow_key *key, struct nvme_conn *co
 	struct nvqos_cmd_stats *s;
 	struct nvqos_cmd_key sk = {};
 	const __u8 *h;
-	__u32 zero = 0;
 	__u8 opcode;
 	__u32 conn_flags;
 	__u32 tenant_id;
 
-	scratch = bpf_map_lookup_elem(&cmd_scratch, &zero);
+	scratch = bpf_map_lookup_elem(&cmd_scratch, &nvqos_zero_key);
 	if (!key || !conn || !ns || !cx || !st || !scratch)
 		return 0;
 	ik = &scratch->ik;
@@ -525,10 +522,9 @@ __noinline int cmd_complete(const struct nvqos_flow_key *key, struct nvme_conn *
 	struct nvqos_cmd_stats *s;
 	struct nvqos_cmd_hist *hist;
 	__u64 latency = 0;
-	__u32 zero = 0;
 	__u32 bucket;
 
-	scratch = bpf_map_lookup_elem(&cmd_scratch, &zero);
+	scratch = bpf_map_lookup_elem(&cmd_scratch, &nvqos_zero_key);
 	if (!key || !conn || !ns || !cx || !scratch)
 		return NVQOS_CMD_OP_OTHER;
 	__builtin_memset(&scratch->ik, 0, sizeof(scratch->ik));
@@ -684,9 +680,8 @@ static __always_inline bool walk_connect(struct walk_loop *l)
 	struct nvme_walk *w = &l->w;
 	struct pdu_stream *st = l->st;
 	struct connect_site *site;
-	__u32 zero = 0;
 
-	site = bpf_map_lookup_elem(&connect_sites, &zero);
+	site = bpf_map_lookup_elem(&connect_sites, &nvqos_zero_key);
 	if (!site)
 		return false;
 	site->payload_off = l->payload_off;
@@ -806,8 +801,7 @@ static __always_inline void stream_walk(struct walk_loop *l)
 /* Inserts a fresh connection (all streams unsynced) and returns it. */
 static __always_inline struct nvme_conn *nvme_conn_open(const struct nvqos_flow_key *key, __u64 flags)
 {
-	__u32 zero = 0;
-	struct nvme_conn *fresh = bpf_map_lookup_elem(&zero_nvme_conn, &zero);
+	struct nvme_conn *fresh = bpf_map_lookup_elem(&zero_nvme_conn, &nvqos_zero_key);
 
 	if (!fresh)
 		return NULL;
@@ -882,7 +876,6 @@ static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_
 		.seq = pkt->seq,
 		.len = pkt->ip_len - hdrs,
 	};
-	__u32 zero = 0;
 
 	if (pkt->tcp_flags & NVQOS_TCP_F_SYN) {
 		/* Without a flow, the handshake waits apart: a SYN flood must not evict anything. */
@@ -896,7 +889,7 @@ static __always_inline int nvme_track(struct __sk_buff *skb, const struct nvqos_
 	}
 	if (!l.len)
 		return TC_ACT_OK;
-	l.w.ns = bpf_map_lookup_elem(&nvme_stats, &zero);
+	l.w.ns = bpf_map_lookup_elem(&nvme_stats, &nvqos_zero_key);
 	if (!l.w.ns)
 		return TC_ACT_OK;
 	if (gated)

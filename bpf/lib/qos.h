@@ -61,8 +61,7 @@ struct qos_egress_pkt {
 /* The QoS clock: the test clock when the agent (a test) set one. */
 static __always_inline __u64 qos_now(void)
 {
-	__u32 zero = 0;
-	struct nvqos_settings *s = bpf_map_lookup_elem(&settings, &zero);
+	struct nvqos_settings *s = bpf_map_lookup_elem(&settings, &nvqos_zero_key);
 
 	if (s && s->fixed_now_ns)
 		return s->fixed_now_ns;

@@ -147,11 +147,10 @@ static __always_inline int rst_store(struct __sk_buff *skb, struct rst_scratch *
 __noinline int access_reset(struct __sk_buff *skb, const struct nvqos_pkt *pkt)
 {
 	struct rst_scratch *r;
-	__u32 zero = 0;
 	__be32 ack_seq;
 	__u32 len;
 
-	r = bpf_map_lookup_elem(&rst_scratches, &zero);
+	r = bpf_map_lookup_elem(&rst_scratches, &nvqos_zero_key);
 	if (!r || !pkt || pkt->l3_off < RST_ETH_MACS)
 		return TC_ACT_SHOT;
 	len = pkt->l3_off + RST_TCP_LEN + (pkt->family == NVQOS_FAMILY_IPV4 ? RST_IPV4_LEN : RST_IPV6_LEN);
