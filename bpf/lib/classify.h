@@ -20,7 +20,6 @@ static __always_inline __u32 settings_flags(void)
 /* The port bitmap if the agent says it is complete, else NULL (use the hash). */
 static __always_inline const struct nvqos_port_bitmap *port_bitmap(__u32 settings)
 {
-
 	if (!(settings & NVQOS_SETTINGS_F_PORT_BITMAP))
 		return NULL;
 	return bpf_map_lookup_elem(&nvme_port_bitmap, &nvqos_zero_key);

@@ -199,7 +199,6 @@ struct {
 
 static __always_inline struct nvqos_connect_stats *connect_stats_get(void)
 {
-
 	return bpf_map_lookup_elem(&connect_stats, &nvqos_zero_key);
 }
 
