@@ -457,6 +457,13 @@ def run_scenario(bins, params, cases=tuple(CASES), progress=print, on_agents=Non
     return results
 
 
+def unwind_on_termination():
+    """SIGTERM and SIGHUP (a job killed by CI, a closed terminal) unwind like Ctrl-C, so the
+    namespaces, qdiscs and processes are removed either way; without this they outlive the run."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda number, _frame: sys.exit(128 + number))
+
+
 def parse_metrics(text):
     """Prometheus text format -> [(name, {label: value}, value)]."""
     samples = []
@@ -580,8 +587,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     if os.geteuid() != 0:
         sys.exit("nvqos isolation scenario: needs root (network namespaces, qdiscs, BPF)")
-    # SIGTERM unwinds like Ctrl-C, so the namespaces and processes are removed either way.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    unwind_on_termination()
     params = Params(runtime_s=args.runtime, shaper=args.shaper, capacity_mbit=args.capacity_mbit,
                     gold_guarantee_mbit=args.gold_guarantee_mbit, router_buffer_bytes=args.router_buffer)
 

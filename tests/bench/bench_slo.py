@@ -345,6 +345,7 @@ def main():
     unknown = [n for n in names if n not in SCENARIOS]
     if unknown:
         sys.exit(f"nvqos-bench-slo: unknown scenario {', '.join(unknown)} (known: {', '.join(SCENARIOS)})")
+    iso.unwind_on_termination()
     bins = iso.Binaries(args.build_dir)
     base = iso.Params(runtime_s=args.runtime)
     say = progress

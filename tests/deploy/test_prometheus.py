@@ -26,6 +26,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -312,6 +313,10 @@ def main():
     b = pathlib.Path(args.build_dir).resolve()
     build = {"agent": str(b / "agent" / "nvqos-agent"), "target": str(b / "tools" / "target" / "nvqos-target"),
              "load": str(b / "tools" / "load" / "nvqos-load")}
+    # A job killed by CI (SIGTERM) or a closed terminal (SIGHUP) unwinds through the finally below, so
+    # the namespaces and the bpffs mount do not outlive the run (a killed run left dpl<pid>t/i behind).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, lambda number, _frame: sys.exit(128 + number))
     lab = Lab(build)
     failed = True
     try:
@@ -416,8 +421,9 @@ def scenario(lab):
         if status == "FAIL" and "no data" in detail:
             status, detail = "OK", "evaluates (not firing now)"
         results.append((f"alert {alert} (whole expression)", status, detail))
-        signal = d.signal_of(expr)
-        results.append((f"alert {alert} signal", *classify(prom.instant(signal), d.metric_names(signal), exported)))
+        before_threshold = d.signal_of(expr)
+        results.append((f"alert {alert} signal", *classify(prom.instant(before_threshold),
+                                                             d.metric_names(before_threshold), exported)))
 
     width = max(len(r[0]) for r in results)
     for what, status, detail in results:

@@ -48,6 +48,7 @@ def main():
     if os.geteuid() != 0:
         print("isolation_test: needs root (network namespaces, qdiscs, BPF); skipped")
         return 77
+    iso.unwind_on_termination()
     params = iso.Params(runtime_s=args.runtime)
 
     def log(text):
