@@ -40,9 +40,12 @@ void print_slo(const json& s) {
               << " Mbit/s)\n";
     std::printf("  %-28s %12s %12s %-11s %9s %11s\n", "objective", "last (us)", "target (us)", "verdict", "commands",
                 "compliance");
+    bool any_exhausted = false;
     for (const auto& o : ifc["objectives"]) {
       const std::string name =
           o.value("class", "?") + " " + o.value("op", "?") + " " + quantile_name(o.value("quantile", 0.0));
+      const bool exhausted = o.value("exhausted", false);
+      any_exhausted = any_exhausted || exhausted;
       std::string compliance = "-";
       if (o.contains("compliance_ratio")) {
         char buf[32];
@@ -50,9 +53,12 @@ void print_slo(const json& s) {
         compliance = buf;
       }
       std::printf("  %-28s %12.0f %12.0f %-11s %9llu %11s\n", name.c_str(), o.value("last_latency_us", 0.0),
-                  o.value("max_latency_us", 0.0), o.value("verdict", "?").c_str(), o.value("last_commands", 0ull),
-                  compliance.c_str());
+                  o.value("max_latency_us", 0.0), (o.value("verdict", "?") + (exhausted ? "*" : "")).c_str(),
+                  o.value("last_commands", 0ull), compliance.c_str());
     }
+    if (any_exhausted)
+      std::cout << "  * missed with every lower class at its floor: nothing is left to cut; the latency is not (only) "
+                   "the neighbours' (docs/operations.md, NvqosSloMissedAtFloors)\n";
     std::printf("\n  %-16s %4s %-10s %14s %12s %12s %-10s %6s %6s  %s\n", "class", "prio", "adapted", "effective Mb/s",
                 "floor Mb/s", "max Mb/s", "verdict", "cuts", "raises", "last reason");
     for (const auto& c : ifc["classes"]) {

@@ -204,6 +204,24 @@ void SloController::judge_objectives(const SloObservation& obs) {
   }
 }
 
+// Judged against the ceilings in force during the window, before this step adjusts them.
+void SloController::note_exhaustion() {
+  for (ObjectiveState& o : objectives_) {
+    if (o.verdict == SloVerdict::idle) o.exhausted = false;
+    if (o.verdict != SloVerdict::at_risk && o.verdict != SloVerdict::hold && o.verdict != SloVerdict::headroom)
+      continue;  // not judged in this step
+    const ClassState* owner = find(o.class_name);
+    bool any = false, all_at_floor = true;
+    for (const ClassState& c : classes_) {
+      if (!c.controlled || !owner || !owner->spec.enabled || owner->spec.priority >= c.spec.priority) continue;
+      any = true;
+      all_at_floor = all_at_floor && c.bps.at_floor() && (!c.iops.adapted() || c.iops.at_floor());
+    }
+    o.exhausted = any && all_at_floor && o.last_latency_seconds > o.objective.max_latency_seconds;
+    if (o.exhausted) ++o.windows_missed_at_floor;
+  }
+}
+
 SloController::Pressure SloController::pressure_on(const ClassState& lower) const {
   Pressure p;
   bool any = false, all_idle = true, collecting = false, all_headroom = true, some_headroom = false;
@@ -338,6 +356,7 @@ bool SloController::adjust(ClassState& c, const Pressure& p, const SloObservatio
 
 std::vector<SloAdjustment> SloController::step(const SloObservation& obs) {
   judge_objectives(obs);
+  note_exhaustion();
   std::vector<SloAdjustment> out;
   static const SloObservation::Load kNoLoad;
   for (ClassState& c : classes_) {

@@ -32,8 +32,12 @@
 //    wait for the return.
 // Never below the floor (guarantee or minimum share), never above the static
 // ceiling. The state is the ceiling itself, clamped: no integrator to wind up.
+// A window missed with every adapted class already at its floor is counted as
+// such (exhausted): nothing is left to cut, and the latency is not the
+// neighbours' alone; the agent logs, exports and alerts on it.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <deque>
@@ -131,6 +135,10 @@ class SloController {
     double last_latency_seconds = 0;        // last judged window's quantile
     std::uint64_t last_count = 0;           // commands in that window
     std::uint64_t windows_met = 0, windows_missed = 0;  // judged windows since start
+    // The last judged window missed while every class adapted for this objective was already at
+    // its floor: the controller had nothing left to cut, so the latency is not (only) theirs.
+    bool exhausted = false;
+    std::uint64_t windows_missed_at_floor = 0;  // of windows_missed
     // Share of judged windows within the compliance horizon that met the
     // objective; none before the first judged window.
     std::optional<double> compliance_ratio() const;
@@ -150,6 +158,9 @@ class SloController {
     bool disturbed = false;
     unsigned kept_at_safe = 0;
     bool adapted() const { return max > 0; }
+    // At the floor, or within the last 1% of the range when the floor is 0 (cuts approach it
+    // geometrically and never arrive).
+    bool at_floor() const { return effective <= std::max(floor, 0.01 * max); }
   };
   struct ClassState {
     SloClass spec;
@@ -178,6 +189,7 @@ class SloController {
     std::string reason;
   };
   void judge_objectives(const SloObservation& obs);
+  void note_exhaustion();
   Pressure pressure_on(const ClassState& lower) const;
   bool adjust(ClassState& c, const Pressure& p, const SloObservation::Load& load);
 

@@ -258,6 +258,7 @@ void SloLoop::step(Link& link, Clock::time_point now) {
   const SloObservation obs = slo_observation(*link.last, reading, policy_);
   link.last = std::move(reading);
   const auto adjustments = link.controller->step(obs);
+  log_exhaustion(link);
   if (adjustments.empty()) return;
 
   std::map<std::string, EffectiveCeiling> ceilings;
@@ -302,6 +303,30 @@ void SloLoop::log_adjustment(const std::string& ifname, const SloAdjustment& a, 
                {{"interface", ifname}, {"class", a.class_name}, {"from_mbit_s", mbit(a.from_bps)},
                 {"to_mbit_s", mbit(a.to_bps)}, {"verdict", to_string(a.verdict)}, {"reason", a.reason},
                 {"outcome", outcome}, {"error", error}, {"suppressed", std::to_string(log_limit_.suppressed())}});
+}
+
+// Edges only: near the floors an objective may go from missed to met and back every window; the
+// rate is in nvqos_slo_windows_total{outcome="missed_at_floor"}.
+void SloLoop::log_exhaustion(Link& link) {
+  const auto& objectives = link.controller->objectives();
+  link.exhausted.resize(objectives.size(), false);
+  for (std::size_t i = 0; i < objectives.size(); ++i) {
+    const auto& o = objectives[i];
+    if (o.exhausted == link.exhausted[i]) continue;
+    link.exhausted[i] = o.exhausted;
+    if (!log_limit_.allow(Clock::now())) continue;
+    log::write(o.exhausted ? log::Level::warn : log::Level::info,
+               o.exhausted ? "SLO: objective missed with every lower class at its floor: nothing is left to cut, the "
+                             "latency is not (only) the neighbours' (host CPU, the target, a queue beyond this link)"
+                           : "SLO: objective no longer missed at the floors",
+               {{"interface", link.datapath->interface()},
+                {"class", o.class_name},
+                {"op", cmd_op_name(o.objective.op)},
+                {"quantile", quantile_text(o.objective.quantile)},
+                {"latency_us", std::to_string(std::llround(o.last_latency_seconds * 1e6))},
+                {"objective_us", std::to_string(std::llround(o.objective.max_latency_seconds * 1e6))},
+                {"suppressed", std::to_string(log_limit_.suppressed())}});
+  }
 }
 
 std::string SloLoop::metrics_text() const {
@@ -357,6 +382,21 @@ std::string SloLoop::metrics_text() const {
       add(compliance,
           {{"class", std::get<0>(key)}, {"op", cmd_op_name(std::get<1>(key))}, {"quantile", quantile_text(std::get<2>(key))}},
           static_cast<double>(t.met) / static_cast<double>(t.judged));
+
+  auto& windows = family("nvqos_slo_windows_total",
+                         "Control intervals judged against an objective, by outcome: met, missed, or missed_at_floor "
+                         "(missed with every lower class already at its floor: nothing left to cut).",
+                         MetricType::Counter);
+  for (const auto& [ifname, link] : links_)
+    for (const auto& o : link.controller->objectives()) {
+      auto labels = [&, &o = o](const char* outcome) -> std::vector<ClientMetric::Label> {
+        return {{"interface", ifname}, {"class", o.class_name}, {"op", cmd_op_name(o.objective.op)},
+                {"quantile", quantile_text(o.objective.quantile)}, {"outcome", outcome}};
+      };
+      add(windows, labels("met"), double(o.windows_met));
+      add(windows, labels("missed"), double(o.windows_missed - o.windows_missed_at_floor));
+      add(windows, labels("missed_at_floor"), double(o.windows_missed_at_floor));
+    }
 
   auto& bps = family("nvqos_class_effective_ceiling_bits_per_second",
                      "Egress ceiling in force for a class the SLO controller adapts (in dry_run: what it would set).",
@@ -418,7 +458,9 @@ nlohmann::json SloLoop::state_json() const {
                         {"last_latency_us", o.last_latency_seconds * 1e6},
                         {"last_commands", o.last_count},
                         {"windows_met", o.windows_met},
-                        {"windows_missed", o.windows_missed}};
+                        {"windows_missed", o.windows_missed},
+                        {"windows_missed_at_floor", o.windows_missed_at_floor},
+                        {"exhausted", o.exhausted}};
       if (auto r = o.compliance_ratio()) oj["compliance_ratio"] = *r;
       ifc["objectives"].push_back(oj);
     }

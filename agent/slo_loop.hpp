@@ -77,6 +77,7 @@ class SloLoop {
     std::unique_ptr<SloController> controller;
     std::optional<SloReading> last;
     std::map<std::string, EffectiveCeiling> applied;  // what the data path holds now
+    std::vector<bool> exhausted;  // per objective: what the log last said
   };
   struct Event {
     double unix_seconds = 0;
@@ -90,6 +91,7 @@ class SloLoop {
   void step(Link& link, std::chrono::steady_clock::time_point now);
   Status apply(Link& link, const std::map<std::string, EffectiveCeiling>& ceilings);
   void log_adjustment(const std::string& ifname, const SloAdjustment& a, bool applied, const std::string& error);
+  void log_exhaustion(Link& link);
 
   boost::asio::steady_timer timer_;
   Policy policy_;

@@ -272,6 +272,15 @@ def overview():
     L.add(stat("SLO controller mode", "short",
                [target('count by (mode) (nvqos_slo_controller_info{' + HOST + '})', "{{mode}}")],
                "Agents per controller mode: on adjusts effective ceilings, dry_run only computes them."), w=6)
+    L.add(timeseries(
+        "SLO windows missed, and missed with the neighbours at their floors", "percentunit",
+        [target('sum by (class, op, quantile, outcome) (rate(nvqos_slo_windows_total{' + IFACE +
+                ', class=~"$class", outcome!="met"}' + RATE + ')) / ignoring (outcome) group_left '
+                'sum by (class, op, quantile) (rate(nvqos_slo_windows_total{' + IFACE + ', class=~"$class"}' +
+                RATE + '))', "{{class}} {{op}} q{{quantile}} {{outcome}}")],
+        "Share of the controller's windows that missed the objective. missed_at_floor: every lower class on "
+        "the link was already at its floor, so the controller had nothing left to cut and the latency is not "
+        "(only) the neighbours' (runbook NvqosSloMissedAtFloors)."), w=12)
 
     L.row("Agent health")
     L.add(stat("Agents up", "short",

@@ -199,6 +199,7 @@ TEST(SloController, GoldArrivingBesideFlatOutBronzeMeetsItsObjectiveAndBronzeKee
   EXPECT_GE(bronze, 0.8 * best);
   EXPECT_LE(changes, 4);
   EXPECT_GT(run.controller.find("bronze")->cuts, 0u);
+  EXPECT_EQ(run.controller.objectives()[0].windows_missed_at_floor, 0u) << "bronze was never at its floor";
 }
 
 // Issue 11's fabric benchmark: the agent's link is 10 Gbit/s, the queue forms at
@@ -425,10 +426,19 @@ TEST(SloController, SaturatedAtTheFloorItHoldsThereAndRecoversWithoutWindup) {
   run.advance(30s);
   EXPECT_DOUBLE_EQ(run.bronze_ceiling(), floor);
   EXPECT_DOUBLE_EQ(*std::min_element(run.ceiling.begin(), run.ceiling.end()), floor);
+  // Said as such: missed with nothing left to cut, in every window once the floor was reached
+  // (a few cuts from the link to the floor).
+  const auto& gold = run.controller.objectives()[0];
+  EXPECT_TRUE(gold.exhausted);
+  EXPECT_GE(gold.windows_missed_at_floor, gold.windows_missed - 8);
+  EXPECT_LT(gold.windows_missed_at_floor, gold.windows_missed) << "the windows before the floor had room to cut";
 
   run.plant.base_us = 100;  // the cause went away
   const std::size_t healed = run.ceiling.size();
+  const auto missed_at_floor = gold.windows_missed_at_floor;
   run.advance(10s);
+  EXPECT_FALSE(gold.exhausted);
+  EXPECT_EQ(gold.windows_missed_at_floor, missed_at_floor);
   std::size_t back = 0;
   for (std::size_t i = healed; i < run.ceiling.size() && !back; ++i)
     if (run.ceiling[i] >= 0.8 * run.plant.best_static(objective)) back = i - healed;

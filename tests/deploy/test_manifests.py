@@ -211,7 +211,8 @@ class Manifests(unittest.TestCase):
         self.assertEqual(pr["spec"], yaml.safe_load(d.RULES.read_text()))
         names = {a for a, _ in d.alert_rules()}
         self.assertLessEqual({"NvqosAgentDown", "NvqosConfigReloadFailed", "NvqosTenantLatencyAboveSLO",
-                              "NvqosTenantThrottledSustained", "NvqosTenantDropping", "NvqosFlowTableNearlyFull"},
+                              "NvqosTenantThrottledSustained", "NvqosTenantDropping", "NvqosFlowTableNearlyFull",
+                              "NvqosSloMissedAtFloors"},
                              names)
         for g in pr["spec"]["groups"]:
             for r in g["rules"]:

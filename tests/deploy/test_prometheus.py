@@ -45,7 +45,7 @@ PROM = "127.0.0.1:9090"
 # The crafted breach: gold's p99 read objective, far below any real p99.
 BREACH_OBJECTIVE_US = 1
 # What the SLO alert and the dashboards' SLO panels join; the agents must export samples of each.
-SLO_METRICS = {"nvqos_tenant_info", "nvqos_slo_objective_seconds", "nvqos_slo_compliance_ratio",
+SLO_METRICS = {"nvqos_tenant_info", "nvqos_slo_objective_seconds", "nvqos_slo_compliance_ratio", "nvqos_slo_windows_total",
                "nvqos_slo_controller_info", "nvqos_class_effective_ceiling_bits_per_second",
                "nvqos_class_effective_ceiling_iops"}
 RATE_INTERVAL = "15s"
@@ -560,7 +560,10 @@ def check_slo_from_agents(results, exported):
 
 def check_alerts(prom):
     want = {"NvqosConfigReloadFailed": {"node": "target-0"}, "NvqosAgentDown": {"node": "dead-0"},
-            "NvqosTenantLatencyAboveSLO": {"tenant": "gold", "class": "gold", "op": "read"}}
+            "NvqosTenantLatencyAboveSLO": {"tenant": "gold", "class": "gold", "op": "read"},
+            # Every class below gold is at its floor within seconds (bronze's floor is its ceiling) and
+            # no window meets 1 µs: the controller has nothing left to cut.
+            "NvqosSloMissedAtFloors": {"class": "gold", "op": "read"}}
     deadline = time.time() + 30
     while True:
         alerts = prom.get("/api/v1/alerts")["data"]["alerts"]

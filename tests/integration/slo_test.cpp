@@ -161,6 +161,15 @@ TEST_F(SloTest, AnObjectiveAtRiskCutsLowerClassesToTheirFloorInTheKernelAndGoldS
   EXPECT_NE(ctl.find("SLO controller: on"), std::string::npos) << ctl;
   EXPECT_NE(ctl.find("gold read p99"), std::string::npos) << ctl;
   EXPECT_NE(ctl.find("100.0"), std::string::npos) << ctl;
+  // Nothing is left to cut and 1 µs is still missed: said in the table, the metric and the log.
+  EXPECT_NE(ctl.find("at_risk*"), std::string::npos) << ctl;
+  EXPECT_NE(ctl.find("missed with every lower class at its floor"), std::string::npos) << ctl;
+  EXPECT_GT(metric_value(metrics(), "nvqos_slo_windows_total",
+                         {{"interface", target_if()}, {"class", "gold"}, {"outcome", "missed_at_floor"}})
+                .value_or(0),
+            0.0)
+      << metrics();
+  EXPECT_NE(log().find("SLO: objective missed with every lower class at its floor"), std::string::npos) << log();
 
   // The load ends: gold is idle, bronze's ceiling returns to the link within 5 s.
   ASSERT_EQ(load_->wait(30s), 0) << read_file(lab_->path("load.log"));
