@@ -25,7 +25,8 @@ def benches(build, results, quick):
                 ("enforcement", py + [f"{HERE}/bench_enforcement.py", "--quick"] + out("enforcement")),
                 ("telemetry", py + [f"{HERE}/bench_telemetry.py", "--seconds", "4"] + out("telemetry")),
                 ("control_plane", py + [f"{HERE}/bench_control_plane.py", "--quick"] + out("control_plane")),
-                ("slo", py + [f"{HERE}/bench_slo.py", "--quick"] + out("slo"))]
+                # One scenario: the other runs the same code with another capacity and bronze.
+                ("slo", py + [f"{HERE}/bench_slo.py", "--quick", "--scenarios", "priority"] + out("slo"))]
     return [("bpf", bpf + out("bpf")),
             ("throughput", py + [f"{HERE}/bench_throughput.py", "--runs", "3", "--seconds", "5"] + out("throughput")),
             ("isolation", py + [f"{HERE}/bench_isolation.py", "--runtime", "10s"] + out("isolation")),
