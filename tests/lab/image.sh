@@ -12,7 +12,9 @@ set -euo pipefail
 
 LAB_DIR=${LAB_DIR:-$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)}
 REPO_DIR=${REPO_DIR:-$(cd "$LAB_DIR/../.." && pwd)}
-LAB_CACHE=${NVQOS_LAB_CACHE:-$REPO_DIR/lab-cache}
+# Outside the checkout, like apt's cache: every clone and worktree on the host (CI's clean clones too)
+# shares the root image and the kernels; their keys say when one is stale.
+LAB_CACHE=${NVQOS_LAB_CACHE:-/var/cache/nvqos/lab}
 LAB_MIRROR=${NVQOS_LAB_MIRROR:-http://deb.debian.org/debian}
 LAB_SUITE=${NVQOS_LAB_SUITE:-bookworm}
 

@@ -25,7 +25,7 @@ usage: tests/lab/run.sh [options]
   --keep                    keep the staged binaries, scripts and qemu command line with the results
   --no-install              do not apt-get install the lab's host packages
   --list                    list kernels and scenarios and exit
-Cache (images, kernels): \$NVQOS_LAB_CACHE (default: $REPO_DIR/lab-cache).
+Cache (images, kernels): \$NVQOS_LAB_CACHE (default: /var/cache/nvqos/lab, shared by every checkout).
 EOF
 }
 
