@@ -20,6 +20,7 @@
 #include "nvqos/abi.h"
 #include "lib/classify.h"
 #include "lib/consts.h"
+#include "lib/le.h"
 #include "lib/maps.h"
 
 /* Fabrics Connect data (NVMe-oF): 1024 bytes of in-capsule data. */
@@ -451,19 +452,6 @@ static long nqn_norm_one(__u32 i, struct nqn_norm *n)
 	return 0;
 }
 
-static __always_inline __u16 le16_to_host(__u16 v)
-{
-#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-	return __builtin_bswap16(v);
-#else
-	return v;
-#endif
-}
-
-static __always_inline __u32 le32_at(const __u8 *p)
-{
-	return p[0] | (__u32)p[1] << 8 | (__u32)p[2] << 16 | (__u32)p[3] << 24;
-}
 
 /*
  * Copies SUBNQN and HOSTNQN (and CNTLID when in reach) of the Connect data
@@ -475,14 +463,14 @@ static __noinline bool connect_load_nqns(struct __sk_buff *skb, const struct con
 {
 	struct nqn_norm norm = { .e = e };
 	__u32 pdo = h[CONNECT_OFF_PDO];
-	__u32 plen = le32_at(h + CONNECT_OFF_PLEN);
+	__u32 plen = get_le32(h + CONNECT_OFF_PLEN);
 	__u32 data_seq = s->pdu_seq + pdo;
 	__s32 rel;
 
 	/* The data must be the 1024 bytes in the capsule at PDO, as targets read it. */
 	if (h[CONNECT_OFF_SGL_TYPE] != CONNECT_SGL_DATA_BLOCK_OFFSET ||
-	    le32_at(h + CONNECT_OFF_SGL_ADDR) || le32_at(h + CONNECT_OFF_SGL_ADDR + 4) ||
-	    le32_at(h + CONNECT_OFF_SGL_LEN) != CONNECT_DATA_LEN || plen < pdo + CONNECT_DATA_LEN)
+	    get_le32(h + CONNECT_OFF_SGL_ADDR) || get_le32(h + CONNECT_OFF_SGL_ADDR + 4) ||
+	    get_le32(h + CONNECT_OFF_SGL_LEN) != CONNECT_DATA_LEN || plen < pdo + CONNECT_DATA_LEN)
 		return false;
 	rel = (__s32)(data_seq + CONNECT_DATA_SUBNQN - s->seg_seq);
 	if (rel < 0 || (__u32)rel + 2 * NVQOS_NQN_LEN > s->seg_len)
@@ -500,7 +488,7 @@ static __noinline bool connect_load_nqns(struct __sk_buff *skb, const struct con
 	if (rel < 0 || bpf_skb_load_bytes(skb, s->payload_off + rel, &e->cntlid, sizeof(e->cntlid)))
 		e->cntlid = CONNECT_CNTLID_NONE;
 	else
-		e->cntlid = le16_to_host(e->cntlid);
+		e->cntlid = get_le16((const __u8 *)&e->cntlid);
 	bpf_loop(NVQOS_NQN_LEN, nqn_norm_one, &norm, 0);
 	return true;
 }

@@ -18,6 +18,7 @@
 #include "lib/connect.h"
 #include "lib/consts.h"
 #include "lib/handshake.h"
+#include "lib/le.h"
 #include "lib/maps.h"
 #include "lib/parse.h"
 
@@ -200,16 +201,6 @@ static __always_inline __u64 nvqos_cmd_clock_ns(struct nvme_cmd_ctx *cx)
 	if (!cx->now)
 		cx->now = bpf_ktime_get_ns();
 	return cx->now;
-}
-
-static __always_inline __u16 get_le16(const __u8 *p)
-{
-	return p[0] | (__u16)p[1] << 8;
-}
-
-static __always_inline __u32 get_le32(const __u8 *p)
-{
-	return p[0] | (__u32)p[1] << 8 | (__u32)p[2] << 16 | (__u32)p[3] << 24;
 }
 
 static __always_inline bool pdu_dir_ok(__u8 type, __u8 sdir)
